@@ -1,0 +1,37 @@
+"""Celery settings (celery-notes.md has the why of each).
+
+One queue per model (`infer.<model>`, plus `infer.<model>.replay` for replay steps) and a `safety` queue.
+Every job is a chain `infer | safety`. Delivery is at least once; tasks are idempotent by job id.
+"""
+from workers.settings import get_settings
+
+_s = get_settings()
+
+broker_url = _s.redis_url or "redis://127.0.0.1:6379/0"
+# Results travel through PostgreSQL and a per-job Redis list (workers/notify.py), not Celery's backend.
+result_backend = None
+task_ignore_result = True
+
+# At-least-once: ack after the task ran, requeue if the worker process dies, hold one message per thread.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+# Longer than the longest task: a job's deadline is capped at MAX_DEADLINE_MS, and tasks stop at it.
+broker_transport_options = {
+    "visibility_timeout": _s.broker_visibility_timeout_s,
+    "queue_order_strategy": "priority",
+}
+broker_connection_retry_on_startup = True
+
+task_serializer = "json"
+accept_content = ["json"]
+result_serializer = "json"
+event_serializer = "json"
+
+task_routes = ("workers.routing.route_task",)
+task_default_queue = "safety"
+worker_hijack_root_logger = False
+worker_send_task_events = True
+task_send_sent_event = True
+# Soft shutdown: give in-flight late-ack tasks time to finish before a cold stop requeues them.
+worker_soft_shutdown_timeout = 10.0

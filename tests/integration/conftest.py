@@ -1,0 +1,28 @@
+"""Real worker processes: a GPU worker per tiny model and a safety worker, for the whole session."""
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.workers import gpu_worker, safety_worker, wait_ready
+
+# Short enough that the SIGKILL test sees its message come back quickly; every job here takes well under it.
+VISIBILITY_S = "4"
+
+
+@pytest.fixture(scope="session")
+def log_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("worker-logs")
+
+
+@pytest.fixture(scope="session")
+def workers(redis_client, log_dir):
+    env = {"BROKER_VISIBILITY_TIMEOUT_S": VISIBILITY_S}
+    procs = [gpu_worker("openvla-tiny", log_dir, **env).start(), gpu_worker("pi0-tiny", log_dir, **env).start(),
+             safety_worker(log_dir, **env).start()]
+    try:
+        wait_ready(redis_client, "openvla-tiny", worker=procs[0])
+        wait_ready(redis_client, "pi0-tiny", worker=procs[1])
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()

@@ -1,0 +1,133 @@
+"""The job pipeline end to end: real web app, PostgreSQL, Redis, and Celery worker processes."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.helpers import png_b64, request_body
+from workers.store.models import Job, UsageRecord
+
+
+@pytest.fixture()
+def headers(make_customer):
+    return make_customer("enterprise")[2]
+
+
+def _poll(client, headers, job_id, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        body = client.get(f"/v1/jobs/{job_id}", headers=headers).get_json()
+        if body["state"] not in ("queued", "running"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {body}")
+
+
+def test_submit_then_poll(client, headers, workers):
+    resp = client.post("/v1/jobs", json=request_body(), headers=headers)
+    assert resp.status_code == 202, resp.get_json()
+    job = resp.get_json()
+    assert resp.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["state"] == "queued"
+    done = _poll(client, headers, job["id"])
+    assert done["state"] == "succeeded", done
+    action = done["result"]["action"]
+    assert action["dimensions"] == 7 and action["chunk_length"] == 1 and len(action["values"]) == 7
+    assert action["units"][:3] == ["m", "m", "m"]
+    perf = done["performance"]
+    assert perf["queue_wait_ms"] >= 0 and perf["inference_ms"] > 0 and perf["safety_check_ms"] > 0
+    assert perf["total_latency_ms"] >= perf["inference_ms"]
+    assert done["request"]["images"]["primary"]["bytes"] > 0 and "sha256" in done["request"]["images"]["primary"]
+
+
+def test_wait_endpoint_blocks_until_done(client, headers, workers):
+    job = client.post("/v1/jobs", json=request_body(), headers=headers).get_json()
+    resp = client.get(f"/v1/jobs/{job['id']}/wait?timeout=30", headers=headers)
+    assert resp.status_code == 200
+    assert resp.get_json()["state"] == "succeeded"
+
+
+def test_sync_inference_returns_spec_shape(client, headers, workers):
+    resp = client.post("/v1/inference", json=request_body(), headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    body = resp.get_json()
+    assert set(body) >= {"request_id", "timestamp", "model", "action", "safety", "performance", "usage"}
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    assert body["action"]["type"] and len(body["action"]["values"]) == body["action"]["dimensions"]
+    safety = body["safety"]
+    assert {"overall_score", "checks_passed", "flags", "classifier_confidence", "modifications_applied"} <= set(safety)
+    assert safety["decision"] in ("allowed", "modified")
+    assert body["usage"]["requests_this_minute"] >= 1
+
+
+def test_chunk_model_returns_whole_chunk(client, headers, workers):
+    body = request_body("pi0-tiny", image=None, images={"base_0_rgb": png_b64(), "left_wrist_0_rgb": png_b64(seed=1)},
+                        state=[0.0] * 8, seed=3)
+    resp = client.post("/v1/inference", json=body, headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    action = resp.get_json()["action"]
+    assert action["chunk_length"] == 50 and len(action["values"]) == 50 and len(action["values"][0]) == 7
+
+
+def test_deadline_expired_never_returns_action(client, headers, workers, db_session):
+    resp = client.post("/v1/jobs", json=request_body(deadline_ms=1), headers=headers)
+    job = _poll(client, headers, resp.get_json()["id"])
+    assert job["state"] == "expired"
+    assert job["result"] is None and job["error"]["code"] == "deadline_exceeded"
+
+
+def test_sync_path_expired_is_504(client, headers, workers):
+    resp = client.post("/v1/inference", json=request_body(deadline_ms=1), headers=headers)
+    assert resp.status_code == 504
+    assert resp.get_json()["type"].endswith("deadline_exceeded")
+
+
+def test_usage_recorded_once_per_job(client, headers, workers, db_session):
+    job = client.post("/v1/jobs", json=request_body(), headers=headers).get_json()
+    _poll(client, headers, job["id"])
+    n = db_session.execute(select(func.count()).select_from(UsageRecord)
+                           .where(UsageRecord.job_id == job["id"])).scalar_one()
+    assert n == 1
+
+
+def test_list_jobs_newest_first_with_filters(client, make_customer, workers):
+    _, _, headers = make_customer()
+    ids = [client.post("/v1/jobs", json=request_body(), headers=headers).get_json()["id"] for _ in range(3)]
+    for jid in ids:
+        _poll(client, headers, jid)
+    page = client.get("/v1/jobs?limit=2", headers=headers).get_json()
+    assert [j["id"] for j in page["items"]] == ids[::-1][:2]
+    rest = client.get(f"/v1/jobs?limit=2&cursor={page['next_cursor']}", headers=headers).get_json()
+    assert [j["id"] for j in rest["items"]] == [ids[0]] and rest["next_cursor"] is None
+    assert client.get("/v1/jobs?state=failed", headers=headers).get_json()["items"] == []
+    assert len(client.get("/v1/jobs?model=openvla-tiny", headers=headers).get_json()["items"]) == 3
+
+
+def test_models_list_and_health(client, headers, workers):
+    models = {m["name"]: m for m in client.get("/v1/models/list", headers=headers).get_json()["models"]}
+    assert models["openvla-tiny"]["ready"] and models["openvla-tiny"]["chunk_length"] == 1
+    assert models["openvla-tiny"]["unnorm_keys"] == ["bridge_orig", "fractal20220817_data"]
+    assert models["pi0-tiny"]["chunk_length"] == 50
+    assert models["openvla-slow"]["ready"] is False
+    health = client.get("/health")
+    body = health.get_json()
+    assert body["database"]["ok"] and body["redis"]["ok"]
+    assert body["models"]["openvla-tiny"]["ready"]
+    assert health.status_code == 503  # openvla-slow has no worker in this session
+
+
+def test_metrics_exposes_latency_jobs_and_queues(client, headers, workers):
+    client.post("/v1/inference", json=request_body(), headers=headers)
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "vla_http_request_duration_seconds_bucket" in text
+    assert 'vla_jobs{state="succeeded"}' in text
+    assert 'vla_queue_depth{queue="infer.openvla-tiny"}' in text
+
+
+def test_unknown_unnorm_key_is_422_listing_valid(client, headers, workers):
+    resp = client.post("/v1/jobs", json=request_body(unnorm_key="nope"), headers=headers)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["field"] == "unnorm_key" and "bridge_orig" in body["detail"]

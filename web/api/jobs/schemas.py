@@ -1,0 +1,83 @@
+"""Request and response schemas for jobs and the synchronous inference endpoint."""
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from web.api.schemas import StrictSchema
+
+SAFETY_MODES = ("reject", "clamp", "monitor")
+
+
+class RobotStateSchema(StrictSchema):
+    ee_position = fields.List(fields.Float(allow_nan=False), required=True, validate=validate.Length(equal=3),
+                              metadata={"description": "end-effector position, metres, robot base frame"})
+    ee_orientation = fields.List(fields.Float(allow_nan=False), validate=validate.Length(equal=3),
+                                 metadata={"description": "roll, pitch, yaw in radians"})
+    gripper = fields.Float(allow_nan=False)
+
+
+class SafetyOptionsSchema(StrictSchema):
+    mode = fields.String(validate=validate.OneOf(SAFETY_MODES))
+    enable_classifier = fields.Boolean()
+    safety_threshold = fields.Float(validate=validate.Range(min=0.0, max=1.0))
+
+
+class InferenceRequestSchema(StrictSchema):
+    model = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    image = fields.String(metadata={"description": "base64 PNG/JPEG of the primary camera"})
+    images = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)), values=fields.String(),
+                         validate=validate.Length(min=1, max=8),
+                         metadata={"description": "base64 images keyed by camera name, for multi-camera models"})
+    instruction = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    state = fields.List(fields.Float(allow_nan=False), validate=validate.Length(min=1, max=64),
+                        metadata={"description": "proprioceptive state, for models that take it (pi0)"})
+    unnorm_key = fields.String(validate=validate.Length(min=1, max=200))
+    seed = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))
+    robot_config = fields.Dict(metadata={"description": "robot type, workspace_bounds, velocity_limits, ..."})
+    robot_state = fields.Nested(RobotStateSchema)
+    safety = fields.Nested(SafetyOptionsSchema)
+    deadline_ms = fields.Integer(validate=validate.Range(min=1),
+                                 metadata={"description": "the job expires if not finished this many ms after submit"})
+
+    @validates_schema
+    def _one_image_field(self, data, **_):
+        if ("image" in data) == ("images" in data):
+            raise ValidationError("give exactly one of 'image' or 'images'", field_name="image")
+        if "images" in data and not all(isinstance(v, str) and v for v in data["images"].values()):
+            raise ValidationError("each image must be a non-empty base64 string", field_name="images")
+        if not data["instruction"].strip():
+            raise ValidationError("instruction must not be blank", field_name="instruction")
+
+
+class JobListArgsSchema(StrictSchema):
+    state = fields.String(validate=validate.OneOf(("queued", "running", "succeeded", "failed", "expired", "canceled")))
+    model = fields.String()
+    limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(metadata={"description": "opaque cursor from the previous page's next_cursor"})
+
+
+class WaitArgsSchema(StrictSchema):
+    timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.0, max=60.0))
+
+
+class JobSchema(StrictSchema):
+    id = fields.String()
+    state = fields.String()
+    model = fields.String()
+    kind = fields.String()
+    request_id = fields.String()
+    created_at = fields.String()
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    deadline_at = fields.String()
+    attempts = fields.Integer()
+    request = fields.Dict()
+    result = fields.Dict(allow_none=True)
+    error = fields.Dict(allow_none=True)
+    performance = fields.Dict()
+    links = fields.Dict()
+
+
+class JobPageSchema(StrictSchema):
+    items = fields.List(fields.Nested(JobSchema))
+    next_cursor = fields.String(allow_none=True)

@@ -1,0 +1,65 @@
+"""Bearer API keys: format and checksum checked before any look-up, HMAC digest compared in constant time."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app, g, request
+from sqlalchemy import select, update
+
+from web import db
+from web.accounts.keys import KeyFormatError, lookup_prefix, parse_bearer, verify
+from web.errors import ApiError
+from workers import logs
+from workers.store.models import ApiKey, Customer, Tier
+
+_TOUCH_EVERY = timedelta(minutes=1)  # last_used_at is a hint; one write a minute per key is plenty
+
+
+@dataclass(frozen=True)
+class Principal:
+    customer_id: str
+    customer_name: str
+    key_id: str
+    tier: str
+    per_minute: int | None
+    per_day: int | None
+    per_month: int | None
+    max_in_flight: int | None
+
+
+def _unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="vlaapi"'})
+
+
+def authenticate() -> Principal:
+    try:
+        key = parse_bearer(request.headers.get("Authorization"))
+    except KeyFormatError as exc:
+        raise _unauthorized(str(exc)) from None
+    s = db.session()
+    row = s.execute(
+        select(ApiKey, Customer, Tier).join(Customer, ApiKey.customer_id == Customer.id)
+        .join(Tier, Customer.tier == Tier.name).where(ApiKey.prefix == lookup_prefix(key))
+    ).first()
+    pepper = current_app.config["SETTINGS"].api_key_pepper
+    if row is None or not verify(key, row.ApiKey.digest, pepper):
+        raise _unauthorized("unknown API key")
+    api_key, customer, tier = row
+    now = datetime.now(UTC)
+    if api_key.revoked_at is not None or (api_key.expires_at is not None and api_key.expires_at <= now):
+        raise _unauthorized("this API key has been revoked or has expired")
+    if customer.disabled:
+        raise ApiError(403, "customer_disabled", "this customer account is disabled")
+    if api_key.last_used_at is None or now - api_key.last_used_at > _TOUCH_EVERY:
+        s.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
+        s.commit()
+    principal = Principal(str(customer.id), customer.name, str(api_key.id), tier.name, tier.requests_per_minute,
+                          tier.requests_per_day, tier.requests_per_month, tier.max_in_flight)
+    g.principal = principal
+    logs.bind(customer_id=principal.customer_id)
+    return principal
+
+
+def current() -> Principal:
+    return g.principal

@@ -1,0 +1,68 @@
+"""Errors are RFC 9457 problem documents: type, title, status, detail, request_id (and the field)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, current_app, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+PROBLEM_BASE = "https://docs.vlaapi.dev/problems/"
+
+
+class ApiError(Exception):
+    """Raised anywhere in a request to answer with a problem document."""
+
+    def __init__(self, status: int, code: str, detail: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.field = status, code, detail, field
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Response:
+    body = {"type": PROBLEM_BASE + code, "title": title, "status": status, "detail": detail,
+            "request_id": getattr(g, "request_id", None)}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.mimetype = "application/problem+json"
+    return resp
+
+
+def from_http_exception(error: HTTPException) -> Response:
+    """Werkzeug/webargs errors: 404, 405, 415, and 422 validation errors with per-field messages."""
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    if isinstance(errors, dict) and set(errors) <= {"json", "query", "form", "files", "headers", "view_args"}:
+        errors = {k: v for loc in errors.values() for k, v in (loc.items() if isinstance(loc, dict) else [])}
+    code = (error.name or "error").lower().replace(" ", "_")
+    if error.code == 422:
+        code = "validation_error"
+    detail = data.get("message") or error.description or error.name
+    if errors:
+        fields = ", ".join(sorted(map(str, errors)))
+        detail = f"invalid request: {fields}"
+    resp = problem(error.code or 500, code, error.name, detail, errors=errors)
+    for k, v in (data.get("headers") or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def from_api_error(error: ApiError) -> Response:
+    errors = {error.field: [error.detail]} if error.field else None
+    resp = problem(error.status, error.code, error.code.replace("_", " ").capitalize(), error.detail,
+                   field=error.field, errors=errors, **error.extra)
+    resp.headers.update(error.headers)
+    return resp
+
+
+def from_unexpected(error: Exception) -> Response:
+    # A 500 is a bug: log it with the request id, never leak the traceback to the client.
+    log.exception("unhandled error")
+    if current_app.config.get("PROPAGATE_EXCEPTIONS"):
+        raise error
+    return problem(500, "internal_error", "Internal Server Error",
+                   "an unexpected error occurred; quote the request_id when reporting it")

@@ -1,0 +1,97 @@
+"""Admission control in front of the queue: validate, then rate limit and quota, in-flight cap, and
+queue depth, in that order. A request refused after it was counted gets its unit back.
+
+Validation comes first on purpose: a malformed request costs the customer nothing, and is cheap for us.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from flask import current_app, g
+
+from web.auth import Principal, current
+from web.errors import ApiError
+from web.metrics import JOBS_SUBMITTED, REFUSED, queue_depth
+from web.ratelimit.decision import Decision, Limits
+from web.ratelimit.inflight import InFlight
+from web.ratelimit.limiter import RateLimiter
+from web.services import submit
+from workers import notify
+from workers.routing import infer_queue
+from workers.settings import Settings
+from workers.store.models import Job
+
+
+def _limits(p: Principal) -> Limits:
+    return Limits(per_minute=p.per_minute, per_day=p.per_day, per_month=p.per_month)
+
+
+def _redis(settings: Settings):
+    return notify.client(settings.redis_url)
+
+
+def usage_now(principal: Principal | None = None) -> dict[str, Any]:
+    """The usage block without consuming anything (GET /v1/usage, and responses that consumed none)."""
+    p = principal or current()
+    settings = current_app.config["SETTINGS"]
+    decision = RateLimiter(_redis(settings)).peek(p.customer_id, _limits(p))
+    return decision.usage_block(p.tier)
+
+
+def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_key: str | None = None,
+               req_hash: str | None = None) -> Job:
+    p = current()
+    settings = current_app.config["SETTINGS"]
+    prepared = submit.prepare(settings, data, g.request_id, kind)
+    r = _redis(settings)
+    limiter = RateLimiter(r)
+    decision = limiter.hit(p.customer_id, _limits(p))
+    g.extra_headers = decision.headers()
+    g.usage = decision.usage_block(p.tier)
+    if not decision.allowed:
+        REFUSED.labels(decision.refused_by or "rate").inc()
+        raise _rate_limited(decision)
+    try:
+        job = _admit(settings, r, p, prepared, idempotency_key, req_hash)
+    except BaseException:
+        limiter.refund(p.customer_id, _limits(p), decision=decision)
+        raise
+    JOBS_SUBMITTED.labels(job.model, kind).inc()
+    return job
+
+
+def _admit(settings: Settings, r, p: Principal, prepared: submit.Prepared, idem: str | None,
+           req_hash: str | None) -> Job:
+    queue = infer_queue(prepared.payload["model"], prepared.payload["kind"])
+    if queue_depth(r, queue) >= settings.max_queue_depth:
+        REFUSED.labels("queue_full").inc()
+        raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly",
+                       headers={"Retry-After": "2"})
+    inflight = InFlight(r)
+    # The lease is keyed by the job id from the start, so the worker can release it when the job ends.
+    job_id = uuid.uuid4()
+    ttl = max(prepared.deadline_at.timestamp() - time.time(), 0.0) + 30.0
+    if not inflight.acquire(p.customer_id, str(job_id), p.max_in_flight, ttl):
+        REFUSED.labels("in_flight").inc()
+        raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs may be in flight for this "
+                       "customer; wait for one to finish", headers={"Retry-After": "1"})
+    prepared.payload["inflight_key"] = inflight.key(p.customer_id)
+    try:
+        return submit.create_job(p, prepared, g.request_id, job_id=job_id, idempotency_key=idem, req_hash=req_hash)
+    except BaseException:
+        inflight.release(p.customer_id, str(job_id))
+        raise
+
+
+def _rate_limited(decision: Decision) -> ApiError:
+    which = decision.refused_by or "minute"
+    code = "quota_exceeded" if which == "month" else "rate_limited"
+    return ApiError(429, code, f"the {which} limit for this customer is used up", headers=decision.headers(),
+                    usage=decision.usage_block(current().tier))
+
+
+def release(job: Job) -> None:
+    settings = current_app.config["SETTINGS"]
+    InFlight(_redis(settings)).release(str(job.customer_id), str(job.id))

@@ -1,0 +1,136 @@
+"""Validate an inference request, write its job row, and enqueue the chain `infer | safety`.
+
+Everything that can be checked at the edge is checked before anything is written, so a bad request is
+a 4xx with nothing stored and nothing queued.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import chain
+from flask import current_app
+
+from safety.errors import SafetyConfigError
+from safety import validate_robot_config
+from web import db
+from web.auth import Principal
+from web.errors import ApiError
+from web.services import catalog
+from workers.payload import decode_image_bytes
+from workers.policies.errors import PolicyInputError
+from workers.settings import Settings
+from workers.store.models import Job
+from workers.tasks import infer, safety_check
+
+DEFAULT_CAMERA = "primary"
+
+
+@dataclass
+class Prepared:
+    payload: dict[str, Any]  # what the GPU worker receives (images included)
+    record: dict[str, Any]  # what the job row keeps (images by hash and size)
+    deadline_at: datetime
+
+
+def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str = "interactive") -> Prepared:
+    catalog.require_model(settings, data["model"])
+    images_b64 = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
+    image_meta = {cam: _check_image(settings, cam, b64, "images" in data) for cam, b64 in images_b64.items()}
+    _check_spec(settings, data, images_b64)
+    if data.get("robot_config") is not None:
+        try:
+            validate_robot_config(data["robot_config"])
+        except SafetyConfigError as exc:
+            raise ApiError(422, "invalid_robot_config", exc.message, field=exc.field) from None
+    deadline_ms = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms)
+    deadline_at = datetime.now(UTC) + timedelta(milliseconds=deadline_ms)
+    options = {k: data[k] for k in ("unnorm_key", "seed") if k in data}
+    common = {
+        "model": data["model"], "kind": kind, "instruction": data["instruction"], "state": data.get("state"),
+        "options": options, "robot_config": data.get("robot_config"),
+        "robot_state": data.get("robot_state"), "safety": data.get("safety") or {},
+    }
+    payload = {**common, "images": images_b64, "request_id": request_id, "deadline": deadline_at.timestamp()}
+    record = {**common, "images": image_meta, "deadline_ms": deadline_ms}
+    return Prepared(payload, record, deadline_at)
+
+
+def _default_camera(settings: Settings, model: str) -> str:
+    spec = catalog.spec_of(settings, model)
+    return spec["cameras"][0] if spec and spec.get("cameras") else DEFAULT_CAMERA
+
+
+def _check_image(settings: Settings, cam: str, b64: str, multi: bool) -> dict[str, Any]:
+    field = f"images.{cam}" if multi else "image"
+    if len(b64) > settings.max_image_bytes * 4 // 3 + 4:
+        raise ApiError(413, "image_too_large", f"image is larger than {settings.max_image_bytes} bytes", field=field)
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "invalid_image", "not valid base64", field=field) from None
+    if len(raw) > settings.max_image_bytes:
+        raise ApiError(413, "image_too_large", f"image is larger than {settings.max_image_bytes} bytes", field=field)
+    try:
+        arr = decode_image_bytes(field, raw)
+    except PolicyInputError as exc:
+        raise ApiError(422, "invalid_image", exc.message, field=field) from None
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "height": arr.shape[0], "width": arr.shape[1]}
+
+
+def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]) -> None:
+    """Checks that need the model's own description; skipped while no worker has reported one."""
+    spec = catalog.spec_of(settings, data["model"])
+    if spec is None:
+        return
+    keys = spec.get("unnorm_keys") or []
+    if "unnorm_key" in data and keys and data["unnorm_key"] not in keys:
+        raise ApiError(422, "unknown_unnorm_key",
+                       f"unknown unnorm_key {data['unnorm_key']!r}; valid keys: {', '.join(keys)}",
+                       field="unnorm_key", valid=keys)
+    unknown = sorted(set(images) - set(spec.get("cameras") or images))
+    if unknown:
+        raise ApiError(422, "unknown_camera", f"unknown camera(s) {unknown}; this model expects {spec['cameras']}",
+                       field="images")
+    state_dim = spec.get("state_dim")
+    if data.get("state") is not None and state_dim and len(data["state"]) > state_dim:
+        raise ApiError(422, "invalid_state", f"state has {len(data['state'])} values; at most {state_dim}",
+                       field="state")
+
+
+def request_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job_id: uuid.UUID,
+               idempotency_key: str | None = None, req_hash: str | None = None) -> Job:
+    """Write the job row, then enqueue. If the broker refuses, the row is removed: nothing half-written."""
+    s = db.session()
+    job = Job(id=job_id, customer_id=uuid.UUID(principal.customer_id), model=prepared.payload["model"],
+              kind=prepared.payload["kind"], request_id=request_id, request=prepared.record, state="queued",
+              deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash)
+    s.add(job)
+    s.commit()
+    payload = {**prepared.payload, "job_id": str(job.id)}
+    safety_job = {k: v for k, v in payload.items() if k != "images"}
+    try:
+        enqueue(payload, safety_job)
+    except Exception as exc:
+        s.delete(job)
+        s.commit()
+        current_app.logger.warning("enqueue failed", exc_info=True)
+        raise ApiError(503, "queue_unavailable", f"could not enqueue the job: {type(exc).__name__}",
+                       headers={"Retry-After": "1"}) from None
+    return job
+
+
+def enqueue(payload: dict[str, Any], safety_job: dict[str, Any]) -> None:
+    # No Celery `expires`: an expired message would be dropped without touching the job row. The worker
+    # checks the deadline itself and ends the job `expired`, so the client always learns the outcome.
+    chain(infer.s(payload), safety_check.s(safety_job)).apply_async()

@@ -1,0 +1,49 @@
+"""Blocking wait on a job: BLPOP on its Redis token, then read the durable row (design.md, "Waiting")."""
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from flask import current_app
+
+from web import db
+from web.services import admission
+from workers import jobstore, notify
+from workers.store.models import TERMINAL_STATES, Job
+
+
+def wait_for(job: Job, timeout_s: float) -> Job:
+    """Return the job once it is final or `timeout_s` has passed, whichever comes first.
+
+    A job still unfinished at its deadline is expired here and now: a control loop must hear "no action"
+    at its deadline, not whenever a busy worker gets round to the message.
+    """
+    settings = current_app.config["SETTINGS"]
+    r = notify.client(settings.redis_url)
+    now = time.monotonic()
+    deadline = now + (job.deadline_at - datetime.now(UTC)).total_seconds()
+    end = min(now + min(timeout_s, settings.wait_max_s), deadline)
+    s = db.session()
+    while job.state not in TERMINAL_STATES:
+        s.commit()  # hand the connection back to the pool while we block
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            break
+        # Wake at least every 5 s to re-read the row, so a token lost with a Redis restart costs
+        # latency, never correctness.
+        notify.wait_done(r, str(job.id), min(remaining, 5.0))
+        s.refresh(job)
+    if job.state not in TERMINAL_STATES and time.monotonic() >= deadline:
+        _expire(s, r, job)
+    return job
+
+
+def _expire(s, r, job: Job) -> None:
+    locked = s.get(Job, job.id, with_for_update=True, populate_existing=True)
+    if jobstore.expire(s, locked):
+        s.commit()
+        notify.announce_done(r, str(job.id), "expired")
+        admission.release(job)
+    else:
+        s.commit()
+    s.refresh(job)

@@ -1,0 +1,89 @@
+"""The safety stage as a plain function. It fails closed: any error ends the job `failed`, no action."""
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from safety.alignment import load_alignment_checks
+from safety.shield import evaluate
+from workers import jobstore, notify
+from workers.settings import Settings
+from workers.store.db import session_scope
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4)
+def _alignment_checks(enabled: bool, path: str, threshold: float) -> tuple:
+    # Loaded once per safety worker process; a broken plugin raises here and fails the job closed.
+    return tuple(load_alignment_checks(enabled=enabled, path=path, threshold=threshold, import_paths=[]))
+
+
+def run_safety(prev: dict[str, Any], job: dict[str, Any], settings: Settings) -> str:
+    """Check the inference output, then finish the job exactly once. Returns the job's final state."""
+    job_id = job["job_id"]
+    if prev.get("skip"):
+        return prev["skip"]
+    t0 = time.perf_counter()
+    try:
+        report = _evaluate(prev["inference"], job, settings)
+    except Exception as exc:
+        log.exception("safety stage failed", extra={"job_id": job_id})
+        return _finish(settings, job, "failed", error={
+            "code": "safety_error", "detail": f"safety stage failed closed: {type(exc).__name__}: {exc}"})
+    safety_ms = (time.perf_counter() - t0) * 1000.0
+    if datetime.fromtimestamp(job["deadline"], UTC) <= datetime.now(UTC):
+        return _finish(settings, job, "expired", safety_ms=safety_ms, error={
+            "code": "deadline_exceeded", "detail": "the deadline passed during the safety check"})
+    result = build_result(prev["inference"], report)
+    return _finish(settings, job, "succeeded", result=result, safety_ms=safety_ms)
+
+
+def _evaluate(inference: dict[str, Any], job: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    opts = job.get("safety") or {}
+    enabled = opts.get("enable_classifier")
+    enabled = settings.safety_classifier_enabled if enabled is None else bool(enabled)
+    checks = _alignment_checks(enabled, settings.safety_classifier_path, settings.safety_classifier_threshold)
+    result = evaluate(
+        np.asarray(inference["actions"], dtype=np.float64),
+        robot_config=job.get("robot_config"),
+        robot_state=job.get("robot_state"),
+        mode=opts.get("mode") or None,
+        action_stats=None,
+        options={"enable_classifier": enabled, "safety_threshold": opts.get("safety_threshold")},
+        alignment_checks=list(checks),
+    )
+    return result.to_dict()
+
+
+def build_result(inference: dict[str, Any], safety: dict[str, Any]) -> dict[str, Any]:
+    """The stored result: the action as the safety stage left it (null when rejected), with units."""
+    actions = safety.get("actions")
+    chunk = len(inference["actions"])
+    values = None if actions is None else (actions[0] if chunk == 1 else actions)
+    return {
+        "action": {
+            "type": inference["action_type"],
+            "dimensions": len(inference["actions"][0]),
+            "chunk_length": chunk,
+            "values": values,
+            "units": inference["units"],
+            "unnorm_key": inference.get("unnorm_key"),
+        },
+        "safety": safety,
+        "model_timings_ms": inference["model_timings_ms"],
+    }
+
+
+def _finish(settings: Settings, job: dict[str, Any], state: str, *, result: dict[str, Any] | None = None,
+            error: dict[str, Any] | None = None, safety_ms: float | None = None) -> str:
+    with session_scope(settings.database_url) as s:
+        changed = jobstore.finish(s, job["job_id"], state, result=result, error=error, safety_check_ms=safety_ms)
+    if changed:
+        notify.job_ended(notify.client(settings.redis_url), job, state)
+    return state

@@ -1,0 +1,85 @@
+"""Every setting, read from the environment (and `.env`) in this one place.
+
+`.env.example` lists each one with its default and what it does; keep the two in step.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+try:  # python-dotenv is a hard dependency, but settings must not fail to import without it
+    from dotenv import load_dotenv
+except ImportError:  # pragma: no cover
+    load_dotenv = None
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _bool(name: str, default: bool) -> bool:
+    return _env(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    enabled_models: str
+    model_dir: Path
+    model_dtype: str
+    gpu_device: str
+    api_key_pepper: str
+    max_image_bytes: int
+    default_deadline_ms: int
+    wait_max_s: float
+    batch_max_size: int
+    batch_max_wait_ms: float
+    cors_origins: list[str]
+    safety_classifier_enabled: bool
+    safety_classifier_path: str
+    safety_classifier_threshold: float
+    safety_default_mode: str
+    flower_basic_auth: str
+    log_level: str
+    max_deadline_ms: int
+    broker_visibility_timeout_s: int
+    worker_heartbeat_s: float
+    max_queue_depth: int
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        if load_dotenv is not None:
+            load_dotenv(ROOT / ".env", override=False)
+        return cls(
+            database_url=_env("DATABASE_URL", ""),
+            redis_url=_env("REDIS_URL", ""),
+            enabled_models=_env("ENABLED_MODELS", "openvla-tiny,pi0-tiny"),
+            model_dir=Path(_env("MODEL_DIR", str(ROOT / ".data" / "models"))),
+            model_dtype=_env("MODEL_DTYPE", "auto"),
+            gpu_device=_env("GPU_DEVICE", "auto"),
+            api_key_pepper=_env("API_KEY_PEPPER", "dev-pepper-change-me"),
+            max_image_bytes=int(_env("MAX_IMAGE_BYTES", str(4 * 1024 * 1024))),
+            default_deadline_ms=int(_env("DEFAULT_DEADLINE_MS", "30000")),
+            wait_max_s=float(_env("WAIT_MAX_S", "60")),
+            batch_max_size=int(_env("BATCH_MAX_SIZE", "8")),
+            batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", "5")),
+            cors_origins=[o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()],
+            safety_classifier_enabled=_bool("SAFETY_CLASSIFIER_ENABLED", False),
+            safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH", ""),
+            safety_classifier_threshold=float(_env("SAFETY_CLASSIFIER_THRESHOLD", "0.5")),
+            safety_default_mode=_env("SAFETY_DEFAULT_MODE", "clamp"),
+            flower_basic_auth=_env("FLOWER_BASIC_AUTH", ""),
+            log_level=_env("LOG_LEVEL", "INFO"),
+            max_deadline_ms=int(_env("MAX_DEADLINE_MS", "300000")),
+            broker_visibility_timeout_s=int(_env("BROKER_VISIBILITY_TIMEOUT_S", "600")),
+            worker_heartbeat_s=float(_env("WORKER_HEARTBEAT_S", "2")),
+            max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
+        )
+
+
+def get_settings() -> Settings:
+    return Settings.from_env()
