@@ -17,8 +17,12 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 # Longer than the longest task: a job's deadline is capped at MAX_DEADLINE_MS, and tasks stop at it.
+# kombu scans for unacknowledged messages every interval x throttle seconds (default 10 x 10); scan at
+# least twice per visibility timeout so a message of a killed worker comes back soon after it expires.
 broker_transport_options = {
     "visibility_timeout": _s.broker_visibility_timeout_s,
+    "unacked_restore_interval": max(1, min(10, _s.broker_visibility_timeout_s // 2)),
+    "unacked_restore_throttle": 1,
     "queue_order_strategy": "priority",
 }
 broker_connection_retry_on_startup = True

@@ -104,7 +104,8 @@ def keys_list(customer_name: str) -> None:
     with session_scope(_db_url()) as s:
         customer = _guard(lambda: service.get_customer(s, customer_name))
         for k in s.execute(select(ApiKey).where(ApiKey.customer_id == customer.id)).scalars():
-            status = "revoked" if k.revoked_at else ("expires " + k.expires_at.isoformat() if k.expires_at else "active")
+            expiry = "expires " + k.expires_at.isoformat() if k.expires_at else "active"
+            status = "revoked" if k.revoked_at else expiry
             click.echo(f"{k.prefix}\t{k.name}\tcreated {k.created_at:%Y-%m-%d}\tlast used {k.last_used_at}\t{status}")
 
 

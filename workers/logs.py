@@ -9,17 +9,17 @@ import sys
 import time
 from typing import Any
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_context", default=None)
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 def bind(**values: Any) -> None:
-    ctx = {**_context.get(), **values}
+    ctx = {**(_context.get() or {}), **values}
     _context.set({k: v for k, v in ctx.items() if v is not None})
 
 
 def current(key: str) -> Any:
-    return _context.get().get(key)
+    return (_context.get() or {}).get(key)
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
             "pid": record.process,
-            **_context.get(),
+            **(_context.get() or {}),
         }
         out.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")})
         if record.exc_info:

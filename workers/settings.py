@@ -51,7 +51,7 @@ class Settings:
     max_queue_depth: int
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         if load_dotenv is not None:
             load_dotenv(ROOT / ".env", override=False)
         return cls(

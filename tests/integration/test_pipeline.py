@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import png_b64, request_body
-from workers.store.models import Job, UsageRecord
+from workers.store.models import UsageRecord
 
 
 @pytest.fixture()

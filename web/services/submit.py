@@ -17,8 +17,8 @@ from typing import Any
 from celery import chain
 from flask import current_app
 
-from safety.errors import SafetyConfigError
 from safety import validate_robot_config
+from safety.errors import SafetyConfigError
 from web import db
 from web.auth import Principal
 from web.errors import ApiError

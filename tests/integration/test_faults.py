@@ -1,0 +1,79 @@
+"""Cancel, and a GPU worker killed with SIGKILL in the middle of a job.
+
+`openvla-slow` is the tiny OpenVLA checkpoint served by a worker whose batcher waits 1.5 s for company
+(BATCH_MAX_WAIT_MS), so a lone job sits `running` long enough to cancel it or kill its worker.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.helpers import request_body
+from tests.integration.conftest import VISIBILITY_S
+from tests.integration.workers import gpu_worker, wait_ready
+from workers.store.models import Job, UsageRecord
+
+SLOW = {"BATCH_MAX_WAIT_MS": "1500", "BROKER_VISIBILITY_TIMEOUT_S": VISIBILITY_S}
+
+
+def _state(db_session, job_id):
+    db_session.expire_all()
+    return db_session.get(Job, job_id)
+
+
+def _wait_state(db_session, job_id, states, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        job = _state(db_session, job_id)
+        if job.state in states:
+            return job
+        time.sleep(0.02)
+    raise AssertionError(f"job {job_id} never reached {states}; it is {job.state}")
+
+
+@pytest.fixture()
+def slow_worker(redis_client, log_dir, workers):
+    proc = gpu_worker("openvla-slow", log_dir, **SLOW).start()
+    wait_ready(redis_client, "openvla-slow", worker=proc)
+    yield proc
+    proc.stop()
+
+
+def test_cancel_running_job_never_delivers(client, make_customer, slow_worker, db_session):
+    headers = make_customer()[2]
+    job = client.post("/v1/jobs", json=request_body("openvla-slow"), headers=headers).get_json()
+    _wait_state(db_session, job["id"], {"running"})
+    resp = client.delete(f"/v1/jobs/{job['id']}", headers=headers)
+    assert resp.status_code == 200 and resp.get_json()["state"] == "canceled"
+    time.sleep(2.5)  # the batch runs after its 1.5 s wait; its result must not land
+    final = client.get(f"/v1/jobs/{job['id']}", headers=headers).get_json()
+    assert final["state"] == "canceled" and final["result"] is None
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=headers).status_code == 409
+
+
+def test_worker_sigkill_mid_job_completes_exactly_once(client, make_customer, redis_client, log_dir, workers,
+                                                         db_session):
+    headers = make_customer()[2]
+    first = gpu_worker("openvla-slow", log_dir, **SLOW).start()
+    wait_ready(redis_client, "openvla-slow", worker=first)
+    job = client.post("/v1/jobs", json=request_body("openvla-slow", deadline_ms=120000), headers=headers).get_json()
+    _wait_state(db_session, job["id"], {"running"})
+    first.kill()  # SIGKILL: no ack, no cleanup; the message stays unacknowledged in Redis
+    assert _state(db_session, job["id"]).state == "running"
+    second = gpu_worker("openvla-slow", log_dir, **SLOW).start()
+    try:
+        done = _wait_state(db_session, job["id"], {"succeeded", "failed", "expired"}, timeout=60)
+        assert done.state == "succeeded", done.error
+        # Claimed by the killed worker, then again after redelivery (more than twice when the new worker's
+        # model load outlasts the test's 4 s visibility timeout: each copy still finishes the job at most once).
+        assert done.attempts >= 2
+        assert len(done.result["action"]["values"]) == 7
+        time.sleep(float(VISIBILITY_S) + 1)  # a stray second delivery would have finished by now
+        usage = db_session.execute(select(func.count()).select_from(UsageRecord)
+                                   .where(UsageRecord.job_id == job["id"])).scalar_one()
+        assert usage == 1
+        assert _state(db_session, job["id"]).finished_at == done.finished_at
+    finally:
+        second.stop()

@@ -1,0 +1,86 @@
+"""Metrics against values computed by hand, and the accumulator's merge/restore invariants."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from workers.replays.metrics import ActionMetrics
+
+ROWS = [
+    {"episode": 0, "step": 0, "predicted_action": [0.1, -0.2, 0.0, 0, 0, 0, 1.0],
+     "recorded_action": [0.2, -0.1, 0.5, 0, 0, 0, 1.0], "safety_decision": "pass", "safety_flags": []},
+    {"episode": 0, "step": 1, "predicted_action": [-0.1, 0.3, 0.2, 0, 0, 0, 0.0],
+     "recorded_action": [0.1, 0.3, 0.2, 0, 0, 0, 1.0], "safety_decision": "clamp", "safety_flags": ["workspace"]},
+    {"episode": 1, "step": 0, "predicted_action": None, "recorded_action": [0, 0, 0, 0, 0, 0, 1.0],
+     "safety_decision": "reject", "safety_flags": ["velocity", "workspace"]},
+]
+
+
+def test_hand_computed_values() -> None:
+    s = ActionMetrics.from_rows(ROWS).summary()
+    assert (s["steps"], s["compared_steps"], s["missing_predictions"]) == (3, 2, 1)
+    mse = [d["mse"] for d in s["per_dim"]]
+    mae = [d["mae"] for d in s["per_dim"]]
+    # dim 0 errors -0.1, -0.2; dim 1 -0.1, 0; dim 2 -0.5, 0; dims 3-5 none; gripper 0, -1
+    np.testing.assert_allclose(mse, [0.025, 0.005, 0.125, 0, 0, 0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(mae, [0.15, 0.05, 0.25, 0, 0, 0, 0.5], atol=1e-12)
+    assert s["mse"] == pytest.approx(1.31 / 14)
+    assert s["mae"] == pytest.approx(1.9 / 14)
+    # dim 0: (+,+) agree, (-,+) not; dim 1 both agree; dim 2: predicted 0.0 is "no motion" vs +0.5
+    assert s["sign_agreement"] == pytest.approx({"0": 0.5, "1": 1.0, "2": 0.5})
+    assert s["sign_agreement_mean"] == pytest.approx(2 / 3)
+    assert s["gripper_agreement"] == 0.5
+    assert s["safety"] == {"flagged_steps": 2, "modified": 1, "rejected": 1, "violations": 3,
+                           "by_flag": {"workspace": 2, "velocity": 1}}
+
+
+def test_gripper_threshold_for_symmetric_grippers() -> None:
+    acc = ActionMetrics(gripper_threshold=0.0)
+    acc.update([0] * 6 + [-0.8], [0] * 6 + [-1.0])
+    acc.update([0] * 6 + [0.3], [0] * 6 + [-1.0])
+    assert acc.summary()["gripper_agreement"] == 0.5
+
+
+def test_merge_equals_one_pass_and_state_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    rows = [{"episode": i // 10, "step": i % 10, "predicted_action": rng.normal(size=7).tolist(),
+             "recorded_action": rng.normal(size=7).tolist(), "safety_decision": "pass",
+             "safety_flags": ["x"] if i % 7 == 0 else []} for i in range(40)]
+    whole = ActionMetrics.from_rows(rows).summary()
+    merged = ActionMetrics.from_rows(rows[:13]).merge(ActionMetrics.from_rows(rows[13:]))
+    assert_close(merged.summary(), whole)
+    restored = ActionMetrics.from_state(json.loads(json.dumps(merged.to_state())))
+    assert_close(restored.summary(), whole)
+    assert whole["safety"]["by_flag"] == {"x": 6}
+
+
+def assert_close(a: object, b: object) -> None:
+    """Equal up to float rounding (sums added in another order), recursively."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            assert_close(a[key], b[key])
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert_close(x, y)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9)
+    else:
+        assert a == b
+
+
+def test_dimension_mismatch_compares_the_common_prefix() -> None:
+    acc = ActionMetrics()
+    acc.update([1.0, 1.0], [0.0, 0.0, 5.0])
+    s = acc.summary()
+    assert s["dim_mismatches"] == 1
+    assert [d["mse"] for d in s["per_dim"]] == [1.0, 1.0]
+    assert s["gripper_agreement"] is None and "2" not in s["sign_agreement"]
+
+
+def test_empty_accumulator() -> None:
+    s = ActionMetrics().summary()
+    assert s["steps"] == 0 and s["mse"] is None and s["per_dim"] == [] and s["gripper_agreement"] is None
