@@ -12,6 +12,7 @@ from web import cors, db, metrics
 from web.auth import authenticate
 from web.errors import ApiError, from_api_error, from_unexpected
 from web.extensions import Api
+from web.services import admission
 from workers import logs
 from workers.settings import get_settings
 
@@ -72,6 +73,8 @@ def _begin() -> Response | None:
 
 def _end(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
+    if "principal" in g and "extra_headers" not in g:
+        g.extra_headers = admission.usage_headers(g.principal)
     for k, v in (g.get("extra_headers") or {}).items():
         response.headers.setdefault(k, v)
     cors.apply(response)

@@ -32,12 +32,22 @@ def _redis(settings: Settings):
     return notify.client(settings.redis_url)
 
 
+def _peek(p: Principal) -> Decision:
+    return RateLimiter(_redis(current_app.config["SETTINGS"])).peek(p.customer_id, _limits(p))
+
+
 def usage_now(principal: Principal | None = None) -> dict[str, Any]:
-    """The usage block without consuming anything (GET /v1/usage, and responses that consumed none)."""
+    """The usage block without consuming anything (GET /v1/usage)."""
     p = principal or current()
-    settings = current_app.config["SETTINGS"]
-    decision = RateLimiter(_redis(settings)).peek(p.customer_id, _limits(p))
-    return decision.usage_block(p.tier)
+    return _peek(p).usage_block(p.tier)
+
+
+def usage_headers(p: Principal) -> dict[str, str]:
+    """RateLimit headers for responses that consumed nothing, so every /v1 answer shows the budget."""
+    try:
+        return {k: v for k, v in _peek(p).headers().items() if k != "Retry-After"}
+    except Exception:  # headers are informative; a Redis blip must not turn a good answer into an error
+        return {}
 
 
 def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_key: str | None = None,

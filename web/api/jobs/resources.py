@@ -5,7 +5,7 @@ import base64
 import uuid
 from datetime import datetime
 
-from flask import current_app
+from flask import current_app, g
 from flask.views import MethodView
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -62,7 +62,7 @@ class Jobs(MethodView):
     def post(self, data):
         """Submit an inference job; answers 202 with its id and a Location header."""
         job = submit_idempotent(data)
-        body = render.job_json(job)
+        body = {**render.job_json(job), "usage": g.get("usage") or admission.usage_now()}
         return body, 202, {"Location": body["links"]["self"]}
 
     @blp.arguments(JobListArgsSchema, location="query")

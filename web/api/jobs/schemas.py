@@ -76,6 +76,7 @@ class JobSchema(StrictSchema):
     error = fields.Dict(allow_none=True)
     performance = fields.Dict()
     links = fields.Dict()
+    usage = fields.Dict(metadata={"description": "the caller's usage after this request (on submission)"})
 
 
 class JobPageSchema(StrictSchema):
