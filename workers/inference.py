@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workers import jobstore, notify
-from workers.batcher import DeadlineExceeded
+from workers.batcher import DeadlineExceeded, ModelUnavailable
 from workers.payload import to_observation
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
@@ -37,6 +37,8 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     except (DeadlineExceeded, FutureTimeout):
         return _end(settings, job, "expired", {"code": "deadline_exceeded",
                                                    "detail": "the deadline passed before the action was computed"})
+    except ModelUnavailable as exc:
+        return _end(settings, job, "failed", {"code": "model_unavailable", "detail": str(exc)})
     except Exception as exc:  # fail closed: a broken model never yields an action
         log.exception("inference failed", extra={"job_id": job_id})
         return _end(settings, job, "failed", {"code": "inference_error", "detail": f"{type(exc).__name__}: {exc}"})

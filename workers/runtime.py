@@ -47,8 +47,8 @@ def _start(settings: Settings, model: str | None) -> MicroBatcher:
         return load_policy(model, paths[model], model_dir=settings.model_dir,
                            dtype=settings.model_dtype, device=settings.gpu_device)
 
-    batcher = MicroBatcher(loader, max_batch_size=settings.batch_max_size,
-                           max_wait_ms=settings.batch_max_wait_ms, name=model)
+    batcher = MicroBatcher(loader, max_batch_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
+                           name=model, max_background_per_batch=settings.batch_max_background or None)
     batcher.start()
     threading.Thread(target=_heartbeat, args=(settings, model, batcher), name="heartbeat", daemon=True).start()
     return batcher

@@ -38,17 +38,18 @@ class Settings:
     wait_max_s: float
     batch_max_size: int
     batch_max_wait_ms: float
+    batch_max_background: int
     cors_origins: list[str]
     safety_classifier_enabled: bool
     safety_classifier_path: str
     safety_classifier_threshold: float
-    safety_default_mode: str
-    flower_basic_auth: str
     log_level: str
     max_deadline_ms: int
     broker_visibility_timeout_s: int
     worker_heartbeat_s: float
     max_queue_depth: int
+    replay_data_root: Path = ROOT / ".data" / "datasets"
+    replay_upload_dir: Path = ROOT / ".data" / "uploads"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,17 +68,18 @@ class Settings:
             wait_max_s=float(_env("WAIT_MAX_S", "60")),
             batch_max_size=int(_env("BATCH_MAX_SIZE", "8")),
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", "5")),
+            batch_max_background=int(_env("BATCH_MAX_BACKGROUND", "0")),
             cors_origins=[o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()],
             safety_classifier_enabled=_bool("SAFETY_CLASSIFIER_ENABLED", False),
             safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH", ""),
             safety_classifier_threshold=float(_env("SAFETY_CLASSIFIER_THRESHOLD", "0.5")),
-            safety_default_mode=_env("SAFETY_DEFAULT_MODE", "clamp"),
-            flower_basic_auth=_env("FLOWER_BASIC_AUTH", ""),
             log_level=_env("LOG_LEVEL", "INFO"),
             max_deadline_ms=int(_env("MAX_DEADLINE_MS", "300000")),
             broker_visibility_timeout_s=int(_env("BROKER_VISIBILITY_TIMEOUT_S", "600")),
             worker_heartbeat_s=float(_env("WORKER_HEARTBEAT_S", "2")),
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
+            replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
+            replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
         )
 
 

@@ -15,6 +15,7 @@ blp = Blueprint("inference", __name__, url_prefix="/v1", description="Synchronou
 _FAILURES = {
     "invalid_input": (422, "the model could not use this input"),
     "deadline_exceeded": (504, "the deadline passed before an action was ready; no action is returned"),
+    "model_unavailable": (503, "the model's worker cannot serve it"),
 }
 
 

@@ -1,0 +1,423 @@
+"""In-process micro-batcher: Celery task threads submit, one owner thread holds the model.
+
+celery-batches cannot install with Celery 5.7, so the GPU worker runs the `threads` pool; each task calls
+`submit()` and blocks on the future, while one owner thread calls the loader (CUDA is first touched there,
+never in `worker_process_init` nor in a parent that forks) and runs `Policy.predict` on batches.
+
+Batching (as Ray Serve's `@serve.batch`, Triton's queue delay): the owner blocks for the first item, then
+gathers until `max_batch_size` items are eligible or `max_wait_ms` have passed since the oldest queued item
+arrived. A full queue runs at once, as does one holding an item whose deadline falls inside the window: a
+lone client on an idle batcher waits at most `max_wait_ms`, and what queued during a pass runs right after
+it. Priority 0 (interactive) goes before >= 1 (replay), FIFO within a priority; `max_background_per_batch`
+caps replay items per batch so a replay cannot swell interactive latency (replay may starve under overload).
+
+Isolation: each observation is validated alone (a PolicyInputError fails only its future); an item past
+its deadline when picked fails with DeadlineExceeded, uncomputed; a cancelled future is skipped. If
+`predict` raises for a batch, its items re-run one by one so a poisonous input fails only its own future
+(one pass per item, on the failure path only).
+
+Deadlines are `time.monotonic()` seconds (immune to clock steps); convert a job's wall-clock deadline with
+`monotonic_deadline(epoch_s)` when submitting.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
+
+INTERACTIVE = 0
+BACKGROUND = 1
+
+
+class BatcherError(Exception):
+    """Base of the errors a batcher sets on a future instead of a result."""
+
+
+class DeadlineExceeded(BatcherError, TimeoutError):
+    """The item's deadline passed before its forward pass started; it was not computed."""
+
+    def __init__(self, job_id: str | None, late_by_s: float):
+        super().__init__(f"job {job_id or '?'} expired {late_by_s * 1e3:.1f} ms before it could be computed")
+        self.job_id = job_id
+        self.late_by_s = late_by_s
+
+
+class ModelUnavailable(BatcherError):
+    """The loader raised (or the owner thread died): this batcher will never serve. `__cause__` says why."""
+
+    def __init__(self, name: str, cause: BaseException, what: str = "failed to load"):
+        super().__init__(f"model {name!r} {what}: {type(cause).__name__}: {cause}")
+        self.__cause__ = cause
+
+
+class BatcherStopped(BatcherError):
+    """The batcher was stopped (worker shutdown) before the item ran."""
+
+
+def monotonic_deadline(epoch_s: float) -> float:
+    """Map a wall-clock deadline (time.time() seconds, as stored on a job) onto time.monotonic()."""
+    return time.monotonic() + (epoch_s - time.time())
+
+
+@dataclass
+class ItemTrace:
+    """Monotonic timestamps of one item's life, for metrics, logs and latency tests."""
+
+    enqueued_at: float
+    picked_at: float | None = None  # taken off the queue
+    started_at: float | None = None  # its forward pass began
+    finished_at: float | None = None
+    batch_id: int | None = None
+    batch_size: int | None = None
+
+
+class BatchFuture(Future[PolicyResult]):
+    """A future that also carries the item's ItemTrace."""
+
+    trace: ItemTrace
+
+
+@dataclass(order=True)
+class _Item:
+    priority: int
+    seq: int  # FIFO tie-break within a priority
+    obs: Observation = field(compare=False)
+    future: BatchFuture = field(compare=False)
+    deadline: float | None = field(compare=False)
+    job_id: str | None = field(compare=False)
+
+
+def _fail(fut: Future, exc: BaseException) -> None:
+    """Fail a future unless it is already settled or its waiter cancelled it while still queued."""
+    if fut.done() or (not fut.running() and not fut.set_running_or_notify_cancel()):
+        return
+    fut.set_exception(exc)
+
+
+# items: computed; invalid: failed validate; errors: failed predict; rejected: refused at submit (failed or
+# stopping); dropped: queued items failed by stop() or a load failure; fallbacks: batches re-run one by one.
+_COUNTERS = ("submitted", "batches", "items", "invalid", "expired", "cancelled", "errors", "fallbacks",
+             "rejected", "dropped")
+
+
+class MicroBatcher:
+    """Micro-batches observations for one policy; see the module docstring for the rules."""
+
+    def __init__(self, loader: Callable[[], Policy], *, max_batch_size: int, max_wait_ms: float, name: str,
+                 max_background_per_batch: int | None = None):
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        if max_background_per_batch is not None and max_background_per_batch < 1:
+            raise ValueError("max_background_per_batch must be >= 1 (or None), else background never runs")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1e3
+        self.max_background_per_batch = max_background_per_batch
+        self._loader = loader
+        self._cond = threading.Condition()
+        self._heap: list[_Item] = []
+        self._n_queued = [0, 0]  # [interactive, background], so "is it full?" costs O(1)
+        self._first_at: float | None = None  # arrival of the oldest queued item: the window's start
+        self._earliest_deadline: float | None = None
+        self._seq = itertools.count()
+        self._batch_ids = itertools.count(1)
+        self._state = "created"
+        self._error: BaseException | None = None
+        self._failure = ""  # how it failed, for ModelUnavailable's message
+        self._policy: Policy | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loaded = threading.Event()  # set when loading ends, either way
+        self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._size_counts = [0] * (max_batch_size + 1)  # index = batch size: a ready-made histogram
+        self._sums = {"queue_s": 0.0, "compute_s": 0.0, "load_s": 0.0}
+        self._max_depth = 0
+
+    # -- lifecycle and readiness ---------------------------------------------------------------------
+    def start(self) -> None:
+        """Launch the owner thread; it loads the model, then serves. Items submitted earlier wait."""
+        with self._cond:
+            if self._thread is not None or self._stopping:
+                raise RuntimeError(f"batcher {self.name!r} was already started or stopped")
+            self._state = "loading"
+            self._thread = threading.Thread(target=self._owner_main, name=f"batcher-{self.name}", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until loading ends (or `timeout`); True if the model is ready."""
+        self._loaded.wait(timeout)
+        return self.ready
+
+    @property
+    def state(self) -> str:
+        """"created" | "loading" | "ready" | "failed" | "stopped": lets /health tell loading from down."""
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        return self._state == "ready"
+
+    @property
+    def error(self) -> BaseException | None:
+        """The loader's exception when state is "failed"."""
+        return self._error
+
+    @property
+    def spec(self) -> PolicySpec | None:
+        """The loaded policy's spec; None until loading has succeeded."""
+        return self._policy.spec if self._policy is not None else None
+
+    def stop(self, timeout: float | None = None, *, drain: bool = True) -> bool:
+        """Refuse new work; run (drain=True) or fail (drain=False) what is queued, then end the owner.
+
+        Returns True if the owner thread exited within `timeout`. Whatever is still queued then fails
+        with BatcherStopped, so no item is left pending; a batch already in its forward pass completes.
+        """
+        with self._cond:
+            self._stopping = True
+            pending = [] if drain else self._take_all()
+            self._cond.notify_all()
+        self._fail_items(pending, lambda: BatcherStopped(f"batcher {self.name!r} stopped"))
+        exited = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            exited = not self._thread.is_alive()
+        with self._cond:
+            leftover = self._take_all()
+            if self._state != "failed":
+                self._state = "stopped"
+        self._loaded.set()  # nobody may wait_ready() forever on a batcher that will never load
+        self._fail_items(leftover, lambda: BatcherStopped(f"batcher {self.name!r} stopped before this item ran"))
+        return exited
+
+    # -- client side -----------------------------------------------------------------------------------
+    def submit(self, obs: Observation, *, priority: int = INTERACTIVE, deadline: float | None = None,
+               job_id: str | None = None) -> BatchFuture:
+        """Queue one observation; the future resolves to its PolicyResult or to the item's own error.
+
+        `priority`: 0 interactive, 1 (or more) replay/background. `deadline`: a time.monotonic() value
+        (see monotonic_deadline) after which the item is dropped uncomputed. Never blocks on the model:
+        a failed or stopped batcher returns an already failed future. The result's timings_ms gains
+        "queue_ms" (submit to start of its pass); `future.trace` holds the raw timestamps. Once its pass
+        has started, `future.cancel()` returns False and the result is computed anyway.
+        """
+        if priority < 0:
+            raise ValueError("priority must be >= 0 (0 is interactive)")
+        now = time.monotonic()
+        fut = BatchFuture()
+        fut.trace = ItemTrace(enqueued_at=now)
+        with self._cond:
+            rejection = self._rejection()
+            if rejection is None:
+                heapq.heappush(self._heap, _Item(priority, next(self._seq), obs, fut, deadline, job_id))
+                self._n_queued[priority > 0] += 1
+                self._first_at = now if self._first_at is None else self._first_at
+                if deadline is not None and (self._earliest_deadline is None or deadline < self._earliest_deadline):
+                    self._earliest_deadline = deadline
+                self._counts["submitted"] += 1
+                self._max_depth = max(self._max_depth, len(self._heap))
+                self._cond.notify()
+            else:
+                self._counts["rejected"] += 1
+        if rejection is not None:
+            _fail(fut, rejection)
+        return fut
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for /metrics; `queue_depth` includes cancelled items not yet skipped."""
+        with self._cond:
+            out: dict[str, Any] = dict(self._counts)
+            out.update(self._sums, state=self._state, queue_depth=len(self._heap), max_queue_depth=self._max_depth,
+                       batch_size_counts=list(self._size_counts))
+        return out
+
+    def _rejection(self) -> BaseException | None:
+        """Why a new item cannot be queued, if it cannot. Caller holds the lock."""
+        if self._state == "failed":
+            return ModelUnavailable(self.name, self._error, self._failure)
+        if self._stopping:
+            return BatcherStopped(f"batcher {self.name!r} is stopping or stopped")
+        return None
+
+    # -- owner thread ----------------------------------------------------------------------------------
+    def _owner_main(self) -> None:
+        if not self._load():
+            return
+        try:
+            while (picked := self._next_batch()) is not None:
+                try:
+                    self._run_batch(picked)
+                except Exception as exc:  # a bug here must not strand the batch's waiting task threads
+                    self._fail_items(picked, lambda exc=exc: exc)
+        except BaseException as exc:  # owner gone: fail now and later items instead of letting them hang
+            self._enter_failed(exc, "lost its owner thread")
+            raise
+
+    def _enter_failed(self, exc: BaseException, what: str) -> None:
+        with self._cond:
+            self._state, self._error, self._failure = "failed", exc, what
+            pending = self._take_all()
+        self._loaded.set()
+        self._fail_items(pending, lambda: ModelUnavailable(self.name, exc, what))
+
+    def _load(self) -> bool:
+        began = time.monotonic()
+        try:
+            policy = self._loader()
+        except BaseException as exc:  # any loader failure is reported on the futures, never lost
+            self._enter_failed(exc, "failed to load")
+            return False
+        with self._cond:
+            self._policy, self._sums["load_s"] = policy, time.monotonic() - began
+            if self._state == "loading":  # stop() may have timed out meanwhile
+                self._state = "ready"
+        self._loaded.set()
+        return True
+
+    def _next_batch(self) -> list[_Item] | None:
+        """Block for work, gather per the batching rule, take one batch. None means stop."""
+        with self._cond:
+            while True:
+                while not self._heap and not self._stopping:
+                    self._cond.wait()
+                if not self._heap:
+                    return None
+                wait_s = self._gather_wait_s()
+                if wait_s <= 0:
+                    break
+                self._cond.wait(wait_s)  # woken early by each submit, to re-check "full"
+            picked, expired = self._take()
+        for item in expired:
+            _fail(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline))
+        return picked
+
+    def _gather_wait_s(self) -> float:
+        """How much longer to wait for company; <= 0 means run now. Caller holds the lock."""
+        cap = self.max_background_per_batch
+        background = self._n_queued[1] if cap is None else min(self._n_queued[1], cap)
+        if self._stopping or self._n_queued[0] + background >= self.max_batch_size:
+            return 0.0
+        end = self._first_at + self.max_wait_s
+        if self._earliest_deadline is not None and self._earliest_deadline <= end:
+            return 0.0  # waiting for company would let that item expire
+        return end - time.monotonic()
+
+    def _take(self) -> tuple[list[_Item], list[_Item]]:
+        """Pop one batch in priority order; return (to run, expired). Caller holds the lock."""
+        now = time.monotonic()
+        picked: list[_Item] = []
+        expired: list[_Item] = []
+        background = 0
+        cap = self.max_background_per_batch
+        while self._heap and len(picked) < self.max_batch_size:
+            if self._heap[0].priority > 0 and cap is not None and background >= cap:
+                break  # only background is left, and this batch has its share
+            item = heapq.heappop(self._heap)
+            self._n_queued[item.priority > 0] -= 1
+            if not item.future.set_running_or_notify_cancel():
+                self._counts["cancelled"] += 1
+                continue
+            item.future.trace.picked_at = now
+            if item.deadline is not None and now >= item.deadline:
+                self._counts["expired"] += 1
+                expired.append(item)
+                continue
+            background += item.priority > 0
+            picked.append(item)
+        self._first_at = min((i.future.trace.enqueued_at for i in self._heap), default=None)
+        self._earliest_deadline = min((i.deadline for i in self._heap if i.deadline is not None), default=None)
+        return picked, expired
+
+    def _take_all(self) -> list[_Item]:
+        """Empty the queue (stop or load failure). Caller holds the lock."""
+        items, self._heap = self._heap, []
+        self._counts["dropped"] += len(items)
+        self._n_queued = [0, 0]
+        self._first_at = self._earliest_deadline = None
+        return items
+
+    def _run_batch(self, picked: list[_Item]) -> None:
+        policy = self._policy
+        valid = [item for item in picked if self._validate(policy, item)]
+        if not valid:
+            return
+        started = self._mark_started(valid)
+        try:
+            results = policy.predict([item.obs for item in valid])
+            if len(results) != len(valid):
+                raise RuntimeError(f"predict returned {len(results)} results for {len(valid)} observations")
+        except Exception as exc:
+            self._run_one_by_one(policy, valid, exc)
+            return
+        self._record_batch(valid, started)  # before the results, so a woken waiter sees current stats
+        for item, result in zip(valid, results, strict=True):
+            self._deliver(item, result)
+
+    def _validate(self, policy: Policy, item: _Item) -> bool:
+        try:
+            policy.validate(item.obs)
+        except Exception as exc:  # whatever validation raises belongs to this item alone
+            self._bump("invalid")
+            _fail(item.future, exc)
+            return False
+        return True
+
+    def _run_one_by_one(self, policy: Policy, items: list[_Item], batch_exc: Exception) -> None:
+        """The batch's pass raised: isolate the culprit by giving every item its own pass."""
+        self._bump("fallbacks" if len(items) > 1 else "errors")
+        if len(items) == 1:  # nothing to isolate: the lone item is the culprit
+            _fail(items[0].future, batch_exc)
+            return
+        for item in items:
+            if item.deadline is not None and time.monotonic() >= item.deadline:
+                self._bump("expired")
+                _fail(item.future, DeadlineExceeded(item.job_id, time.monotonic() - item.deadline))
+                continue
+            started = self._mark_started([item])
+            try:
+                (result,) = policy.predict([item.obs])
+            except Exception as exc:
+                self._bump("errors")
+                _fail(item.future, exc)
+                continue
+            self._record_batch([item], started)
+            self._deliver(item, result)
+
+    def _mark_started(self, items: list[_Item]) -> float:
+        started, batch_id = time.monotonic(), next(self._batch_ids)
+        for item in items:
+            trace = item.future.trace
+            trace.started_at, trace.batch_id, trace.batch_size = started, batch_id, len(items)
+        return started
+
+    def _record_batch(self, items: list[_Item], started: float) -> None:
+        finished = time.monotonic()
+        with self._cond:
+            self._counts["batches"] += 1
+            self._counts["items"] += len(items)
+            self._size_counts[len(items)] += 1
+            self._sums["compute_s"] += finished - started
+            self._sums["queue_s"] += sum(started - i.future.trace.enqueued_at for i in items)
+        for item in items:
+            item.future.trace.finished_at = finished
+
+    def _deliver(self, item: _Item, result: PolicyResult) -> None:
+        trace = item.future.trace
+        # Copy, not update: a policy may share one timings dict across a batch's results.
+        result.timings_ms = {**result.timings_ms, "queue_ms": (trace.started_at - trace.enqueued_at) * 1e3}
+        item.future.set_result(result)
+
+    def _bump(self, counter: str) -> None:
+        with self._cond:
+            self._counts[counter] += 1
+
+    def _fail_items(self, items: list[_Item], make_exc: Callable[[], BaseException]) -> None:
+        for item in items:
+            _fail(item.future, make_exc())

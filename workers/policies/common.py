@@ -1,0 +1,68 @@
+"""Small helpers shared by the backends: input checks, building modules on a device, tokenizer loading."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from workers.policies.checkpoint import checkpoint_shapes, default_dtype, load_into, module_shapes, strict_check
+from workers.policies.errors import CheckpointError, PolicyInputError
+
+EE_DELTA_UNITS = ["m", "m", "m", "rad", "rad", "rad", "gripper_open_fraction"]
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def check_state(state: Any, dim: int | None, *, required: bool) -> None:
+    """Finite 1-D numbers of the expected length; `dim=None` accepts any length."""
+    if state is None:
+        if required:
+            raise PolicyInputError("state", f"state is required (length {dim})")
+        return
+    try:
+        arr = np.asarray(state, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise PolicyInputError("state", "state must be a list of numbers") from exc
+    if arr.ndim != 1:
+        raise PolicyInputError("state", f"state must be 1-D, got shape {tuple(arr.shape)}")
+    if dim is not None and arr.shape[0] != dim:
+        raise PolicyInputError("state", f"state must have length {dim}, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        raise PolicyInputError("state", "state contains NaN or inf")
+
+
+def build_and_load(
+    factory: Callable[[], M],
+    ckpt_dir: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    rename: Callable[[str], str] = lambda k: k,
+    ignorable: Callable[[str], bool] = lambda k: False,
+    expected_filter: Callable[[str], bool] = lambda k: True,
+) -> M:
+    """Build the module directly on `device` in `dtype`, strictly check names/shapes, then load.
+
+    The check runs on the files' headers before any tensor is read, so a wrong checkpoint fails fast.
+    `expected_filter` drops module keys that are not weights (e.g. tied or derived buffers).
+    """
+    with torch.device(device), default_dtype(dtype):
+        module = factory()
+    expected = {k: v for k, v in module_shapes(module).items() if expected_filter(k)}
+    name_map = strict_check(checkpoint_shapes(ckpt_dir), expected, rename=rename, ignorable=ignorable)
+    load_into(module, ckpt_dir, name_map, device)
+    return module.eval()
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:  # transformers raises many types here; the loader's contract is CheckpointError
+        raise CheckpointError(f"cannot load the tokenizer from {str(path)!r}: {exc}") from exc
+
+
+def timings_copy(timings: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in timings.items()}

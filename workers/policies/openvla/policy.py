@@ -1,0 +1,141 @@
+"""OpenVLAPolicy: validate one observation, predict a batch in one prefill + 6 cached decode steps."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
+from workers.policies.checkpoint import read_json, require_dir
+from workers.policies.common import EE_DELTA_UNITS, build_and_load, check_state, load_tokenizer, timings_copy
+from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
+from workers.policies.errors import CheckpointError
+from workers.policies.openvla.action_tokenizer import ActionStats, ActionTokenizer, select_unnorm_key
+from workers.policies.openvla.config import OpenVLAConfig
+from workers.policies.openvla.decode import greedy_decode, splice_inputs
+from workers.policies.openvla.model import OpenVLAModel, checkpoint_to_module_name, unused_checkpoint_key
+from workers.policies.preprocess import normalize, resize_naive
+from workers.policies.timing import Stopwatch
+
+log = logging.getLogger(__name__)
+CAMERA = "primary"
+PROMPT = "In: What action should the robot take to {}?\nOut:"
+
+
+class OpenVLAPolicy(Policy):
+    def __init__(self, name: str, cfg: OpenVLAConfig, model: OpenVLAModel, tokenizer: Any, device: torch.device):
+        self.cfg, self.model, self.tokenizer, self.device = cfg, model, tokenizer, device
+        self.dtype = next(model.parameters()).dtype
+        self.stats = {k: ActionStats.from_norm_stats(v, k) for k, v in cfg.norm_stats.items()}
+        self.action_tokenizer = ActionTokenizer(cfg.base_vocab_size, cfg.n_action_bins)
+        self.space_id = _word_boundary_id(tokenizer)
+        towers = (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer)
+        self.pixel_norms = [(t.pretrained_cfg["mean"], t.pretrained_cfg["std"]) for t in towers]
+        default = cfg.raw.get("default_unnorm_key") or (next(iter(self.stats)) if len(self.stats) == 1 else None)
+        dim = self.stats[default].action_dim if default else next(iter(self.stats.values())).action_dim
+        self.spec = PolicySpec(
+            name=name, family="openvla", action_dim=dim, chunk_length=1, cameras=[CAMERA],
+            unnorm_keys=sorted(self.stats), default_unnorm_key=default, action_type="ee_delta",
+            units=EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim, state_dim=None,
+            dtype=dtype_name(self.dtype), device=str(device),
+        )
+
+    @classmethod
+    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto") -> OpenVLAPolicy:
+        path = require_dir(path)
+        cfg = OpenVLAConfig.from_dir(path)
+        if (path / "dataset_statistics.json").is_file():
+            # deploy.py replaces norm_stats with a fine-tune's dataset_statistics.json; so do we.
+            cfg.norm_stats = read_json(path / "dataset_statistics.json")
+        dev = resolve_device(device)
+        depths = {"featurizer": 0, "fused_featurizer": 0}
+
+        def factory() -> OpenVLAModel:
+            model = OpenVLAModel(cfg)
+            depths.update(featurizer=model.vision_backbone.featurizer.full_depth,
+                          fused_featurizer=model.vision_backbone.fused_featurizer.full_depth)
+            return model
+
+        ignorable = _LazyIgnorable(depths)
+        model = build_and_load(factory, path, dev, resolve_dtype(dtype, dev),
+                               rename=checkpoint_to_module_name, ignorable=ignorable)
+        return cls(name, cfg, model, load_tokenizer(path), dev)
+
+    def unnorm_key(self, obs: Observation) -> str:
+        return select_unnorm_key(self.cfg.norm_stats, obs.options.get("unnorm_key") or self.spec.default_unnorm_key)
+
+    def validate(self, obs: Observation) -> None:
+        super().validate(obs)
+        self.unnorm_key(obs)
+        check_state(obs.state, None, required=False)  # OpenVLA ignores state, but garbage is still a bad request
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        """BOS + prompt, then the bare word-boundary piece (29871 for Llama-2) if the text did not end with it."""
+        ids = list(self.tokenizer(PROMPT.format(instruction.lower()), add_special_tokens=True)["input_ids"])
+        bos = self.tokenizer.bos_token_id
+        if not ids or ids[0] != bos:
+            ids.insert(0, bos)
+        if ids[-1] != self.space_id:
+            ids.append(self.space_id)
+        return ids
+
+    def pixels(self, img: np.ndarray) -> torch.Tensor:
+        """6 channels: the same image normalised for DINOv2 (0-2) and for SigLIP (3-5)."""
+        pairs = zip(self.cfg.image_sizes, self.pixel_norms, strict=True)
+        parts = [normalize(resize_naive(img, size), m, s) for size, (m, s) in pairs]
+        return torch.cat(parts, dim=0)
+
+    @torch.inference_mode()
+    def predict(self, observations: list[Observation]) -> list[PolicyResult]:
+        timings: dict[str, float] = {}
+        watch = Stopwatch(self.device)
+        keys = [self.unnorm_key(o) for o in observations]
+        rows = [self.prompt_ids(o.instruction) for o in observations]
+        pixels = torch.stack([self.pixels(o.images[CAMERA]) for o in observations])
+        pixels = pixels.to(self.device, self.dtype)
+        watch.lap(timings, "preprocess")
+        patches = self.model.encode_images(pixels)
+        watch.lap(timings, "vision")
+        embeds, mask, positions = splice_inputs(self.model, patches, rows)
+        n_steps = max(self.stats[k].action_dim for k in keys)
+        tokens = greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+        return self._results(tokens.cpu().numpy(), keys, timings)
+
+    def _allowed_ids(self) -> tuple[int, int]:
+        # We restrict the argmax to the n_action_bins action ids (upstream does not). An unrestricted
+        # argmax that lands on a text id decodes to the extreme bin (+0.996, i.e. q99 after
+        # un-normalising) and would be sent to a robot as a confident full-scale move; restricted, we
+        # return the model's most likely *action* instead. For a well-trained checkpoint the two agree
+        # (vLLM's port asserts ids in this range for the same reason).
+        first = self.action_tokenizer.first_action_id
+        return first, first + self.cfg.n_action_bins
+
+    def _results(self, tokens: np.ndarray, keys: list[str], timings: dict[str, float]) -> list[PolicyResult]:
+        out = []
+        for row, key in zip(tokens, keys, strict=True):
+            stats = self.stats[key]
+            actions = stats.unnormalize(self.action_tokenizer.decode(row[: stats.action_dim]))
+            units = EE_DELTA_UNITS if stats.action_dim == 7 else ["unspecified"] * stats.action_dim
+            out.append(PolicyResult(actions=actions[None, :].astype(np.float64), action_type="ee_delta",
+                                    units=list(units), timings_ms=timings_copy(timings), unnorm_key=key))
+        return out
+
+
+class _LazyIgnorable:
+    """The unused-key rule needs the towers' full depths, which are known only once the model is built."""
+
+    def __init__(self, depths: dict[str, int]):
+        self.depths = depths
+
+    def __call__(self, name: str) -> bool:
+        return unused_checkpoint_key(self.depths)(name)
+
+
+def _word_boundary_id(tokenizer: Any) -> int:
+    token_id = tokenizer.convert_tokens_to_ids("\u2581")
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise CheckpointError("tokenizer has no bare word-boundary piece '\u2581' (29871 in Llama-2)")
+    return int(token_id)

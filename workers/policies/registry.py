@@ -1,0 +1,90 @@
+"""Which models exist, where their checkpoints live, and the one factory that loads them.
+
+ENABLED_MODELS looks like "openvla-7b=/models/openvla-7b,pi0=/models/pi0,openvla-tiny,pi0-tiny": a
+bare name resolves to <model_dir>/<name>. The family comes from the checkpoint's config.json
+model_type, so a fine-tune under any name loads with the right backend.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from workers.policies.base import Policy
+from workers.policies.checkpoint import read_json, require_dir
+from workers.policies.errors import CheckpointError, ModelNotFound
+from workers.policies.tiny import TINY_NAMES, build_tiny_checkpoints
+
+log = logging.getLogger(__name__)
+
+# Names we know how to serve; the value says what the checkpoint directory must be (for messages).
+KNOWN_MODELS: dict[str, str] = {
+    "openvla-7b": "openvla/openvla-7b from the hub (config.json, 3 safetensors shards + index, tokenizer)",
+    "pi0": "a transformers-format PI0 checkpoint (PI0Config config.json, safetensors, tokenizer, norm_stats.json)",
+    "openvla-tiny": "random-weight OpenVLA at toy size, built locally",
+    "pi0-tiny": "random-weight pi0 at toy size, built locally",
+}
+
+
+def known_models() -> list[str]:
+    return sorted(KNOWN_MODELS)
+
+
+def _unknown(name: str) -> ModelNotFound:
+    known = known_models()
+    return ModelNotFound(name, difflib.get_close_matches(name, known, n=3, cutoff=0.5), known)
+
+
+def parse_enabled_models(spec: str) -> dict[str, Path | None]:
+    """"a=/p,b" -> {"a": Path("/p"), "b": None}. Unknown bare names raise ModelNotFound with suggestions;
+    a name given with an explicit path may be anything (a fine-tune), its family comes from config.json."""
+    out: dict[str, Path | None] = {}
+    for item in (part.strip() for part in (spec or "").split(",")):
+        if not item:
+            continue
+        name, sep, path = (s.strip() for s in item.partition("="))
+        if not name or (sep and not path):
+            raise ValueError(f"bad ENABLED_MODELS entry {item!r}: expected NAME or NAME=PATH")
+        if not sep and name not in KNOWN_MODELS:
+            raise _unknown(name)
+        if name in out:
+            raise ValueError(f"model {name!r} is listed twice in ENABLED_MODELS")
+        out[name] = Path(path) if sep else None
+    return out
+
+
+def _loaders() -> dict[str, Callable[..., Policy]]:
+    # Imported lazily: importing a backend pulls in torch/timm/transformers model code.
+    from workers.policies.openvla.policy import OpenVLAPolicy
+    from workers.policies.pi0 import Pi0Policy
+
+    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load}
+
+
+def resolve_path(name: str, path: Path | None, model_dir: Path) -> Path:
+    """The checkpoint directory; a missing tiny preset is built into model_dir on first use."""
+    if path is None:
+        if name not in KNOWN_MODELS:
+            raise _unknown(name)
+        path = Path(model_dir) / name
+    if not path.exists() and name in TINY_NAMES and path.name == name:
+        log.warning("tiny checkpoint %s not found at %s: building it (random weights)", name, path)
+        build_tiny_checkpoints(path.parent, names=(name,), overwrite=False)
+    if not path.exists():
+        hint = f" ({KNOWN_MODELS[name]})" if name in KNOWN_MODELS else ""
+        raise CheckpointError(f"checkpoint for model {name!r} not found at {str(path)!r}{hint}")
+    return path
+
+
+def load_policy(name: str, path: Path | None, *, model_dir: Path, dtype: str = "auto", device: str = "auto") -> Policy:
+    """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type."""
+    ckpt = require_dir(resolve_path(name, path, model_dir))
+    model_type = read_json(ckpt / "config.json").get("model_type")
+    loaders = _loaders()
+    if model_type not in loaders:
+        raise CheckpointError(
+            f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
+        )
+    log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
+    return loaders[model_type](name, ckpt, dtype=dtype, device=device)
