@@ -83,3 +83,11 @@ def ensure_database(url: str, name: str, *, recreate: bool = False) -> str:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, db_url: str) -> None:
+    name = make_url(db_url).database
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

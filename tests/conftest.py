@@ -1,8 +1,8 @@
 """Shared fixtures: real PostgreSQL, real Redis, tiny checkpoints on disk, the app, customers and keys.
 
 The servers come from DATABASE_URL / REDIS_URL (CI points them at this machine's), or the project's
-embedded real servers (ops/stack.py). The suite works in its own database (`vlaapi_test`, recreated per
-run) and its own Redis database number, so it never touches anyone else's data.
+embedded real servers (ops/stack.py). The suite works in its own database (`vlaapi_test_<pid>`, dropped at
+the end) and its own Redis database number, so it never touches anyone else's data.
 """
 from __future__ import annotations
 
@@ -28,14 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
     from ops import stack
 
     server = stack.ensure_postgres()
-    db_url = stack.ensure_database(server, "vlaapi_test", recreate=True)
+    # One database per run, dropped at the end, so two runs on one server never step on each other.
+    db_url = stack.ensure_database(server, f"vlaapi_test_{os.getpid()}", recreate=True)
     redis_url = _redis_url_for_tests(stack.ensure_redis())
     redis_lib.Redis.from_url(redis_url).flushdb()
     os.environ.update(
         DATABASE_URL=db_url,
         REDIS_URL=redis_url,
         MODEL_DIR=str(TEST_MODEL_DIR),
-        ENABLED_MODELS=f"openvla-tiny,pi0-tiny,openvla-slow={TEST_MODEL_DIR / 'openvla-tiny'}",
+        ENABLED_MODELS=f"openvla-tiny,pi0-tiny,openvla-slow={TEST_MODEL_DIR / 'openvla-tiny'},"
+                       f"openvla-replay={TEST_MODEL_DIR / 'openvla-tiny'}",
         API_KEY_PEPPER="test-pepper",
         LOG_LEVEL="WARNING",
         BATCH_MAX_WAIT_MS="2",
@@ -48,7 +50,17 @@ def pytest_configure(config: pytest.Config) -> None:
     missing = [n for n in ("openvla-tiny", "pi0-tiny") if not (TEST_MODEL_DIR / n / "config.json").exists()]
     if missing:
         build_tiny_checkpoints(TEST_MODEL_DIR, missing)
-    config._vla_urls = (db_url, redis_url)  # type: ignore[attr-defined]
+    config._vla_urls = (server, db_url)  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    urls = getattr(config, "_vla_urls", None)
+    if urls:
+        from ops import stack
+        from workers.store.db import dispose_all
+
+        dispose_all()
+        stack.drop_database(*urls)
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,11 @@ never in `worker_process_init` nor in a parent that forks) and runs `Policy.pred
 
 Batching (as Ray Serve's `@serve.batch`, Triton's queue delay): the owner blocks for the first item, then
 gathers until `max_batch_size` items are eligible or `max_wait_ms` have passed since the oldest queued item
-arrived. A full queue runs at once, as does one holding an item whose deadline falls inside the window: a
-lone client on an idle batcher waits at most `max_wait_ms`, and what queued during a pass runs right after
-it. Priority 0 (interactive) goes before >= 1 (replay), FIFO within a priority; `max_background_per_batch`
-caps replay items per batch so a replay cannot swell interactive latency (replay may starve under overload).
+arrived. A full queue runs at once, as does one holding an item whose deadline falls inside the window, and
+what queued during a pass runs right after it. The window opens only when there is sign of concurrency (the
+last pick saw more than one item), so a lone client never pays it. Priority 0 (interactive) goes before
+>= 1 (replay), FIFO within a priority; `max_background_per_batch` caps replay items per batch so a replay
+cannot swell interactive latency (replay may starve under overload).
 
 Isolation: each observation is validated alone (a PolicyInputError fails only its future); an item past
 its deadline when picked fails with DeadlineExceeded, uncomputed; a cancelled future is skipped. If
@@ -125,6 +126,7 @@ class MicroBatcher:
         self._heap: list[_Item] = []
         self._n_queued = [0, 0]  # [interactive, background], so "is it full?" costs O(1)
         self._first_at: float | None = None  # arrival of the oldest queued item: the window's start
+        self._last_batch = 0  # items picked plus left queued at the last pick: recent concurrency
         self._earliest_deadline: float | None = None
         self._seq = itertools.count()
         self._batch_ids = itertools.count(1)
@@ -302,7 +304,12 @@ class MicroBatcher:
         """How much longer to wait for company; <= 0 means run now. Caller holds the lock."""
         cap = self.max_background_per_batch
         background = self._n_queued[1] if cap is None else min(self._n_queued[1], cap)
-        if self._stopping or self._n_queued[0] + background >= self.max_batch_size:
+        queued = self._n_queued[0] + background
+        if self._stopping or queued >= self.max_batch_size:
+            return 0.0
+        if queued == 1 and self._last_batch <= 1:
+            # No sign of concurrency (the last pass served one item and nothing queued behind it): a lone
+            # client would only pay the wait. Under load, items queue during each pass and batches grow.
             return 0.0
         end = self._first_at + self.max_wait_s
         if self._earliest_deadline is not None and self._earliest_deadline <= end:
@@ -331,6 +338,7 @@ class MicroBatcher:
                 continue
             background += item.priority > 0
             picked.append(item)
+        self._last_batch = len(picked) + len(self._heap)
         self._first_at = min((i.future.trace.enqueued_at for i in self._heap), default=None)
         self._earliest_deadline = min((i.deadline for i in self._heap if i.deadline is not None), default=None)
         return picked, expired
