@@ -43,9 +43,7 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         log.exception("inference failed", extra={"job_id": job_id})
         return _end(settings, job, "failed", {"code": "inference_error", "detail": f"{type(exc).__name__}: {exc}"})
     inference_ms = (time.perf_counter() - t0) * 1000.0
-    with session_scope(settings.database_url) as s:
-        if not jobstore.record_inference(s, job_id, inference_ms):
-            return {"skip": "canceled"}
+    # No database write here: the timing travels to the safety task and lands with the final state.
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
@@ -70,6 +68,7 @@ def _serialise(result: PolicyResult, inference_ms: float) -> dict[str, Any]:
         "unnorm_key": result.unnorm_key,
         "model_timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()},
         "inference_ms": round(inference_ms, 3),
+        "inference_done_at": time.time(),
     }
 
 

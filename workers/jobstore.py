@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -34,39 +34,54 @@ class Claim:
 
 
 def claim_for_inference(session: Session, job_id: str) -> Claim:
-    """Mark the job running (again, on redelivery) unless it is finished, canceled or past its deadline."""
+    """Mark the job running (again, on redelivery) unless it is finished, canceled or past its deadline.
+
+    The common case is one conditional UPDATE (one round trip on the hot path); only a job that cannot
+    run is read back to learn why.
+    """
     jid = uuid.UUID(job_id)
+    row = session.execute(
+        update(Job).where(Job.id == jid, Job.state.in_(ACTIVE), Job.deadline_at > func.now())
+        .values(state="running", started_at=func.coalesce(Job.started_at, func.now()), attempts=Job.attempts + 1)
+        .returning(Job.deadline_at)
+    ).first()
+    if row is not None:
+        return Claim("run", row.deadline_at)
     job = session.execute(select(Job).where(Job.id == jid).with_for_update()).scalar_one_or_none()
     if job is None:
         return Claim("missing")
     if job.state in TERMINAL_STATES:
         return Claim(job.state)
-    if job.deadline_at <= now():
-        _finish(session, job, "expired", error={"code": "deadline_exceeded",
-                                                "detail": "the deadline passed before a worker could run the job"})
-        return Claim("expired")
-    job.state = "running"
-    job.started_at = job.started_at or now()
-    job.attempts += 1
-    return Claim("run", job.deadline_at)
-
-
-def record_inference(session: Session, job_id: str, inference_ms: float) -> bool:
-    res = session.execute(update(Job).where(Job.id == uuid.UUID(job_id), Job.state == "running")
-                          .values(inference_done_at=now(), inference_ms=inference_ms, safety_started_at=now()))
-    return res.rowcount == 1
+    _finish(session, job, "expired", error={"code": "deadline_exceeded",
+                                            "detail": "the deadline passed before a worker could run the job"})
+    return Claim("expired")
 
 
 def finish(session: Session, job_id: str, state: str, *, result: dict[str, Any] | None = None,
-           error: dict[str, Any] | None = None, safety_check_ms: float | None = None) -> bool:
+           error: dict[str, Any] | None = None, timings: StageTimings | None = None) -> bool:
     """Move an active job to a terminal state and record its usage, once. False if it was already final."""
     job = session.execute(select(Job).where(Job.id == uuid.UUID(job_id)).with_for_update()).scalar_one_or_none()
     if job is None or job.state in TERMINAL_STATES:
         return False
-    if safety_check_ms is not None:
-        job.safety_check_ms = safety_check_ms
+    if timings is not None:
+        timings.apply(job)
     _finish(session, job, state, result=result, error=error)
     return True
+
+
+@dataclass
+class StageTimings:
+    """What the stages measured on their own clocks; written with the final state in one transaction."""
+
+    inference_ms: float | None = None
+    inference_done_at: float | None = None  # epoch seconds
+    safety_check_ms: float | None = None
+
+    def apply(self, job: Job) -> None:
+        job.inference_ms = self.inference_ms
+        job.safety_check_ms = self.safety_check_ms
+        if self.inference_done_at is not None:
+            job.inference_done_at = job.safety_started_at = datetime.fromtimestamp(self.inference_done_at, UTC)
 
 
 def expire(session: Session, job: Job) -> bool:

@@ -36,12 +36,13 @@ def run_safety(prev: dict[str, Any], job: dict[str, Any], settings: Settings) ->
         log.exception("safety stage failed", extra={"job_id": job_id})
         return _finish(settings, job, "failed", error={
             "code": "safety_error", "detail": f"safety stage failed closed: {type(exc).__name__}: {exc}"})
-    safety_ms = (time.perf_counter() - t0) * 1000.0
+    inference = prev["inference"]
+    timings = jobstore.StageTimings(inference["inference_ms"], inference["inference_done_at"],
+                                    (time.perf_counter() - t0) * 1000.0)
     if datetime.fromtimestamp(job["deadline"], UTC) <= datetime.now(UTC):
-        return _finish(settings, job, "expired", safety_ms=safety_ms, error={
+        return _finish(settings, job, "expired", timings=timings, error={
             "code": "deadline_exceeded", "detail": "the deadline passed during the safety check"})
-    result = build_result(prev["inference"], report)
-    return _finish(settings, job, "succeeded", result=result, safety_ms=safety_ms)
+    return _finish(settings, job, "succeeded", result=build_result(inference, report), timings=timings)
 
 
 def _evaluate(inference: dict[str, Any], job: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -81,9 +82,9 @@ def build_result(inference: dict[str, Any], safety: dict[str, Any]) -> dict[str,
 
 
 def _finish(settings: Settings, job: dict[str, Any], state: str, *, result: dict[str, Any] | None = None,
-            error: dict[str, Any] | None = None, safety_ms: float | None = None) -> str:
+            error: dict[str, Any] | None = None, timings: jobstore.StageTimings | None = None) -> str:
     with session_scope(settings.database_url) as s:
-        changed = jobstore.finish(s, job["job_id"], state, result=result, error=error, safety_check_ms=safety_ms)
+        changed = jobstore.finish(s, job["job_id"], state, result=result, error=error, timings=timings)
     if changed:
         notify.job_ended(notify.client(settings.redis_url), job, state)
     return state
