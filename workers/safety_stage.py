@@ -56,7 +56,8 @@ def _evaluate(inference: dict[str, Any], job: dict[str, Any], settings: Settings
         robot_state=job.get("robot_state"),
         mode=opts.get("mode") or None,
         action_stats=None,
-        options={"enable_classifier": enabled, "safety_threshold": opts.get("safety_threshold")},
+        options={k: v for k, v in (("enable_classifier", enabled), ("safety_threshold", opts.get("safety_threshold")))
+                 if v is not None},
         alignment_checks=list(checks),
     )
     return result.to_dict()

@@ -43,6 +43,7 @@ class Settings:
     safety_classifier_enabled: bool
     safety_classifier_path: str
     safety_classifier_threshold: float
+    safety_default_robot: str
     log_level: str
     max_deadline_ms: int
     broker_visibility_timeout_s: int
@@ -71,7 +72,9 @@ class Settings:
             batch_max_background=int(_env("BATCH_MAX_BACKGROUND", "0")),
             cors_origins=[o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()],
             safety_classifier_enabled=_bool("SAFETY_CLASSIFIER_ENABLED", False),
-            safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH", ""),
+            safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH",
+                                        str(ROOT / "safety" / "models" / "action_classifier.safetensors")),
+            safety_default_robot=_env("SAFETY_DEFAULT_ROBOT", "widowx_250"),
             safety_classifier_threshold=float(_env("SAFETY_CLASSIFIER_THRESHOLD", "0.5")),
             log_level=_env("LOG_LEVEL", "INFO"),
             max_deadline_ms=int(_env("MAX_DEADLINE_MS", "300000")),

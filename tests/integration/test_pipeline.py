@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import png_b64, request_body
-from workers.store.models import UsageRecord
+from workers.store.models import Job, UsageRecord
 
 
 @pytest.fixture()
@@ -131,3 +131,52 @@ def test_unknown_unnorm_key_is_422_listing_valid(client, headers, workers):
     assert resp.status_code == 422
     body = resp.get_json()
     assert body["field"] == "unnorm_key" and "bridge_orig" in body["detail"]
+
+
+def test_without_robot_config_the_unnorm_keys_robot_is_used(client, headers, workers):
+    body = request_body(robot_config=None, robot_state=None, unnorm_key="fractal20220817_data")
+    resp = client.post("/v1/inference", json=body, headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["safety"]["robot_profile"]["id"] == "google_robot"
+    workspace = next(c for c in resp.get_json()["safety"]["checks"] if c["name"] == "workspace")
+    assert workspace["status"] == "skipped"  # no robot_state: never reported as passed
+
+
+def test_reject_mode_returns_no_action(client, headers, workers):
+    # The robot already stands outside the workspace: whatever the model says, reject mode refuses it.
+    body = request_body(robot_state={"ee_position": [2.0, 2.0, 2.0]}, safety={"mode": "reject"})
+    resp = client.post("/v1/inference", json=body, headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    out = resp.get_json()
+    assert out["safety"]["decision"] == "rejected" and out["action"]["values"] is None
+    assert any(v["check"] == "workspace" for v in out["safety"]["violations"])
+
+
+def test_classifier_enabled_per_request(client, headers, workers):
+    body = request_body(safety={"mode": "monitor", "enable_classifier": True, "safety_threshold": 0.5})
+    out = client.post("/v1/inference", json=body, headers=headers).get_json()
+    assert out["safety"]["classifier_confidence"] is not None
+    assert any(c["type"] == "alignment" for c in out["safety"]["checks"])
+
+
+def test_safety_stage_fails_closed(client, headers, settings, db_session, workers):
+    """If the safety stage itself breaks (here: a corrupt classifier file), the job fails and no action is kept."""
+    import dataclasses
+    import tempfile
+
+    from workers.safety_stage import run_safety
+
+    # No worker serves openvla-slow in this session, so the job is still in flight when the stage runs.
+    job = client.post("/v1/jobs", json=request_body("openvla-slow"), headers=headers).get_json()
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as bad:
+        bad.write(b"not a model")
+        bad.flush()
+        broken = dataclasses.replace(settings, safety_classifier_path=bad.name)
+        prev = {"skip": None, "inference": {"actions": [[0.0] * 7], "action_type": "ee_delta", "units": ["m"] * 7,
+                                            "model_timings_ms": {}, "inference_ms": 1.0, "inference_done_at": 0.0}}
+        state = run_safety(prev, {"job_id": job["id"], "deadline": time.time() + 30, "robot_config": {
+            "type": "widowx_250"}, "safety": {"enable_classifier": True}}, broken)
+    assert state == "failed"
+    db_session.expire_all()
+    row = db_session.get(Job, job["id"])
+    assert row.state == "failed" and row.result is None and row.error["code"] == "safety_error"

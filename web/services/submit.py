@@ -44,22 +44,32 @@ def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str
     images_b64 = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
     image_meta = {cam: _check_image(settings, cam, b64, "images" in data) for cam, b64 in images_b64.items()}
     _check_spec(settings, data, images_b64)
-    if data.get("robot_config") is not None:
-        try:
-            validate_robot_config(data["robot_config"])
-        except SafetyConfigError as exc:
-            raise ApiError(422, "invalid_robot_config", exc.message, field=exc.field) from None
+    robot_config = data.get("robot_config") or {"type": default_robot(settings, data.get("unnorm_key"))}
+    try:
+        validate_robot_config(robot_config)
+    except SafetyConfigError as exc:
+        raise ApiError(422, "invalid_robot_config", exc.message, field=exc.field) from None
     deadline_ms = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms)
     deadline_at = datetime.now(UTC) + timedelta(milliseconds=deadline_ms)
     options = {k: data[k] for k in ("unnorm_key", "seed") if k in data}
     common = {
         "model": data["model"], "kind": kind, "instruction": data["instruction"], "state": data.get("state"),
-        "options": options, "robot_config": data.get("robot_config"),
+        "options": options, "robot_config": robot_config,
         "robot_state": data.get("robot_state"), "safety": data.get("safety") or {},
     }
     payload = {**common, "images": images_b64, "request_id": request_id, "deadline": deadline_at.timestamp()}
     record = {**common, "images": image_meta, "deadline_ms": deadline_ms}
     return Prepared(payload, record, deadline_at)
+
+
+# The robots behind OpenVLA's best-known dataset statistics (robot-limits.md §4, §5).
+_ROBOT_OF_DATASET = {"bridge_orig": "widowx_250", "bridge_dataset": "widowx_250",
+                     "fractal20220817_data": "google_robot"}
+
+
+def default_robot(settings: Settings, unnorm_key: str | None) -> str:
+    """The profile a request without robot_config is checked against; stored in the job's request."""
+    return _ROBOT_OF_DATASET.get(unnorm_key or "", settings.safety_default_robot)
 
 
 def _default_camera(settings: Settings, model: str) -> str:
