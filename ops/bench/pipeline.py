@@ -133,6 +133,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="openvla-tiny")
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--clients", default="1,8,32")
     args = ap.parse_args()
     env = setup(args.model)
     body = {"model": args.model, "image": png_b64(64, 64), "instruction": "pick up the red block",
@@ -149,7 +150,7 @@ def main() -> None:
         wait_ready(ours, key, args.model)
         headers = {"Authorization": f"Bearer {key}"}
         naive_body = {k: body[k] for k in ("image", "instruction")}
-        for clients in (8, 32):
+        for clients in [int(c) for c in args.clients.split(",")]:
             for name, url, b, h in (("ours_sync", f"{ours}/v1/inference", body, headers),
                                     ("naive_chain", f"{naive}/infer", naive_body, {})):
                 r = load(url, b, h, clients, args.duration)

@@ -124,7 +124,10 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     s = db.session()
     job = Job(id=job_id, customer_id=uuid.UUID(principal.customer_id), model=prepared.payload["model"],
               kind=prepared.payload["kind"], request_id=request_id, request=prepared.record, state="queued",
-              deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash)
+              deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash,
+              # Set here, not by the server default: now() is the transaction's start, which for a web
+              # request is the authentication query, and would inflate queue_wait_ms.
+              created_at=datetime.now(UTC))
     s.add(job)
     s.commit()
     payload = {**prepared.payload, "job_id": str(job.id)}
