@@ -51,10 +51,11 @@ def _register_blueprints(api: Api) -> None:
     from web.api.inference.resources import blp as inference_blp
     from web.api.jobs.resources import blp as jobs_blp
     from web.api.models.resources import blp as models_blp
+    from web.api.replays.resources import blp as replays_blp
     from web.api.system.resources import blp as system_blp
     from web.api.usage.resources import blp as usage_blp
 
-    for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp):
+    for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp, replays_blp):
         api.register_blueprint(blp)
 
 

@@ -8,6 +8,7 @@ import click
 from sqlalchemy import select
 
 from ops.devcli import dev
+from web import replay_cli
 from web.accounts import service
 from workers.settings import get_settings
 from workers.store.db import session_scope
@@ -27,6 +28,7 @@ def main() -> None:
 
 
 main.add_command(dev)
+main.add_command(replay_cli.replay)
 
 
 @main.group()

@@ -54,9 +54,13 @@ def _start(settings: Settings, model: str | None) -> MicroBatcher:
     return batcher
 
 
+def _hostname() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _heartbeat(settings: Settings, model: str, batcher: MicroBatcher) -> None:
     r = notify.client(settings.redis_url)
-    hostname = f"{socket.gethostname()}:{os.getpid()}"
+    hostname = _hostname()
     while not _stop.is_set():
         info = {"state": batcher.state, "stats": batcher.stats()}
         if batcher.ready:
@@ -71,6 +75,13 @@ def _heartbeat(settings: Settings, model: str, batcher: MicroBatcher) -> None:
 
 
 def shutdown() -> None:
+    """On a warm shutdown: stop the heartbeat and withdraw it at once, so /health stops counting us now."""
     _stop.set()
     if _batcher is not None:
         _batcher.stop(timeout=5)
+        settings, model = get_settings(), worker_model()
+        if model:
+            try:
+                notify.client(settings.redis_url).delete(notify.heartbeat_key(model, _hostname()))
+            except Exception:
+                log.warning("could not withdraw the heartbeat", exc_info=True)

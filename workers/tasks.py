@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.celery_app import app
-from workers.routing import INFER_TASK, SAFETY_TASK
+from workers.routing import INFER_TASK, REPLAY_TASK, SAFETY_TASK
 from workers.settings import get_settings
 
 
@@ -20,3 +20,11 @@ def safety_check(prev: dict[str, Any], job: dict[str, Any]) -> str:
     from workers.safety_stage import run_safety
 
     return run_safety(prev, job, get_settings())
+
+
+@app.task(name=REPLAY_TASK, acks_late=True, reject_on_worker_lost=True)
+def replay(msg: dict[str, Any]) -> str:
+    """One bounded slice of a replay (workers/replay_driver.py); it enqueues the next slice itself."""
+    from workers.replay_driver import run_slice
+
+    return run_slice(msg, get_settings())

@@ -213,8 +213,10 @@ def test_full_queue_runs_without_waiting(make_batcher, policy: Policy) -> None:
     futures = [batcher.submit(make_obs(policy, s)) for s in range(3)]
     for f in futures:
         f.result(RESULT_TIMEOUT_S)
-    assert {f.trace.batch_size for f in futures} == {3}
-    assert futures[0].trace.picked_at - futures[-1].trace.enqueued_at < 1.0
+    # No item waits out the 10 s window. The first may run alone at once (an idle batcher shows no sign of
+    # concurrency yet); what queued behind it is a full-enough queue and runs right after.
+    assert all(f.trace.picked_at - f.trace.enqueued_at < 1.0 for f in futures)
+    assert len({f.trace.batch_id for f in futures}) <= 2
 
 
 def test_cancelled_future_is_skipped(make_batcher, policy: Policy) -> None:

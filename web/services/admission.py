@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import current_app, g
 
@@ -22,6 +23,8 @@ from workers import notify
 from workers.routing import infer_queue
 from workers.settings import Settings
 from workers.store.models import Job
+
+T = TypeVar("T")
 
 
 def _limits(p: Principal) -> Limits:
@@ -105,3 +108,36 @@ def _rate_limited(decision: Decision) -> ApiError:
 def release(job: Job) -> None:
     settings = current_app.config["SETTINGS"]
     InFlight(_redis(settings)).release(str(job.customer_id), str(job.id))
+
+
+def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T]) -> T:
+    """Admit one request that is not a job (a replay counts as one request): rate limit and quota, queue
+    depth, then an in-flight slot leased under `lease_id`. `create(inflight_key)` writes and enqueues it;
+    if anything after counting fails, the unit is refunded and the slot released, as for jobs."""
+    p = current()
+    settings = current_app.config["SETTINGS"]
+    r = _redis(settings)
+    limiter = RateLimiter(r)
+    decision = limiter.hit(p.customer_id, _limits(p))
+    g.extra_headers = decision.headers()
+    g.usage = decision.usage_block(p.tier)
+    if not decision.allowed:
+        REFUSED.labels(decision.refused_by or "rate").inc()
+        raise _rate_limited(decision)
+    try:
+        if queue_depth(r, queue) >= settings.max_queue_depth:
+            REFUSED.labels("queue_full").inc()
+            raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly", headers={"Retry-After": "2"})
+        inflight = InFlight(r)
+        if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
+            REFUSED.labels("in_flight").inc()
+            raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in flight "
+                           "for this customer; wait for one to finish", headers={"Retry-After": "1"})
+        try:
+            return create(inflight.key(p.customer_id))
+        except BaseException:
+            inflight.release(p.customer_id, lease_id)
+            raise
+    except BaseException:
+        limiter.refund(p.customer_id, _limits(p), decision=decision)
+        raise

@@ -1,0 +1,206 @@
+"""The replay driver: one bounded slice of a replay per task, then it hands on to the next slice.
+
+A slice claims the replay (only the message carrying the row's current slice_seq may run), reads the
+steps already stored, and feeds the rest to this worker's batcher a window at a time (about one batch,
+so interactive items, which the batcher serves first, never queue behind a flood of replay items). Each
+window's rows are inserted ON CONFLICT DO NOTHING and done_steps is recounted from the table. Between
+windows it re-reads the replay, so a DELETE stops it within one window. After SLICE_MAX_STEPS steps or
+slice_seconds() it advances slice_seq, enqueues the next slice and returns: no task outlives the broker's
+visibility timeout, and a worker that dies mid-slice leaves a message that is redelivered and resumes
+from the stored steps.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workers import notify
+from workers import replay_store as store
+from workers.batcher import BatcherStopped, ModelUnavailable
+from workers.policies.errors import PolicyInputError
+from workers.replay_exec import predict_window, step_row, to_observation
+from workers.replays import Dataset, DatasetError, Step, open_dataset, resolve_dataset_path
+from workers.runtime import get_batcher
+from workers.settings import Settings
+from workers.store.db import session_scope
+
+log = logging.getLogger(__name__)
+SLICE_MAX_STEPS = 500
+SLICE_MAX_S = 30.0
+INFLIGHT_TTL_S = 300.0  # the customer's in-flight slot, renewed by every slice; frees itself if all die
+# Slices running at once in one worker process. Each holds a task thread for its whole slice; without a
+# cap, a few replays could occupy every thread and leave interactive messages unconsumed behind them.
+SLOTS_PER_WORKER = 2
+_slots = threading.BoundedSemaphore(SLOTS_PER_WORKER)
+
+
+@dataclass
+class Slice:
+    replay_id: str
+    seq: int
+    dataset: dict[str, Any]
+    options: dict[str, Any]
+    deadline: float  # time.monotonic() at which the slice hands on
+    steps_left: int
+
+
+def slice_seconds(settings: Settings) -> float:
+    # A third of the visibility timeout: the broker must not redeliver a slice that is still running.
+    return max(0.5, min(SLICE_MAX_S, settings.broker_visibility_timeout_s / 3.0))
+
+
+def dataset_root(settings: Settings, root: str) -> Path:
+    return settings.replay_upload_dir if root == "upload" else settings.replay_data_root
+
+
+def run_slice(msg: dict[str, Any], settings: Settings) -> str:
+    """Run one slice of msg["replay_id"]; returns what happened (for logs and tests)."""
+    if not _slots.acquire(timeout=1.0):
+        enqueue(msg)  # every replay slot here is busy: give the thread back, the copy waits its turn
+        return "busy"
+    try:
+        return _run_slice(msg, settings)
+    finally:
+        _slots.release()
+
+
+def _run_slice(msg: dict[str, Any], settings: Settings) -> str:
+    rid, seq = msg["replay_id"], int(msg["seq"])
+    with session_scope(settings.database_url) as s:
+        action, replay = store.claim_slice(s, rid, seq, settings.broker_visibility_timeout_s / 2.0)
+        if action != "run" or replay is None:
+            if action == "relay":
+                enqueue({**msg, "seq": seq + 1})
+            return "skipped" if action == "drop" else "relayed"
+        sl = Slice(rid, seq, dict(replay.dataset), dict(replay.options),
+                   time.monotonic() + slice_seconds(settings), SLICE_MAX_STEPS)
+    _touch_inflight(settings, msg)
+    try:
+        outcome = _drive(sl, settings)
+    except DatasetError as exc:
+        return _fail(settings, msg, {"code": "dataset_error", "field": exc.field, "detail": exc.message})
+    except PolicyInputError as exc:
+        return _fail(settings, msg, {"code": "invalid_input", "field": exc.field,
+                                     "detail": f"the dataset does not fit model {msg['model']}: {exc.message}"})
+    except ModelUnavailable as exc:
+        return _fail(settings, msg, {"code": "model_unavailable", "detail": str(exc)})
+    except BatcherStopped:
+        outcome = "retry"  # the worker is shutting down: the same slice runs again elsewhere
+    except Exception as exc:
+        log.exception("replay slice failed", extra={"replay_id": rid})
+        return _fail(settings, msg, {"code": "internal_error", "detail": f"{type(exc).__name__}: {exc}"})
+    return _after(settings, msg, outcome)
+
+
+def _drive(sl: Slice, settings: Settings) -> str:
+    """'done' when every selected step is stored, 'more' when the slice's budget ran out, 'stopped'
+    when the replay was canceled or another slice took over, 'retry' when the model is not ready yet."""
+    batcher = get_batcher()
+    if not batcher.wait_ready(max(sl.deadline - time.monotonic(), 0.1)):
+        if batcher.state == "failed":
+            raise ModelUnavailable(batcher.name, batcher.error or RuntimeError("load failed"))
+        return "retry"
+    window = min(batcher.max_batch_size, batcher.max_background_per_batch or batcher.max_batch_size)
+    path = resolve_dataset_path(sl.dataset["path"], dataset_root(settings, sl.dataset.get("root", "data")))
+    with open_dataset(path, instruction=sl.options.get("instruction")) as ds:
+        for steps in _windows(_pending(ds, sl, settings), window):
+            obs = [to_observation(st, batcher.spec, sl.options, sl.dataset.get("camera_map")) for st in steps]
+            futures = predict_window(batcher, obs, max(sl.deadline - time.monotonic(), 1.0))
+            rows = [step_row(st, f, sl.options) for st, f in zip(steps, futures, strict=True) if f is not None]
+            with session_scope(settings.database_url) as s:
+                store.write_steps(s, sl.replay_id, rows)
+                current = store.still_current(s, sl.replay_id, sl.seq)
+            sl.steps_left -= len(rows)
+            if not current:
+                return "stopped"
+            if len(rows) < len(steps) or sl.steps_left <= 0 or time.monotonic() >= sl.deadline:
+                return "more"
+    return "done"
+
+
+def _pending(ds: Dataset, sl: Slice, settings: Settings) -> Iterator[Step]:
+    """The selected steps not stored yet, in (episode, step) order; stored episodes are not decoded."""
+    episodes, step_range = sl.dataset.get("episodes"), sl.dataset.get("step_range")
+    for sel in ds.select(episodes, tuple(step_range) if step_range else None):
+        with session_scope(settings.database_url) as s:
+            stored = store.stored_keys(s, sl.replay_id, sel.info.index)
+        missing = [t for t in range(sel.start, sel.stop) if t not in stored]
+        if not missing:
+            continue
+        for step in ds.iter_steps([sel.info.index], (missing[0], sel.stop)):
+            if step.step not in stored:
+                yield step
+
+
+def _windows(steps: Iterator[Step], size: int) -> Iterator[list[Step]]:
+    batch: list[Step] = []
+    for step in steps:
+        batch.append(step)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _after(settings: Settings, msg: dict[str, Any], outcome: str) -> str:
+    rid, seq = msg["replay_id"], int(msg["seq"])
+    if outcome == "done":
+        with session_scope(settings.database_url) as s:
+            ended = store.succeed(s, rid)
+        if ended:
+            _ended(settings, msg, "succeeded")
+        return "succeeded" if ended else "stopped"
+    if outcome == "retry":
+        enqueue(msg)  # same seq: this message is acked when we return, the copy carries the slice on
+        return "retry"
+    if outcome == "more":
+        with session_scope(settings.database_url) as s:
+            handed = store.hand_on(s, rid, seq)
+        if handed:
+            enqueue({**msg, "seq": seq + 1})
+        return "more" if handed else "stopped"
+    return outcome
+
+
+def enqueue(msg: dict[str, Any]) -> None:
+    from workers.tasks import replay  # imported here: tasks imports this module
+
+    replay.apply_async((msg,))
+
+
+def _fail(settings: Settings, msg: dict[str, Any], error: dict[str, Any]) -> str:
+    with session_scope(settings.database_url) as s:
+        ended = store.fail(s, msg["replay_id"], error)
+    if ended:
+        _ended(settings, msg, "failed")
+    return "failed"
+
+
+def _ended(settings: Settings, msg: dict[str, Any], state: str) -> None:
+    r = notify.client(settings.redis_url)
+    notify.announce_done(r, msg["replay_id"], state)
+    if msg.get("inflight_key"):
+        r.zrem(msg["inflight_key"], msg["replay_id"])
+
+
+def _touch_inflight(settings: Settings, msg: dict[str, Any]) -> None:
+    """Renew the customer's in-flight lease for this replay (XX: never re-create one the client released).
+
+    The lease is bookkeeping for admission, not for correctness: a Redis hiccup must not fail the slice.
+    """
+    if not msg.get("inflight_key"):
+        return
+    key, ttl_ms = msg["inflight_key"], int(INFLIGHT_TTL_S * 1000)
+    try:
+        r = notify.client(settings.redis_url)
+        r.zadd(key, {msg["replay_id"]: int(time.time() * 1000) + ttl_ms}, xx=True)
+        if r.pttl(key) < ttl_ms:  # PEXPIRE ... GT needs Redis 7; the race here only lengthens a lease
+            r.pexpire(key, ttl_ms)
+    except Exception:
+        log.warning("could not renew the replay's in-flight lease", exc_info=True)
