@@ -9,8 +9,9 @@ gathers until `max_batch_size` items are eligible or `max_wait_ms` have passed s
 arrived. A full queue runs at once, as does one holding an item whose deadline falls inside the window, and
 what queued during a pass runs right after it. The window opens only when there is sign of concurrency (the
 last pick saw more than one item), so a lone client never pays it. Priority 0 (interactive) goes before
->= 1 (replay), FIFO within a priority; `max_background_per_batch` caps replay items per batch so a replay
-cannot swell interactive latency (replay may starve under overload).
+>= 1 (replay), FIFO within a priority; `max_background_per_batch` caps replay items per batch while interactive
+traffic is about (seen in the last second), so a replay cannot swell interactive latency, yet runs full
+batches when alone (replay may starve under interactive overload).
 
 Isolation: each observation is validated alone (a PolicyInputError fails only its future); an item past
 its deadline when picked fails with DeadlineExceeded, uncomputed; a cancelled future is skipped. If
@@ -35,6 +36,7 @@ from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 
 INTERACTIVE = 0
 BACKGROUND = 1
+INTERACTIVE_RECENT_S = 1.0  # interactive traffic this recent keeps the background cap in force
 
 
 class BatcherError(Exception):
@@ -127,6 +129,7 @@ class MicroBatcher:
         self._n_queued = [0, 0]  # [interactive, background], so "is it full?" costs O(1)
         self._first_at: float | None = None  # arrival of the oldest queued item: the window's start
         self._last_batch = 0  # items picked plus left queued at the last pick: recent concurrency
+        self._last_interactive = float("-inf")
         self._earliest_deadline: float | None = None
         self._seq = itertools.count()
         self._batch_ids = itertools.count(1)
@@ -224,6 +227,8 @@ class MicroBatcher:
                 if deadline is not None and (self._earliest_deadline is None or deadline < self._earliest_deadline):
                     self._earliest_deadline = deadline
                 self._counts["submitted"] += 1
+                if priority == INTERACTIVE:
+                    self._last_interactive = now
                 self._max_depth = max(self._max_depth, len(self._heap))
                 self._cond.notify()
             else:
@@ -300,9 +305,17 @@ class MicroBatcher:
             _fail(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline))
         return picked
 
+    def _background_cap(self) -> int | None:
+        """The replay share of a batch is capped only while interactive traffic is about: a replay alone
+        runs at full batches, and shrinks its batches (so passes are short) when a control loop needs the
+        model. Caller holds the lock."""
+        if time.monotonic() - self._last_interactive > INTERACTIVE_RECENT_S:
+            return None
+        return self.max_background_per_batch
+
     def _gather_wait_s(self) -> float:
         """How much longer to wait for company; <= 0 means run now. Caller holds the lock."""
-        cap = self.max_background_per_batch
+        cap = self._background_cap()
         background = self._n_queued[1] if cap is None else min(self._n_queued[1], cap)
         queued = self._n_queued[0] + background
         if self._stopping or queued >= self.max_batch_size:
@@ -322,7 +335,7 @@ class MicroBatcher:
         picked: list[_Item] = []
         expired: list[_Item] = []
         background = 0
-        cap = self.max_background_per_batch
+        cap = self._background_cap()
         while self._heap and len(picked) < self.max_batch_size:
             if self._heap[0].priority > 0 and cap is not None and background >= cap:
                 break  # only background is left, and this batch has its share

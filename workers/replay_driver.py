@@ -23,7 +23,7 @@ from workers import notify
 from workers import replay_store as store
 from workers.batcher import BatcherStopped, ModelUnavailable
 from workers.policies.errors import PolicyInputError
-from workers.replay_exec import predict_window, step_row, to_observation
+from workers.replay_exec import collect_window, step_row, submit_window, to_observation
 from workers.replays import Dataset, DatasetError, Step, open_dataset, resolve_dataset_path
 from workers.runtime import get_batcher
 from workers.settings import Settings
@@ -105,22 +105,38 @@ def _drive(sl: Slice, settings: Settings) -> str:
         if batcher.state == "failed":
             raise ModelUnavailable(batcher.name, batcher.error or RuntimeError("load failed"))
         return "retry"
-    window = min(batcher.max_batch_size, batcher.max_background_per_batch or batcher.max_batch_size)
+    # A full batch per window: the batcher itself shrinks replay's share while interactive work is about.
+    window = batcher.max_batch_size
     path = resolve_dataset_path(sl.dataset["path"], dataset_root(settings, sl.dataset.get("root", "data")))
+    # Two windows in flight: the next is queued in the batcher while this one's safety checks and rows are
+    # written, so the model never idles on our bookkeeping (interactive items still go first).
+    pending: tuple[list[Step], list] | None = None
     with open_dataset(path, instruction=sl.options.get("instruction")) as ds:
         for steps in _windows(_pending(ds, sl, settings), window):
             obs = [to_observation(st, batcher.spec, sl.options, sl.dataset.get("camera_map")) for st in steps]
-            futures = predict_window(batcher, obs, max(sl.deadline - time.monotonic(), 1.0))
-            rows = [step_row(st, f, sl.options) for st, f in zip(steps, futures, strict=True) if f is not None]
-            with session_scope(settings.database_url) as s:
-                store.write_steps(s, sl.replay_id, rows)
-                current = store.still_current(s, sl.replay_id, sl.seq)
-            sl.steps_left -= len(rows)
-            if not current:
-                return "stopped"
-            if len(rows) < len(steps) or sl.steps_left <= 0 or time.monotonic() >= sl.deadline:
-                return "more"
-    return "done"
+            futures = submit_window(batcher, obs)
+            outcome = _store(sl, settings, *pending) if pending else None
+            if outcome:
+                for fut in futures:
+                    fut.cancel()
+                return outcome
+            pending = (steps, futures)
+    return (_store(sl, settings, *pending) if pending else None) or "done"
+
+
+def _store(sl: Slice, settings: Settings, steps: list[Step], futures: list) -> str | None:
+    """Collect one window, write its rows; a reason to end the slice, or None to go on."""
+    done = collect_window(futures, max(sl.deadline - time.monotonic(), 1.0))
+    rows = [step_row(st, f, sl.options) for st, f in zip(steps, done, strict=True) if f is not None]
+    with session_scope(settings.database_url) as s:
+        store.write_steps(s, sl.replay_id, rows)
+        current = store.still_current(s, sl.replay_id, sl.seq)
+    sl.steps_left -= len(rows)
+    if not current:
+        return "stopped"
+    if len(rows) < len(steps) or sl.steps_left <= 0 or time.monotonic() >= sl.deadline:
+        return "more"
+    return None
 
 
 def _pending(ds: Dataset, sl: Slice, settings: Settings) -> Iterator[Step]:

@@ -47,11 +47,13 @@ def robot_state(step: Step, source: str | None) -> dict[str, list[float]] | None
     return out
 
 
-def predict_window(batcher: MicroBatcher, observations: list[Observation], timeout_s: float,
-                   ) -> list[Future[PolicyResult] | None]:
-    """Submit a whole window at replay priority and wait for it; futures still pending at the timeout are
-    cancelled and returned as None, to be computed by a later slice."""
-    futures = [batcher.submit(obs, priority=BACKGROUND) for obs in observations]
+def submit_window(batcher: MicroBatcher, observations: list[Observation]) -> list[Future[PolicyResult]]:
+    return [batcher.submit(obs, priority=BACKGROUND) for obs in observations]
+
+
+def collect_window(futures: list[Future[PolicyResult]], timeout_s: float) -> list[Future[PolicyResult] | None]:
+    """Wait for a submitted window; futures still pending at the timeout are cancelled and returned as None,
+    to be computed by a later slice."""
     wait(futures, timeout=timeout_s)
     for fut in futures:
         fut.cancel()  # a no-op once computed or running; frees the batcher of what interactive work delayed

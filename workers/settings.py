@@ -69,7 +69,7 @@ class Settings:
             wait_max_s=float(_env("WAIT_MAX_S", "60")),
             batch_max_size=int(_env("BATCH_MAX_SIZE", "8")),
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", "5")),
-            batch_max_background=int(_env("BATCH_MAX_BACKGROUND", "0")),
+            batch_max_background=int(_env("BATCH_MAX_BACKGROUND", "1")),
             cors_origins=[o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()],
             safety_classifier_enabled=_bool("SAFETY_CLASSIFIER_ENABLED", False),
             safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH",
