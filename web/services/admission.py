@@ -55,47 +55,20 @@ def usage_headers(p: Principal) -> dict[str, str]:
 
 def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_key: str | None = None,
                req_hash: str | None = None) -> Job:
-    p = current()
     settings = current_app.config["SETTINGS"]
     prepared = submit.prepare(settings, data, g.request_id, kind)
-    r = _redis(settings)
-    limiter = RateLimiter(r)
-    decision = limiter.hit(p.customer_id, _limits(p))
-    g.extra_headers = decision.headers()
-    g.usage = decision.usage_block(p.tier)
-    if not decision.allowed:
-        REFUSED.labels(decision.refused_by or "rate").inc()
-        raise _rate_limited(decision)
-    try:
-        job = _admit(settings, r, p, prepared, idempotency_key, req_hash)
-    except BaseException:
-        limiter.refund(p.customer_id, _limits(p), decision=decision)
-        raise
-    JOBS_SUBMITTED.labels(job.model, kind).inc()
-    return job
-
-
-def _admit(settings: Settings, r, p: Principal, prepared: submit.Prepared, idem: str | None,
-           req_hash: str | None) -> Job:
-    queue = infer_queue(prepared.payload["model"], prepared.payload["kind"])
-    if queue_depth(r, queue) >= settings.max_queue_depth:
-        REFUSED.labels("queue_full").inc()
-        raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly",
-                       headers={"Retry-After": "2"})
-    inflight = InFlight(r)
     # The lease is keyed by the job id from the start, so the worker can release it when the job ends.
     job_id = uuid.uuid4()
     ttl = max(prepared.deadline_at.timestamp() - time.time(), 0.0) + 30.0
-    if not inflight.acquire(p.customer_id, str(job_id), p.max_in_flight, ttl):
-        REFUSED.labels("in_flight").inc()
-        raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs may be in flight for this "
-                       "customer; wait for one to finish", headers={"Retry-After": "1"})
-    prepared.payload["inflight_key"] = inflight.key(p.customer_id)
-    try:
-        return submit.create_job(p, prepared, g.request_id, job_id=job_id, idempotency_key=idem, req_hash=req_hash)
-    except BaseException:
-        inflight.release(p.customer_id, str(job_id))
-        raise
+
+    def create(inflight_key: str) -> Job:
+        prepared.payload["inflight_key"] = inflight_key
+        return submit.create_job(current(), prepared, g.request_id, job_id=job_id, idempotency_key=idempotency_key,
+                                 req_hash=req_hash)
+
+    job = admit_counted(infer_queue(prepared.payload["model"], kind), str(job_id), ttl, create)
+    JOBS_SUBMITTED.labels(job.model, kind).inc()
+    return job
 
 
 def _rate_limited(decision: Decision) -> ApiError:

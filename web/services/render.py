@@ -10,7 +10,7 @@ from workers.jobstore import latencies
 from workers.store.models import Job
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
@@ -22,10 +22,10 @@ def job_json(job: Job) -> dict[str, Any]:
         "model": job.model,
         "kind": job.kind,
         "request_id": job.request_id,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "deadline_at": _iso(job.deadline_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "deadline_at": iso(job.deadline_at),
         "attempts": job.attempts,
         "request": job.request,
         "result": job.result,
@@ -45,7 +45,7 @@ def inference_json(job: Job, usage: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "request_id": job.request_id,
         "job_id": str(job.id),
-        "timestamp": _iso(job.finished_at),
+        "timestamp": iso(job.finished_at),
         "model": job.model,
         "action": action,
         "safety": result.get("safety"),

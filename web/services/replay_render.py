@@ -6,11 +6,8 @@ from typing import Any
 
 from flask import url_for
 
+from web.services.render import iso
 from workers.store.replay_models import Replay
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def progress(replay: Replay, now: datetime | None = None) -> dict[str, Any]:
@@ -36,9 +33,9 @@ def replay_json(replay: Replay) -> dict[str, Any]:
         "dataset": {k: v for k, v in replay.dataset.items() if k != "root"},
         "options": replay.options,
         "progress": progress(replay),
-        "created_at": _iso(replay.created_at),
-        "started_at": _iso(replay.started_at),
-        "finished_at": _iso(replay.finished_at),
+        "created_at": iso(replay.created_at),
+        "started_at": iso(replay.started_at),
+        "finished_at": iso(replay.finished_at),
         "summary": replay.summary,
         "error": replay.error,
         "links": {

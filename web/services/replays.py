@@ -27,6 +27,7 @@ from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
 from web.errors import ApiError
 from web.services import admission, catalog, idempotency, submit
+from web.services.submit import commit_then_enqueue
 from workers.replay_driver import INFLIGHT_TTL_S, enqueue
 from workers.replays import DatasetError, open_dataset, resolve_dataset_path, save_upload
 from workers.routing import infer_queue
@@ -160,20 +161,10 @@ def _create(settings: Settings, replay_id: uuid.UUID, data: dict[str, Any], data
             key: str | None, req_hash: str | None, inflight_key: str) -> Replay:
     """Write the row, then enqueue its first slice; if the broker refuses, the row goes: nothing half-made."""
     options = {k: data.get(k) for k in ("instruction", "robot_config", "robot_state_source", "safety")}
-    s = db.session()
     replay = Replay(id=replay_id, customer_id=uuid.UUID(current().customer_id), model=data["model"], state="queued",
                     dataset=dataset, options=options, total_steps=total, request_id=g.request_id,
                     idempotency_key=key, request_hash=req_hash)
-    s.add(replay)
-    s.commit()
     msg = {"replay_id": str(replay_id), "model": data["model"], "seq": 0, "request_id": g.request_id,
            "inflight_key": inflight_key}
-    try:
-        enqueue(msg)
-    except Exception as exc:
-        s.delete(replay)
-        s.commit()
-        current_app.logger.warning("replay enqueue failed", exc_info=True)
-        raise ApiError(503, "queue_unavailable", f"could not enqueue the replay: {type(exc).__name__}",
-                       headers={"Retry-After": "1"}) from None
+    commit_then_enqueue(replay, lambda: enqueue(msg), "replay")
     return replay

@@ -10,6 +10,7 @@ import binascii
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -121,26 +122,33 @@ def request_hash(data: dict[str, Any]) -> str:
 def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job_id: uuid.UUID,
                idempotency_key: str | None = None, req_hash: str | None = None) -> Job:
     """Write the job row, then enqueue. If the broker refuses, the row is removed: nothing half-written."""
-    s = db.session()
     job = Job(id=job_id, customer_id=uuid.UUID(principal.customer_id), model=prepared.payload["model"],
               kind=prepared.payload["kind"], request_id=request_id, request=prepared.record, state="queued",
               deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash,
               # Set here, not by the server default: now() is the transaction's start, which for a web
               # request is the authentication query, and would inflate queue_wait_ms.
               created_at=datetime.now(UTC))
-    s.add(job)
-    s.commit()
     payload = {**prepared.payload, "job_id": str(job.id)}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
+    commit_then_enqueue(job, lambda: enqueue(payload, safety_job), "job")
+    return job
+
+
+def commit_then_enqueue(row: Any, send: Callable[[], None], what: str) -> None:
+    """Commit the row, then send its message; if the broker refuses, remove the row: nothing half-written.
+
+    The row goes first so a worker never receives a message whose row does not exist yet."""
+    s = db.session()
+    s.add(row)
+    s.commit()
     try:
-        enqueue(payload, safety_job)
+        send()
     except Exception as exc:
-        s.delete(job)
+        s.delete(row)
         s.commit()
         current_app.logger.warning("enqueue failed", exc_info=True)
-        raise ApiError(503, "queue_unavailable", f"could not enqueue the job: {type(exc).__name__}",
+        raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}: {type(exc).__name__}",
                        headers={"Retry-After": "1"}) from None
-    return job
 
 
 def enqueue(payload: dict[str, Any], safety_job: dict[str, Any]) -> None:
