@@ -24,9 +24,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) ops/bench/policy_latency.py --tiny
-	$(PY) ops/bench/safety.py
-	$(PY) ops/bench/pipeline.py
+	$(PY) -m ops.bench.policy_latency --tiny
+	$(PY) -m ops.bench.safety
+	$(PY) -m ops.bench.pipeline
+	$(PY) -m ops.bench.batching
+	$(PY) -m ops.bench.replay
 
 clean:
 	rm -rf .data

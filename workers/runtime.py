@@ -44,6 +44,12 @@ def _start(settings: Settings, model: str | None) -> MicroBatcher:
         raise RuntimeError(f"WORKER_MODEL={model!r} is not in ENABLED_MODELS ({', '.join(paths)})")
 
     def loader():
+        if settings.torch_cpu_threads > 0:
+            # On a CPU worker the model shares the machine with web and safety processes; torch's default
+            # of one thread per core oversubscribes it (measured in docs/benchmarks.md).
+            import torch
+
+            torch.set_num_threads(settings.torch_cpu_threads)
         return load_policy(model, paths[model], model_dir=settings.model_dir,
                            dtype=settings.model_dtype, device=settings.gpu_device)
 

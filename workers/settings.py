@@ -39,6 +39,7 @@ class Settings:
     batch_max_size: int
     batch_max_wait_ms: float
     batch_max_background: int
+    torch_cpu_threads: int
     cors_origins: list[str]
     safety_classifier_enabled: bool
     safety_classifier_path: str
@@ -70,6 +71,7 @@ class Settings:
             batch_max_size=int(_env("BATCH_MAX_SIZE", "8")),
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", "5")),
             batch_max_background=int(_env("BATCH_MAX_BACKGROUND", "1")),
+            torch_cpu_threads=int(_env("TORCH_CPU_THREADS", "1")),
             cors_origins=[o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()],
             safety_classifier_enabled=_bool("SAFETY_CLASSIFIER_ENABLED", False),
             safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH",

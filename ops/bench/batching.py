@@ -1,7 +1,7 @@
 """Dynamic batching in one GPU worker: batched against unbatched, same implementation, same run.
 
-    python ops/bench/batching.py                      # tiny OpenVLA on CPU
-    python ops/bench/batching.py --full --device cuda # OpenVLA-7B architecture, random bf16 weights
+    python -m ops.bench.batching                      # tiny OpenVLA on CPU
+    python -m ops.bench.batching --full --device cuda # OpenVLA-7B architecture, random bf16 weights
 
 One MicroBatcher (the GPU worker's, workers/batcher.py) owns the policy; 1, 4, 8 and 16 client threads
 submit back to back, as Celery task threads do. "Unbatched" is the same batcher with max_batch_size=1,

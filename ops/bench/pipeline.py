@@ -1,7 +1,7 @@
 """Sync-path overhead: our POST /v1/inference against an in-process call of the same policy, and against a
 naive Flask + Celery chain + AsyncResult.get (ops/bench/naive_chain.py), at 8 and 32 concurrent clients.
 
-    python ops/bench/pipeline.py [--model openvla-tiny] [--duration 10]
+    python -m ops.bench.pipeline [--model openvla-tiny] [--duration 10]
 
 Starts its own processes (gunicorn, a GPU worker, the safety worker, the naive worker and web) against
 DATABASE_URL / REDIS_URL or the embedded servers, in a scratch database and Redis db 8. Overhead is a

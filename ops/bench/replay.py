@@ -4,7 +4,7 @@
 2. replay alone: steps/s of a replay through the whole service (API, slice driver, batcher, safety, rows);
 3. interactive p99 of the sync path for a client at a steady 10 requests/s, idle and with a replay running.
 
-    python ops/bench/replay.py [--steps 600] [--rate 10] [--duration 15]
+    python -m ops.bench.replay [--steps 600] [--rate 10] [--duration 15]
 
 Targets (issue 6): replay alone >= 90% of raw; interactive p99 with a replay <= 1.5x idle.
 Starts its own gunicorn, GPU worker and safety worker (like ops/bench/pipeline.py). Last line: one JSON object.
