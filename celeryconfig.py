@@ -35,7 +35,9 @@ event_serializer = "json"
 task_routes = ("workers.routing.route_task",)
 task_default_queue = "safety"
 worker_hijack_root_logger = False
+# Workers send task events (Flower's dashboard reads them); the web does not send "task-sent" events, which
+# would cost every submission an extra publish on the hot path.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 # Soft shutdown: give in-flight late-ack tasks time to finish before a cold stop requeues them.
 worker_soft_shutdown_timeout = 10.0
