@@ -35,9 +35,15 @@ def write_npz(steps: int, name: str) -> str:
 
 
 def raw_throughput(env: dict[str, str], batch: int, seconds: float = 8.0) -> float:
+    import torch
+
     from ops.bench.batching import run_setting
     from workers.policies.registry import load_policy
+    from workers.settings import get_settings
 
+    threads = get_settings().torch_cpu_threads
+    if threads > 0:  # the same thread count the GPU worker uses, so "raw" is this worker's own ceiling
+        torch.set_num_threads(threads)
     policy = load_policy(MODEL, None, model_dir=ROOT / ".data" / "models")
     return run_setting(policy, batch, 5.0, clients=2 * batch, duration=seconds)["throughput_rps"]
 
