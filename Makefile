@@ -31,4 +31,5 @@ bench: install
 	$(PY) -m ops.bench.replay
 
 clean:
+	-test -x $(VENV)/bin/vlaapi && $(VENV)/bin/vlaapi dev stop
 	rm -rf .data

@@ -91,6 +91,12 @@ def services() -> None:
         click.echo(f"export {k}={v}")
 
 
+@dev.command("stop")
+def stop_services() -> None:
+    """Stop the embedded PostgreSQL and Redis under ./.data (servers named by URLs are left alone)."""
+    click.echo(f"stopped: {', '.join(stack.stop_embedded()) or 'nothing was running'}")
+
+
 @dev.command("run")
 @click.option("--no-procs", is_flag=True, help="set everything up, print the key, but start no processes")
 def run(no_procs: bool) -> None:

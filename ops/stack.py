@@ -91,3 +91,19 @@ def drop_database(server_url: str, db_url: str) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def stop_embedded(data_dir: Path = DATA) -> list[str]:
+    """Stop the servers `ensure_*` started (they outlive `make run` on purpose, so restarts are quick)."""
+    import signal
+
+    stopped = []
+    for name, pidfile, sig in (("redis", data_dir / "redis" / "redis.pid", signal.SIGTERM),
+                               ("postgres", data_dir / "pg" / "postmaster.pid", signal.SIGINT)):  # fast shutdown
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().split()[0]), sig)
+                stopped.append(name)
+            except (ProcessLookupError, ValueError):
+                pass
+    return stopped
