@@ -14,7 +14,9 @@ import redis as redis_lib
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", "9"))
+# A Redis database per run (1..14; 15 belongs to the rate-limit unit tests), so two runs on one server
+# rarely meet; TEST_REDIS_DB pins it.
+TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", str(1 + os.getpid() % 14)))
 TEST_MODEL_DIR = ROOT / ".data" / "test-models"
 
 

@@ -28,80 +28,24 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
+from workers.batch_items import (  # noqa: F401  (re-exported: callers import the errors from here)
+    BatcherError,
+    BatcherStopped,
+    BatchFuture,
+    DeadlineExceeded,
+    ItemTrace,
+    ModelUnavailable,
+    QueueItem,
+    fail_future,
+    monotonic_deadline,
+)
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 
 INTERACTIVE = 0
 BACKGROUND = 1
 INTERACTIVE_RECENT_S = 1.0  # interactive traffic this recent keeps the background cap in force
-
-
-class BatcherError(Exception):
-    """Base of the errors a batcher sets on a future instead of a result."""
-
-
-class DeadlineExceeded(BatcherError, TimeoutError):
-    """The item's deadline passed before its forward pass started; it was not computed."""
-
-    def __init__(self, job_id: str | None, late_by_s: float):
-        super().__init__(f"job {job_id or '?'} expired {late_by_s * 1e3:.1f} ms before it could be computed")
-        self.job_id = job_id
-        self.late_by_s = late_by_s
-
-
-class ModelUnavailable(BatcherError):
-    """The loader raised (or the owner thread died): this batcher will never serve. `__cause__` says why."""
-
-    def __init__(self, name: str, cause: BaseException, what: str = "failed to load"):
-        super().__init__(f"model {name!r} {what}: {type(cause).__name__}: {cause}")
-        self.__cause__ = cause
-
-
-class BatcherStopped(BatcherError):
-    """The batcher was stopped (worker shutdown) before the item ran."""
-
-
-def monotonic_deadline(epoch_s: float) -> float:
-    """Map a wall-clock deadline (time.time() seconds, as stored on a job) onto time.monotonic()."""
-    return time.monotonic() + (epoch_s - time.time())
-
-
-@dataclass
-class ItemTrace:
-    """Monotonic timestamps of one item's life, for metrics, logs and latency tests."""
-
-    enqueued_at: float
-    picked_at: float | None = None  # taken off the queue
-    started_at: float | None = None  # its forward pass began
-    finished_at: float | None = None
-    batch_id: int | None = None
-    batch_size: int | None = None
-
-
-class BatchFuture(Future[PolicyResult]):
-    """A future that also carries the item's ItemTrace."""
-
-    trace: ItemTrace
-
-
-@dataclass(order=True)
-class _Item:
-    priority: int
-    seq: int  # FIFO tie-break within a priority
-    obs: Observation = field(compare=False)
-    future: BatchFuture = field(compare=False)
-    deadline: float | None = field(compare=False)
-    job_id: str | None = field(compare=False)
-
-
-def _fail(fut: Future, exc: BaseException) -> None:
-    """Fail a future unless it is already settled or its waiter cancelled it while still queued."""
-    if fut.done() or (not fut.running() and not fut.set_running_or_notify_cancel()):
-        return
-    fut.set_exception(exc)
 
 
 # items: computed; invalid: failed validate; errors: failed predict; rejected: refused at submit (failed or
@@ -125,7 +69,7 @@ class MicroBatcher:
         self.max_background_per_batch = max_background_per_batch
         self._loader = loader
         self._cond = threading.Condition()
-        self._heap: list[_Item] = []
+        self._heap: list[QueueItem] = []
         self._n_queued = [0, 0]  # [interactive, background], so "is it full?" costs O(1)
         self._first_at: float | None = None  # arrival of the oldest queued item: the window's start
         self._last_batch = 0  # items picked plus left queued at the last pick: recent concurrency
@@ -221,7 +165,7 @@ class MicroBatcher:
         with self._cond:
             rejection = self._rejection()
             if rejection is None:
-                heapq.heappush(self._heap, _Item(priority, next(self._seq), obs, fut, deadline, job_id))
+                heapq.heappush(self._heap, QueueItem(priority, next(self._seq), obs, fut, deadline, job_id))
                 self._n_queued[priority > 0] += 1
                 self._first_at = now if self._first_at is None else self._first_at
                 if deadline is not None and (self._earliest_deadline is None or deadline < self._earliest_deadline):
@@ -234,7 +178,7 @@ class MicroBatcher:
             else:
                 self._counts["rejected"] += 1
         if rejection is not None:
-            _fail(fut, rejection)
+            fail_future(fut, rejection)
         return fut
 
     def stats(self) -> dict[str, Any]:
@@ -288,7 +232,7 @@ class MicroBatcher:
         self._loaded.set()
         return True
 
-    def _next_batch(self) -> list[_Item] | None:
+    def _next_batch(self) -> list[QueueItem] | None:
         """Block for work, gather per the batching rule, take one batch. None means stop."""
         with self._cond:
             while True:
@@ -302,7 +246,7 @@ class MicroBatcher:
                 self._cond.wait(wait_s)  # woken early by each submit, to re-check "full"
             picked, expired = self._take()
         for item in expired:
-            _fail(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline))
+            fail_future(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline))
         return picked
 
     def _background_cap(self) -> int | None:
@@ -329,11 +273,11 @@ class MicroBatcher:
             return 0.0  # waiting for company would let that item expire
         return end - time.monotonic()
 
-    def _take(self) -> tuple[list[_Item], list[_Item]]:
+    def _take(self) -> tuple[list[QueueItem], list[QueueItem]]:
         """Pop one batch in priority order; return (to run, expired). Caller holds the lock."""
         now = time.monotonic()
-        picked: list[_Item] = []
-        expired: list[_Item] = []
+        picked: list[QueueItem] = []
+        expired: list[QueueItem] = []
         background = 0
         cap = self._background_cap()
         while self._heap and len(picked) < self.max_batch_size:
@@ -356,7 +300,7 @@ class MicroBatcher:
         self._earliest_deadline = min((i.deadline for i in self._heap if i.deadline is not None), default=None)
         return picked, expired
 
-    def _take_all(self) -> list[_Item]:
+    def _take_all(self) -> list[QueueItem]:
         """Empty the queue (stop or load failure). Caller holds the lock."""
         items, self._heap = self._heap, []
         self._counts["dropped"] += len(items)
@@ -364,7 +308,7 @@ class MicroBatcher:
         self._first_at = self._earliest_deadline = None
         return items
 
-    def _run_batch(self, picked: list[_Item]) -> None:
+    def _run_batch(self, picked: list[QueueItem]) -> None:
         policy = self._policy
         valid = [item for item in picked if self._validate(policy, item)]
         if not valid:
@@ -381,44 +325,44 @@ class MicroBatcher:
         for item, result in zip(valid, results, strict=True):
             self._deliver(item, result)
 
-    def _validate(self, policy: Policy, item: _Item) -> bool:
+    def _validate(self, policy: Policy, item: QueueItem) -> bool:
         try:
             policy.validate(item.obs)
         except Exception as exc:  # whatever validation raises belongs to this item alone
             self._bump("invalid")
-            _fail(item.future, exc)
+            fail_future(item.future, exc)
             return False
         return True
 
-    def _run_one_by_one(self, policy: Policy, items: list[_Item], batch_exc: Exception) -> None:
+    def _run_one_by_one(self, policy: Policy, items: list[QueueItem], batch_exc: Exception) -> None:
         """The batch's pass raised: isolate the culprit by giving every item its own pass."""
         self._bump("fallbacks" if len(items) > 1 else "errors")
         if len(items) == 1:  # nothing to isolate: the lone item is the culprit
-            _fail(items[0].future, batch_exc)
+            fail_future(items[0].future, batch_exc)
             return
         for item in items:
             if item.deadline is not None and time.monotonic() >= item.deadline:
                 self._bump("expired")
-                _fail(item.future, DeadlineExceeded(item.job_id, time.monotonic() - item.deadline))
+                fail_future(item.future, DeadlineExceeded(item.job_id, time.monotonic() - item.deadline))
                 continue
             started = self._mark_started([item])
             try:
                 (result,) = policy.predict([item.obs])
             except Exception as exc:
                 self._bump("errors")
-                _fail(item.future, exc)
+                fail_future(item.future, exc)
                 continue
             self._record_batch([item], started)
             self._deliver(item, result)
 
-    def _mark_started(self, items: list[_Item]) -> float:
+    def _mark_started(self, items: list[QueueItem]) -> float:
         started, batch_id = time.monotonic(), next(self._batch_ids)
         for item in items:
             trace = item.future.trace
             trace.started_at, trace.batch_id, trace.batch_size = started, batch_id, len(items)
         return started
 
-    def _record_batch(self, items: list[_Item], started: float) -> None:
+    def _record_batch(self, items: list[QueueItem], started: float) -> None:
         finished = time.monotonic()
         with self._cond:
             self._counts["batches"] += 1
@@ -429,7 +373,7 @@ class MicroBatcher:
         for item in items:
             item.future.trace.finished_at = finished
 
-    def _deliver(self, item: _Item, result: PolicyResult) -> None:
+    def _deliver(self, item: QueueItem, result: PolicyResult) -> None:
         trace = item.future.trace
         # Copy, not update: a policy may share one timings dict across a batch's results.
         result.timings_ms = {**result.timings_ms, "queue_ms": (trace.started_at - trace.enqueued_at) * 1e3}
@@ -439,6 +383,6 @@ class MicroBatcher:
         with self._cond:
             self._counts[counter] += 1
 
-    def _fail_items(self, items: list[_Item], make_exc: Callable[[], BaseException]) -> None:
+    def _fail_items(self, items: list[QueueItem], make_exc: Callable[[], BaseException]) -> None:
         for item in items:
-            _fail(item.future, make_exc())
+            fail_future(item.future, make_exc())

@@ -65,6 +65,8 @@ class Policy(abc.ABC):
 
     def validate(self, obs: Observation) -> None:
         """Raise a PolicyInputError subclass if `obs` cannot be served by this policy."""
+        if not isinstance(obs.options, dict):
+            raise PolicyInputError("options", "options must be a mapping (e.g. {'unnorm_key': ...})")
         if not isinstance(obs.instruction, str) or not obs.instruction.strip():
             raise PolicyInputError("instruction", "instruction must be a non-empty string")
         missing = [c for c in self.spec.cameras[:1] if c not in obs.images]
