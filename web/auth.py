@@ -1,6 +1,7 @@
 """Bearer API keys: format and checksum checked before any look-up, HMAC digest compared in constant time."""
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -63,3 +64,17 @@ def authenticate() -> Principal:
 
 def current() -> Principal:
     return g.principal
+
+
+def load_owned(model, row_id: str, what: str, *, lock: bool = False):
+    """The caller's row of `model` (Job, Replay), or 404: another customer's row is indistinguishable from a
+    missing one, so ids leak nothing across tenants."""
+    try:
+        rid = uuid.UUID(row_id)
+    except ValueError:
+        raise ApiError(404, "not_found", f"no {what} {row_id!r}") from None
+    stmt = select(model).where(model.id == rid, model.customer_id == uuid.UUID(current().customer_id))
+    row = db.session().execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
+    if row is None:
+        raise ApiError(404, "not_found", f"no {what} {row_id!r}")
+    return row

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.replay_helpers import DataRoot
 from tests.integration.workers import gpu_worker, safety_worker, wait_ready
 
 # Short enough that the SIGKILL test sees its message come back quickly; every job here takes well under it.
@@ -26,3 +27,17 @@ def workers(redis_client, log_dir):
     finally:
         for p in procs:
             p.stop()
+
+
+@pytest.fixture()
+def headers(make_customer):
+    """Auth headers of a fresh enterprise customer."""
+    return make_customer("enterprise")[2]
+
+
+@pytest.fixture()
+def data_root(settings):
+    """The allow-listed replay dataset root, emptied after the test."""
+    root = DataRoot(settings.replay_data_root)
+    yield root
+    root.remove()

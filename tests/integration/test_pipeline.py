@@ -3,16 +3,10 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import png_b64, request_body
 from workers.store.models import Job, UsageRecord
-
-
-@pytest.fixture()
-def headers(make_customer):
-    return make_customer("enterprise")[2]
 
 
 def _poll(client, headers, job_id, timeout=30.0):

@@ -4,26 +4,13 @@ from __future__ import annotations
 import time
 import uuid
 
-import pytest
 from sqlalchemy import func, select
 
 from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
-from tests.integration.replay_helpers import DataRoot, poll_replay, write_dataset
+from tests.integration.replay_helpers import poll_replay, write_dataset
 from tests.integration.workers import gpu_worker, wait_ready
 from workers.store.replay_models import Replay, ReplayStep
-
-
-@pytest.fixture()
-def headers(make_customer):
-    return make_customer("enterprise")[2]
-
-
-@pytest.fixture()
-def data_root(settings):
-    root = DataRoot(settings.replay_data_root)
-    yield root
-    root.remove()
 
 
 def _rows(db_session, rid: str) -> int:

@@ -11,25 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from tests.integration.replay_helpers import FORMATS, DataRoot, poll_replay, upload_bytes, write_dataset
+from tests.integration.replay_helpers import FORMATS, poll_replay, upload_bytes, write_dataset
 from tests.workers.replays.broken import truncate
 from web.metrics import queue_depth
 from workers.routing import infer_queue
 from workers.store.replay_models import Replay, ReplayStep
 
 WIDOWX = {"type": "widowx_250"}
-
-
-@pytest.fixture()
-def headers(make_customer):
-    return make_customer("enterprise")[2]
-
-
-@pytest.fixture()
-def data_root(settings):
-    root = DataRoot(settings.replay_data_root)
-    yield root
-    root.remove()
 
 
 def _submit(client, headers, data_root, path, **spec):

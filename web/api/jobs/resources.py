@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from web import db
 from web.api.jobs.schemas import InferenceRequestSchema, JobListArgsSchema, JobPageSchema, JobSchema, WaitArgsSchema
-from web.auth import current
+from web.auth import current, load_owned
 from web.errors import ApiError
 from web.extensions import Blueprint
 from web.services import admission, idempotency, render, submit
@@ -43,16 +43,7 @@ def submit_idempotent(data: dict, kind: str = "interactive") -> Job:
 
 
 def load_job(job_id: str, *, lock: bool = False) -> Job:
-    """The caller's job, or 404: another customer's job is indistinguishable from a missing one."""
-    try:
-        jid = uuid.UUID(job_id)
-    except ValueError:
-        raise ApiError(404, "not_found", f"no job {job_id!r}") from None
-    stmt = select(Job).where(Job.id == jid, Job.customer_id == uuid.UUID(current().customer_id))
-    job = db.session().execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r}")
-    return job
+    return load_owned(Job, job_id, "job", lock=lock)
 
 
 @blp.route("")

@@ -17,7 +17,7 @@ from web.api.replays.schemas import (
     ReplaySchema,
     ResultsArgsSchema,
 )
-from web.auth import current
+from web.auth import current, load_owned
 from web.errors import ApiError
 from web.extensions import Blueprint
 from web.ratelimit.inflight import InFlight
@@ -35,16 +35,7 @@ blp = Blueprint("replays", __name__, url_prefix="/v1/replays",
 
 
 def load_replay(replay_id: str, *, lock: bool = False) -> Replay:
-    """The caller's replay, or 404: another customer's is indistinguishable from a missing one."""
-    try:
-        rid = uuid.UUID(replay_id)
-    except ValueError:
-        raise ApiError(404, "not_found", f"no replay {replay_id!r}") from None
-    stmt = select(Replay).where(Replay.id == rid, Replay.customer_id == uuid.UUID(current().customer_id))
-    replay = db.session().execute(stmt.with_for_update() if lock else stmt).scalar_one_or_none()
-    if replay is None:
-        raise ApiError(404, "not_found", f"no replay {replay_id!r}")
-    return replay
+    return load_owned(Replay, replay_id, "replay", lock=lock)
 
 
 @blp.route("")
