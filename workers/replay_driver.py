@@ -24,7 +24,7 @@ from workers import replay_store as store
 from workers.batcher import BatcherStopped, ModelUnavailable
 from workers.policies.errors import PolicyInputError
 from workers.replay_exec import collect_window, step_row, submit_window, to_observation
-from workers.replays import Dataset, DatasetError, Step, open_dataset, resolve_dataset_path
+from workers.replays import Dataset, DatasetError, Step, discard_upload, open_dataset, resolve_dataset_path
 from workers.runtime import get_batcher
 from workers.settings import Settings
 from workers.store.db import session_scope
@@ -199,6 +199,7 @@ def _fail(settings: Settings, msg: dict[str, Any], error: dict[str, Any]) -> str
 
 
 def _ended(settings: Settings, msg: dict[str, Any], state: str) -> None:
+    discard_upload(settings.replay_upload_dir, msg.get("dataset") or {})
     r = notify.client(settings.redis_url)
     notify.announce_done(r, msg["replay_id"], state)
     if msg.get("inflight_key"):

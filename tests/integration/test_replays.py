@@ -55,11 +55,16 @@ def test_server_path_each_format(client, headers, data_root, workers, fmt):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_upload_each_format(client, headers, data_root, workers, fmt):
+def test_upload_each_format(client, headers, data_root, workers, settings, fmt):
     path, total = write_dataset(fmt, data_root.dir, episodes=1, steps=6)
     resp = _upload(client, headers, path, archive="tar" if fmt == "lerobot" else "zip", robot_config=WIDOWX)
     assert resp.status_code == 202, resp.get_json()
-    _check_done(poll_replay(client, headers, resp.get_json()["id"]), total)
+    done = poll_replay(client, headers, resp.get_json()["id"])
+    _check_done(done, total)
+    # The upload is deleted once the replay has ended; its rows stay readable.
+    upload_folder = settings.replay_upload_dir / done["dataset"]["path"].split("/")[0]
+    assert not upload_folder.exists()
+    assert client.get(f"/v1/replays/{done['id']}/results?format=csv", headers=headers).status_code == 200
 
 
 def test_results_exports_and_plot(client, headers, data_root, workers):

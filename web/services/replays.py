@@ -165,6 +165,6 @@ def _create(settings: Settings, replay_id: uuid.UUID, data: dict[str, Any], data
                     dataset=dataset, options=options, total_steps=total, request_id=g.request_id,
                     idempotency_key=key, request_hash=req_hash)
     msg = {"replay_id": str(replay_id), "model": data["model"], "seq": 0, "request_id": g.request_id,
-           "inflight_key": inflight_key}
+           "inflight_key": inflight_key, "dataset": dataset}
     commit_then_enqueue(replay, lambda: enqueue(msg), "replay")
     return replay

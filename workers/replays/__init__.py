@@ -6,7 +6,7 @@ metrics (`metrics`), a plot (`plot`) and streaming exports (`export`).
 from workers.replays.errors import DatasetError
 from workers.replays.formats import Dataset, EpisodeInfo, Step, open_dataset
 from workers.replays.paths import resolve_dataset_path
-from workers.replays.uploads import save_upload
+from workers.replays.uploads import discard_upload, save_upload
 
 __all__ = [
     "Dataset",
@@ -15,5 +15,6 @@ __all__ = [
     "Step",
     "open_dataset",
     "resolve_dataset_path",
+    "discard_upload",
     "save_upload",
 ]

@@ -131,3 +131,17 @@ def _write_member(src: BinaryIO, path: Path, budget: list[int]) -> None:
             if budget[0] < 0:
                 raise DatasetError("file", "archive unpacks to more than the allowed size")
             out.write(chunk)
+
+
+def discard_upload(upload_dir: Path, dataset: dict) -> None:
+    """Delete an uploaded dataset once its replay has ended (results live in the database, not the file).
+
+    Only the upload's own fresh folder (the first part of its path under `upload_dir`) is removed, and only
+    if it really sits directly under `upload_dir`.
+    """
+    if dataset.get("root") != "upload" or not dataset.get("path"):
+        return
+    base = Path(upload_dir).resolve()
+    folder = (base / PurePosixPath(dataset["path"]).parts[0]).resolve()
+    if folder.parent == base and folder != base:
+        shutil.rmtree(folder, ignore_errors=True)

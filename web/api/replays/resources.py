@@ -25,6 +25,7 @@ from web.services import admission, replays
 from web.services.replay_render import replay_json
 from workers import notify
 from workers import replay_store as store
+from workers.replays import discard_upload
 from workers.replays.export import MEDIA_TYPES, stream_rows
 from workers.replays.plot import plot_replay
 from workers.store.db import session_factory
@@ -80,6 +81,7 @@ class ReplayById(MethodView):
         settings = current_app.config["SETTINGS"]
         notify.announce_done(notify.client(settings.redis_url), str(replay.id), "canceled")
         InFlight(notify.client(settings.redis_url)).release(str(replay.customer_id), str(replay.id))
+        discard_upload(settings.replay_upload_dir, replay.dataset)
         return replay_json(replay)
 
 
