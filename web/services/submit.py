@@ -154,4 +154,7 @@ def commit_then_enqueue(row: Any, send: Callable[[], None], what: str) -> None:
 def enqueue(payload: dict[str, Any], safety_job: dict[str, Any]) -> None:
     # No Celery `expires`: an expired message would be dropped without touching the job row. The worker
     # checks the deadline itself and ends the job `expired`, so the client always learns the outcome.
-    chain(infer.s(payload), safety_check.s(safety_job)).apply_async()
+    # argsrepr: Flower and the worker logs show the job, not kilobytes of base64 image (and Celery skips
+    # computing a repr of them on every publish).
+    summary = f"job={payload['job_id']} model={payload['model']}"
+    chain(infer.s(payload).set(argsrepr=summary), safety_check.s(safety_job).set(argsrepr=summary)).apply_async()
