@@ -44,7 +44,9 @@ def _start(settings: Settings, model: str | None) -> MicroBatcher:
         raise RuntimeError(f"WORKER_MODEL={model!r} is not in ENABLED_MODELS ({', '.join(paths)})")
 
     def loader():
-        if settings.torch_cpu_threads > 0:
+        from workers.policies.devices import resolve_device
+
+        if settings.torch_cpu_threads > 0 and resolve_device(settings.gpu_device).type == "cpu":
             # On a CPU worker the model shares the machine with web and safety processes; torch's default
             # of one thread per core oversubscribes it (measured in docs/benchmarks.md).
             import torch
