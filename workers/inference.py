@@ -43,6 +43,7 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         log.exception("inference failed", extra={"job_id": job_id})
         return _end(settings, job, "failed", {"code": "inference_error", "detail": f"{type(exc).__name__}: {exc}"})
     inference_ms = (time.perf_counter() - t0) * 1000.0
+    log.info("inference done", extra={"job_id": job_id, "model": job["model"], "inference_ms": round(inference_ms, 3)})
     # No database write here: the timing travels to the safety task and lands with the final state.
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 

@@ -88,4 +88,5 @@ def _finish(settings: Settings, job: dict[str, Any], state: str, *, result: dict
         changed = jobstore.finish(s, job["job_id"], state, result=result, error=error, timings=timings)
     if changed:
         notify.job_ended(notify.client(settings.redis_url), job, state)
+        log.info("job finished", extra={"job_id": job["job_id"], "state": state})
     return state

@@ -77,3 +77,21 @@ def test_worker_sigkill_mid_job_completes_exactly_once(client, make_customer, re
         assert _state(db_session, job["id"]).finished_at == done.finished_at
     finally:
         second.stop()
+
+
+def test_json_logs_carry_the_request_id_into_the_tasks(client, make_customer, redis_client, log_dir, workers):
+    import json
+
+    proc = gpu_worker("openvla-slow", log_dir, **{**SLOW, "BATCH_MAX_WAIT_MS": "0", "LOG_LEVEL": "INFO"}).start()
+    try:
+        wait_ready(redis_client, "openvla-slow", worker=proc)
+        rid = "req-trace-0123456789"
+        resp = client.post("/v1/inference", json=request_body("openvla-slow"),
+                           headers={**make_customer()[2], "X-Request-ID": rid})
+        assert resp.status_code == 200 and resp.get_json()["request_id"] == rid
+        lines = [json.loads(ln) for ln in proc.tail(200_000).splitlines() if ln.startswith("{")]
+        mine = [ln for ln in lines if ln.get("request_id") == rid]
+        assert any(ln["msg"] == "inference done" and ln["job_id"] == resp.get_json()["job_id"] for ln in mine)
+        assert all({"ts", "level", "logger", "msg"} <= set(ln) for ln in lines)
+    finally:
+        proc.stop()

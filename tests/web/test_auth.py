@@ -56,3 +56,13 @@ def test_keys_are_stored_only_as_digests(make_customer, db_session):
     rows = db_session.execute(select(ApiKey.prefix, ApiKey.digest)).all()
     assert all(key not in (p, d) for p, d in rows)
     assert any(key.startswith(p) for p, _ in rows)
+
+
+def test_openapi_document_and_docs_need_no_key(client):
+    spec = client.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.get_json()["paths"]
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/wait", "/v1/inference", "/v1/models/list",
+                 "/v1/usage", "/v1/replays", "/health", "/metrics"):
+        assert path in paths, path
+    assert client.get("/docs").status_code == 200
