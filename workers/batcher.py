@@ -181,6 +181,10 @@ class MicroBatcher:
             fail_future(fut, rejection)
         return fut
 
+    def interactive_recent(self) -> bool:
+        """Whether an interactive request arrived within INTERACTIVE_RECENT_S (background work yields then)."""
+        return time.monotonic() - self._last_interactive <= INTERACTIVE_RECENT_S
+
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics; `queue_depth` includes cancelled items not yet skipped."""
         with self._cond:
@@ -253,7 +257,7 @@ class MicroBatcher:
         """The replay share of a batch is capped only while interactive traffic is about: a replay alone
         runs at full batches, and shrinks its batches (so passes are short) when a control loop needs the
         model. Caller holds the lock."""
-        if time.monotonic() - self._last_interactive > INTERACTIVE_RECENT_S:
+        if not self.interactive_recent():
             return None
         return self.max_background_per_batch
 

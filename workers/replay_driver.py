@@ -114,6 +114,13 @@ def _drive(sl: Slice, settings: Settings) -> str:
     with open_dataset(path, instruction=sl.options.get("instruction")) as ds:
         for steps in _windows(_pending(ds, sl, settings), window):
             obs = [to_observation(st, batcher.spec, sl.options, sl.dataset.get("camera_map")) for st in steps]
+            if pending and batcher.interactive_recent():
+                # A control loop is using the model: keep one window in flight, so the replay's bookkeeping
+                # does not run beside its passes and compete with the interactive request for the CPU.
+                outcome = _store(sl, settings, *pending)
+                pending = None
+                if outcome:
+                    return outcome
             futures = submit_window(batcher, obs)
             outcome = _store(sl, settings, *pending) if pending else None
             if outcome:

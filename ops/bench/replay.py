@@ -4,7 +4,7 @@
 2. replay alone: steps/s of a replay through the whole service (API, slice driver, batcher, safety, rows);
 3. interactive p99 of the sync path for a client at a steady 10 requests/s, idle and with a replay running.
 
-    python -m ops.bench.replay [--steps 600] [--rate 10] [--duration 15]
+    python -m ops.bench.replay [--steps 600] [--rate 10] [--duration 30]
 
 Targets (issue 6): replay alone >= 90% of raw; interactive p99 with a replay <= 1.5x idle.
 Starts its own gunicorn, GPU worker and safety worker (like ops/bench/pipeline.py). Last line: one JSON object.
@@ -101,7 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--rate", type=float, default=10.0)
-    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-background", type=int, default=None,
                     help="BATCH_MAX_BACKGROUND for the worker (default: the shipped setting)")
