@@ -14,7 +14,7 @@ from web.errors import ApiError, from_api_error, from_unexpected
 from web.extensions import Api
 from web.services import admission
 from workers import logs
-from workers.settings import get_settings
+from workers.settings import DEV_PEPPER, get_settings
 
 log = logging.getLogger("web.access")
 
@@ -36,6 +36,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("SETTINGS", get_settings())
     if not app.config.get("TESTING"):
         logs.configure(app.config["SETTINGS"].log_level)
+        if app.config["SETTINGS"].api_key_pepper == DEV_PEPPER:
+            log.warning("API_KEY_PEPPER is the development default: set a secret before issuing real keys")
     db.init_app(app)
     # One Api per app: flask-smorest keeps the OpenAPI spec on the Api object, so a shared one would
     # collect duplicate paths when tests build several apps.

@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover
     load_dotenv = None
 
 ROOT = Path(__file__).resolve().parent.parent
+DEV_PEPPER = "dev-pepper-change-me"  # the default; create_app warns when a server runs with it
 
 
 def _env(name: str, default: str) -> str:
@@ -64,7 +65,7 @@ class Settings:
             model_dir=Path(_env("MODEL_DIR", str(ROOT / ".data" / "models"))),
             model_dtype=_env("MODEL_DTYPE", "auto"),
             gpu_device=_env("GPU_DEVICE", "auto"),
-            api_key_pepper=_env("API_KEY_PEPPER", "dev-pepper-change-me"),
+            api_key_pepper=_env("API_KEY_PEPPER", DEV_PEPPER),
             max_image_bytes=int(_env("MAX_IMAGE_BYTES", str(4 * 1024 * 1024))),
             default_deadline_ms=int(_env("DEFAULT_DEADLINE_MS", "30000")),
             wait_max_s=float(_env("WAIT_MAX_S", "60")),
