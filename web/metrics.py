@@ -20,6 +20,7 @@ from workers.routing import SAFETY_QUEUE, infer_queue
 from workers.settings import Settings
 from workers.store.db import session_factory
 from workers.store.models import JOB_STATES, Job
+from workers.store.replay_models import REPLAY_STATES, Replay
 
 REQUEST_LATENCY = Histogram(
     "vla_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
@@ -54,9 +55,15 @@ class _LiveGauges:
         with session_factory(self.settings.database_url)() as s:
             counts = dict(s.execute(select(Job.state, func.count()).where(
                 Job.created_at > func.now() - func.make_interval(0, 0, 0, 1)).group_by(Job.state)).all())
+            replays = dict(s.execute(select(Replay.state, func.count()).where(
+                Replay.created_at > func.now() - func.make_interval(0, 0, 0, 1)).group_by(Replay.state)).all())
         for state in JOB_STATES:
             jobs.add_metric([state], counts.get(state, 0))
         yield jobs
+        by_state = GaugeMetricFamily("vla_replays", "Replays by state (created in the last 24 h)", labels=["state"])
+        for state in REPLAY_STATES:
+            by_state.add_metric([state], replays.get(state, 0))
+        yield by_state
         r = notify.client(self.settings.redis_url)
         depth = GaugeMetricFamily("vla_queue_depth", "Messages waiting per queue", labels=["queue"])
         ready = GaugeMetricFamily("vla_workers_ready", "Ready GPU workers per model", labels=["model"])

@@ -5,6 +5,7 @@ Plain functions over the policy's spec and the batcher, so they are testable wit
 from __future__ import annotations
 
 import time
+import zlib
 from concurrent.futures import Future, wait
 from typing import Any
 
@@ -33,8 +34,16 @@ def to_observation(step: Step, spec: PolicySpec, options: dict[str, Any], camera
                    ) -> Observation:
     # Only a policy that takes state gets it: OpenVLA ignores state, pi0 requires one of its own length.
     state = step.state if spec.state_dim else None
+    policy_options: dict[str, Any] = {}
+    if options.get("unnorm_key"):
+        policy_options["unnorm_key"] = options["unnorm_key"]
+    if spec.family == "pi0":
+        # A seed per (episode, step): a step recomputed after a crash gives the same chunk, and replaying a
+        # dataset twice gives the same predictions (reproducible evaluations).
+        policy_options["seed"] = zlib.crc32(f"{step.episode}:{step.step}".encode())
     return Observation(images=map_cameras(step.images, camera_map, spec.cameras),
-                       instruction=options.get("instruction") or step.instruction, state=state, options={})
+                       instruction=options.get("instruction") or step.instruction, state=state,
+                       options=policy_options)
 
 
 def robot_state(step: Step, source: str | None) -> dict[str, list[float]] | None:

@@ -118,6 +118,7 @@ def test_metrics_exposes_latency_jobs_and_queues(client, headers, workers):
     assert "vla_http_request_duration_seconds_bucket" in text
     assert 'vla_jobs{state="succeeded"}' in text
     assert 'vla_queue_depth{queue="infer.openvla-tiny"}' in text
+    assert 'vla_replays{state="succeeded"}' in text
 
 
 def test_unknown_unnorm_key_is_422_listing_valid(client, headers, workers):

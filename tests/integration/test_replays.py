@@ -227,3 +227,28 @@ def test_dataset_that_does_not_fit_the_model_fails_clearly(client, headers, data
     path, _ = write_dataset("robomimic", data_root.dir, episodes=1, steps=3)  # 9-dim state; pi0-tiny takes 8
     done = poll_replay(client, headers, _submit(client, headers, data_root, path, model="pi0-tiny").get_json()["id"])
     assert done["state"] == "failed" and done["error"]["code"] == "invalid_input" and done["error"]["field"] == "state"
+
+
+def test_unnorm_key_checked_and_list_filtered_by_state(client, headers, data_root, workers):
+    path, _ = write_dataset("npz", data_root.dir, episodes=1, steps=3)
+    bad = _submit(client, headers, data_root, path, robot_config=WIDOWX, unnorm_key="nope")
+    assert bad.status_code == 422 and bad.get_json()["field"] == "unnorm_key"
+    assert "bridge_orig" in bad.get_json()["detail"]
+    rid = _submit(client, headers, data_root, path, robot_config=WIDOWX,
+                  unnorm_key="fractal20220817_data").get_json()["id"]
+    assert poll_replay(client, headers, rid)["state"] == "succeeded"
+    ids = [r["id"] for r in client.get("/v1/replays?state=succeeded", headers=headers).get_json()["items"]]
+    assert ids == [rid]
+    assert client.get("/v1/replays?state=failed", headers=headers).get_json()["items"] == []
+
+
+def test_pi0_replay_steps_are_seeded(client, headers, data_root, workers):
+    """A step recomputed after a crash must give the same chunk, and two replays of one dataset agree."""
+    path, _ = write_dataset("npz", data_root.dir, episodes=1, steps=3, state_dim=8)
+    runs = []
+    for _ in range(2):
+        rid = _submit(client, headers, data_root, path, model="pi0-tiny").get_json()["id"]
+        assert poll_replay(client, headers, rid)["state"] == "succeeded"
+        rows = client.get(f"/v1/replays/{rid}/results?format=jsonl", headers=headers).get_data(as_text=True)
+        runs.append([json.loads(line)["predicted_action"] for line in rows.splitlines()])
+    assert runs[0] == runs[1]

@@ -138,19 +138,21 @@ def _check_dataset(settings: Settings, data: dict[str, Any], root: str, path: Pa
             fmt = ds.format
     except DatasetError as exc:
         raise ApiError(422, "invalid_dataset", exc.message, field=exc.field) from None
-    _check_camera_map(settings, data, cameras)
+    _check_against_model(settings, data, cameras)
     base = settings.replay_upload_dir if root == "upload" else settings.replay_data_root
     return {"format": fmt, "root": root, "path": str(path.resolve().relative_to(base.resolve())), "episodes": episodes,
             "step_range": step_range, "camera_map": data.get("camera_map"), "cameras": sorted(cameras)}, total
 
 
-def _check_camera_map(settings: Settings, data: dict[str, Any], cameras: set[str]) -> None:
+def _check_against_model(settings: Settings, data: dict[str, Any], cameras: set[str]) -> None:
+    """The camera map against the dataset's cameras and the model's, and the unnorm key against the model's."""
     mapping = data.get("camera_map") or {}
     unknown = sorted(set(mapping) - cameras) if cameras else []
     if unknown:
         raise ApiError(422, "unknown_camera", f"camera_map names camera(s) {unknown} the dataset does not have "
                        f"(it has {sorted(cameras)})", field="camera_map")
     spec = catalog.spec_of(settings, data["model"])
+    submit.check_unnorm_key(spec, data.get("unnorm_key"))
     bad = sorted(set(mapping.values()) - set(spec["cameras"])) if spec and spec.get("cameras") else []
     if bad:
         raise ApiError(422, "unknown_camera", f"camera_map maps to {bad}; model {data['model']} has cameras "
@@ -160,7 +162,8 @@ def _check_camera_map(settings: Settings, data: dict[str, Any], cameras: set[str
 def _create(settings: Settings, replay_id: uuid.UUID, data: dict[str, Any], dataset: dict[str, Any], total: int,
             key: str | None, req_hash: str | None, inflight_key: str) -> Replay:
     """Write the row, then enqueue its first slice; if the broker refuses, the row goes: nothing half-made."""
-    options = {k: data.get(k) for k in ("instruction", "robot_config", "robot_state_source", "safety")}
+    options = {k: data.get(k) for k in ("instruction", "robot_config", "robot_state_source", "safety",
+                                        "unnorm_key")}
     replay = Replay(id=replay_id, customer_id=uuid.UUID(current().customer_id), model=data["model"], state="queued",
                     dataset=dataset, options=options, total_steps=total, request_id=g.request_id,
                     idempotency_key=key, request_hash=req_hash)

@@ -100,11 +100,7 @@ def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]
     spec = catalog.spec_of(settings, data["model"])
     if spec is None:
         return
-    keys = spec.get("unnorm_keys") or []
-    if "unnorm_key" in data and keys and data["unnorm_key"] not in keys:
-        raise ApiError(422, "unknown_unnorm_key",
-                       f"unknown unnorm_key {data['unnorm_key']!r}; valid keys: {', '.join(keys)}",
-                       field="unnorm_key", valid=keys)
+    check_unnorm_key(spec, data.get("unnorm_key"))
     unknown = sorted(set(images) - set(spec.get("cameras") or images))
     if unknown:
         raise ApiError(422, "unknown_camera", f"unknown camera(s) {unknown}; this model expects {spec['cameras']}",
@@ -113,6 +109,14 @@ def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]
     if data.get("state") is not None and state_dim and len(data["state"]) > state_dim:
         raise ApiError(422, "invalid_state", f"state has {len(data['state'])} values; at most {state_dim}",
                        field="state")
+
+
+def check_unnorm_key(spec: dict[str, Any] | None, key: str | None) -> None:
+    """422 listing the valid keys, when the model's worker has told us its dataset statistics."""
+    keys = (spec or {}).get("unnorm_keys") or []
+    if key is not None and keys and key not in keys:
+        raise ApiError(422, "unknown_unnorm_key", f"unknown unnorm_key {key!r}; valid keys: {', '.join(keys)}",
+                       field="unnorm_key", valid=keys)
 
 
 def request_hash(data: dict[str, Any]) -> str:

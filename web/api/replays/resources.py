@@ -58,9 +58,11 @@ class Replays(MethodView):
     @blp.arguments(ReplayListArgsSchema, location="query")
     @blp.response(200, ReplayPageSchema)
     def get(self, args):
-        """The caller's replays, newest first."""
-        stmt = (select(Replay).where(Replay.customer_id == uuid.UUID(current().customer_id))
-                .order_by(Replay.created_at.desc(), Replay.id.desc()).limit(args["limit"]))
+        """The caller's replays, newest first; `?state=` filters."""
+        stmt = select(Replay).where(Replay.customer_id == uuid.UUID(current().customer_id))
+        if args.get("state"):
+            stmt = stmt.where(Replay.state == args["state"])
+        stmt = stmt.order_by(Replay.created_at.desc(), Replay.id.desc()).limit(args["limit"])
         return {"items": [replay_json(r) for r in db.session().execute(stmt).scalars()]}
 
 

@@ -34,6 +34,8 @@ class ReplaySpecSchema(StrictSchema):
     robot_state_source = fields.String(load_default="none", validate=validate.OneOf(STATE_SOURCES),
                                        metadata={"description": "'dataset': state[:3] is ee_position, [3:6] "
                                                                 "ee_orientation"})
+    unnorm_key = fields.String(validate=validate.Length(min=1, max=200),
+                               metadata={"description": "dataset statistics to un-normalise with (OpenVLA)"})
     safety = fields.Nested(ReplaySafetySchema)
     camera_map = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=200)),
                              values=fields.String(validate=validate.Length(min=1, max=200)),
@@ -55,6 +57,7 @@ class ReplayRequestSchema(ReplaySpecSchema):
 
 class ReplayListArgsSchema(StrictSchema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=200))
+    state = fields.String(validate=validate.OneOf(("queued", "running", "succeeded", "failed", "canceled")))
 
 
 class ResultsArgsSchema(StrictSchema):
