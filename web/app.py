@@ -6,11 +6,14 @@ import time
 import uuid
 from typing import Any
 
+import kombu.exceptions
+import redis
+import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
 from web import cors, db, metrics
 from web.auth import authenticate
-from web.errors import ApiError, from_api_error, from_unexpected
+from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected
 from web.extensions import Api
 from web.services import admission
 from workers import logs
@@ -43,6 +46,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
     app.register_error_handler(ApiError, from_api_error)
+    for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
+                          redis.TimeoutError, kombu.exceptions.OperationalError):
+        app.register_error_handler(backend_error, from_backend_down)
     app.register_error_handler(Exception, from_unexpected)
     app.before_request(_begin)
     app.after_request(_end)

@@ -59,6 +59,16 @@ def from_api_error(error: ApiError) -> Response:
     return resp
 
 
+def from_backend_down(error: Exception) -> Response:
+    """PostgreSQL or Redis unreachable: the client should retry, and nothing was half-written (every write
+    is one transaction or one Redis call)."""
+    log.error("backend unavailable: %s: %s", type(error).__name__, error)
+    resp = problem(503, "backend_unavailable", "Service Unavailable",
+                   "a backing service (database or queue) is unreachable; retry shortly")
+    resp.headers["Retry-After"] = "2"
+    return resp
+
+
 def from_unexpected(error: Exception) -> Response:
     # A 500 is a bug: log it with the request id, never leak the traceback to the client.
     log.exception("unhandled error")

@@ -95,3 +95,28 @@ def test_wait_timeout_out_of_range(client, headers):
 def test_unknown_route_and_method(client, headers):
     _assert_problem(client.get("/v1/nothing-here", headers=headers), 404)
     _assert_problem(client.put("/v1/jobs", json={}, headers=headers), 405)
+
+
+def test_unreachable_database_is_503_not_500(settings, make_customer):
+    import dataclasses
+
+    from web.app import create_app
+
+    headers = make_customer()[2]
+    down = dataclasses.replace(settings, database_url="postgresql+psycopg2://postgres@127.0.0.1:1/nowhere")
+    with create_app({"TESTING": True, "SETTINGS": down}).test_client() as c:
+        resp = c.get("/v1/usage", headers=headers)
+    body = _assert_problem(resp, 503)
+    assert body["type"].endswith("backend_unavailable") and resp.headers["Retry-After"]
+
+
+def test_unreachable_redis_is_503_not_500(settings, make_customer):
+    import dataclasses
+
+    from web.app import create_app
+
+    headers = make_customer()[2]
+    down = dataclasses.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    with create_app({"TESTING": True, "SETTINGS": down}).test_client() as c:
+        resp = c.post("/v1/jobs", json=request_body(), headers=headers)
+    _assert_problem(resp, 503)
