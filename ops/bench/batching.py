@@ -27,7 +27,7 @@ def _policy(args: argparse.Namespace):
         from workers.policies.devices import resolve_device, resolve_dtype
 
         device = resolve_device(args.device)
-        return full_openvla(_tiny_dir(), device, resolve_dtype(args.dtype, device)), torch
+        return full_openvla(_tiny_dir().parent, device, resolve_dtype(args.dtype, device)), torch
     from workers.policies.registry import load_policy
 
     return load_policy("openvla-tiny", None, model_dir=_tiny_dir().parent), None
