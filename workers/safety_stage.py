@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
-def _alignment_checks(enabled: bool, path: str, threshold: float) -> tuple:
+def _alignment_checks(enabled: bool, path: str, threshold: float, import_paths: tuple[str, ...]) -> tuple:
     # Loaded once per safety worker process; a broken plugin raises here and fails the job closed.
-    return tuple(load_alignment_checks(enabled=enabled, path=path, threshold=threshold, import_paths=[]))
+    return tuple(load_alignment_checks(enabled=enabled, path=path, threshold=threshold,
+                                       import_paths=list(import_paths)))
 
 
 def run_safety(prev: dict[str, Any], job: dict[str, Any], settings: Settings) -> str:
@@ -49,7 +50,8 @@ def _evaluate(inference: dict[str, Any], job: dict[str, Any], settings: Settings
     opts = job.get("safety") or {}
     enabled = opts.get("enable_classifier")
     enabled = settings.safety_classifier_enabled if enabled is None else bool(enabled)
-    checks = _alignment_checks(enabled, settings.safety_classifier_path, settings.safety_classifier_threshold)
+    checks = _alignment_checks(enabled, settings.safety_classifier_path, settings.safety_classifier_threshold,
+                               settings.safety_alignment_checks)
     result = evaluate(
         np.asarray(inference["actions"], dtype=np.float64),
         robot_config=job.get("robot_config"),

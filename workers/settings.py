@@ -46,6 +46,7 @@ class Settings:
     safety_classifier_path: str
     safety_classifier_threshold: float
     safety_default_robot: str
+    safety_alignment_checks: tuple[str, ...]
     log_level: str
     max_deadline_ms: int
     broker_visibility_timeout_s: int
@@ -78,6 +79,8 @@ class Settings:
             safety_classifier_path=_env("SAFETY_CLASSIFIER_PATH",
                                         str(ROOT / "safety" / "models" / "action_classifier.safetensors")),
             safety_default_robot=_env("SAFETY_DEFAULT_ROBOT", "widowx_250"),
+            safety_alignment_checks=tuple(p.strip() for p in _env("SAFETY_ALIGNMENT_CHECKS", "").split(",")
+                                          if p.strip()),
             safety_classifier_threshold=float(_env("SAFETY_CLASSIFIER_THRESHOLD", "0.5")),
             log_level=_env("LOG_LEVEL", "INFO"),
             max_deadline_ms=int(_env("MAX_DEADLINE_MS", "300000")),

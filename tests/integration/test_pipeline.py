@@ -175,3 +175,24 @@ def test_safety_stage_fails_closed(client, headers, settings, db_session, worker
     db_session.expire_all()
     row = db_session.get(Job, job["id"])
     assert row.state == "failed" and row.result is None and row.error["code"] == "safety_error"
+
+
+def test_alignment_check_from_import_path_that_raises_rejects(client, headers, settings, db_session, workers):
+    """SAFETY_ALIGNMENT_CHECKS loads a plugin by import path; a plugin that raises counts as a failed check."""
+    import dataclasses
+
+    from workers.safety_stage import run_safety
+
+    job = client.post("/v1/jobs", json=request_body("openvla-slow"), headers=headers).get_json()
+    plugged = dataclasses.replace(settings, safety_alignment_checks=("tests.safety.alignment_plugins:Exploding",))
+    prev = {"skip": None, "inference": {"actions": [[0.0] * 7], "action_type": "ee_delta", "units": ["m"] * 7,
+                                        "model_timings_ms": {}, "inference_ms": 1.0, "inference_done_at": 0.0}}
+    state = run_safety(prev, {"job_id": job["id"], "deadline": time.time() + 30, "robot_config": {
+        "type": "widowx_250"}, "robot_state": {"ee_position": [0.3, 0.0, 0.15]},
+        "safety": {"enable_classifier": True, "mode": "reject"}}, plugged)
+    assert state == "succeeded"
+    db_session.expire_all()
+    safety = db_session.get(Job, job["id"]).result["safety"]
+    assert safety["decision"] == "rejected" and safety["actions"] is None
+    plugin = next(c for c in safety["checks"] if c["type"] == "alignment" and "xplod" in c["name"].lower())
+    assert plugin["status"] == "failed"
