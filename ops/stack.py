@@ -102,8 +102,12 @@ def stop_embedded(data_dir: Path = DATA) -> list[str]:
                                ("postgres", data_dir / "pg" / "postmaster.pid", signal.SIGINT)):  # fast shutdown
         if pidfile.exists():
             try:
-                os.kill(int(pidfile.read_text().split()[0]), sig)
+                pid = int(pidfile.read_text().split()[0])
+                # A stale pid file may name a reused pid: only signal the server we started.
+                if name.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"-", b""):
+                    continue
+                os.kill(pid, sig)
                 stopped.append(name)
-            except (ProcessLookupError, ValueError):
+            except (ProcessLookupError, ValueError, FileNotFoundError):
                 pass
     return stopped
