@@ -39,11 +39,16 @@ def announce_done(r: redis.Redis, job_id: str, state: str) -> None:
     pipe.execute()
 
 
+def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None) -> None:
+    """Wake a job's or replay's waiters and free the customer's in-flight slot (its key travels in the
+    task's message, so workers need not know how the web names it)."""
+    announce_done(r, row_id, state)
+    if inflight_key:
+        r.zrem(inflight_key, row_id)
+
+
 def job_ended(r: redis.Redis, job: dict[str, Any], state: str) -> None:
-    """Wake the job's waiters and free the customer's in-flight slot (its key travels in the payload)."""
-    announce_done(r, job["job_id"], state)
-    if job.get("inflight_key"):
-        r.zrem(job["inflight_key"], job["job_id"])
+    ended(r, job["job_id"], state, job.get("inflight_key"))
 
 
 def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> bool:

@@ -207,10 +207,7 @@ def _fail(settings: Settings, msg: dict[str, Any], error: dict[str, Any]) -> str
 
 def _ended(settings: Settings, msg: dict[str, Any], state: str) -> None:
     discard_upload(settings.replay_upload_dir, msg.get("dataset") or {})
-    r = notify.client(settings.redis_url)
-    notify.announce_done(r, msg["replay_id"], state)
-    if msg.get("inflight_key"):
-        r.zrem(msg["inflight_key"], msg["replay_id"])
+    notify.ended(notify.client(settings.redis_url), msg["replay_id"], state, msg.get("inflight_key"))
 
 
 def _touch_inflight(settings: Settings, msg: dict[str, Any]) -> None:

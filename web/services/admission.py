@@ -78,9 +78,11 @@ def _rate_limited(decision: Decision) -> ApiError:
                     usage=decision.usage_block(current().tier))
 
 
-def release(job: Job) -> None:
-    settings = current_app.config["SETTINGS"]
-    InFlight(_redis(settings)).release(str(job.customer_id), str(job.id))
+def ended(row: Job | Any, state: str) -> None:
+    """The web ended a job or replay (cancel, expiry): wake its waiters and free its in-flight slot."""
+    r = _redis(current_app.config["SETTINGS"])
+    notify.announce_done(r, str(row.id), state)
+    InFlight(r).release(str(row.customer_id), str(row.id))
 
 
 def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T]) -> T:

@@ -34,16 +34,14 @@ def wait_for(job: Job, timeout_s: float) -> Job:
         notify.wait_done(r, str(job.id), min(remaining, 5.0))
         s.refresh(job)
     if job.state not in TERMINAL_STATES and time.monotonic() >= deadline:
-        _expire(s, r, job)
+        _expire(s, job)
     return job
 
 
-def _expire(s, r, job: Job) -> None:
+def _expire(s, job: Job) -> None:
     locked = s.get(Job, job.id, with_for_update=True, populate_existing=True)
-    if jobstore.expire(s, locked):
-        s.commit()
-        notify.announce_done(r, str(job.id), "expired")
-        admission.release(job)
-    else:
-        s.commit()
+    expired = jobstore.expire(s, locked)
+    s.commit()
+    if expired:
+        admission.ended(job, "expired")
     s.refresh(job)

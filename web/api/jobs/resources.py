@@ -5,7 +5,7 @@ import base64
 import uuid
 from datetime import datetime
 
-from flask import current_app, g
+from flask import g
 from flask.views import MethodView
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +17,7 @@ from web.errors import ApiError
 from web.extensions import Blueprint
 from web.services import admission, idempotency, render, submit
 from web.services.waiting import wait_for
-from workers import jobstore, notify
+from workers import jobstore
 from workers.store.models import Job
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Inference jobs: submit, then poll or wait")
@@ -90,9 +90,7 @@ class JobById(MethodView):
         if not jobstore.cancel(db.session(), job):
             raise ApiError(409, "already_finished", f"job {job_id} already ended {job.state}")
         db.session().commit()
-        settings = current_app.config["SETTINGS"]
-        notify.announce_done(notify.client(settings.redis_url), str(job.id), "canceled")
-        admission.release(job)
+        admission.ended(job, "canceled")
         return render.job_json(job)
 
 

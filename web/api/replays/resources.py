@@ -20,10 +20,8 @@ from web.api.replays.schemas import (
 from web.auth import current, load_owned
 from web.errors import ApiError
 from web.extensions import Blueprint
-from web.ratelimit.inflight import InFlight
 from web.services import admission, replays
 from web.services.replay_render import replay_json
-from workers import notify
 from workers import replay_store as store
 from workers.replays import discard_upload
 from workers.replays.export import MEDIA_TYPES, stream_rows
@@ -80,10 +78,8 @@ class ReplayById(MethodView):
         if not store.cancel(db.session(), replay):
             raise ApiError(409, "already_finished", f"replay {replay_id} already ended {replay.state}")
         db.session().commit()
-        settings = current_app.config["SETTINGS"]
-        notify.announce_done(notify.client(settings.redis_url), str(replay.id), "canceled")
-        InFlight(notify.client(settings.redis_url)).release(str(replay.customer_id), str(replay.id))
-        discard_upload(settings.replay_upload_dir, replay.dataset)
+        admission.ended(replay, "canceled")
+        discard_upload(current_app.config["SETTINGS"].replay_upload_dir, replay.dataset)
         return replay_json(replay)
 
 
