@@ -78,6 +78,11 @@ def _rate_limited(decision: Decision) -> ApiError:
                     usage=decision.usage_block(current().tier))
 
 
+def accepted(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """202 for a new job or replay: its JSON with the caller's usage block, and a Location header."""
+    return {**body, "usage": g.get("usage") or usage_now()}, 202, {"Location": body["links"]["self"]}
+
+
 def ended(row: Job | Any, state: str) -> None:
     """The web ended a job or replay (cancel, expiry): wake its waiters and free its in-flight slot."""
     r = _redis(current_app.config["SETTINGS"])

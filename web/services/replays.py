@@ -16,13 +16,10 @@ from typing import Any
 from flask import current_app, g, request
 from flask_smorest import abort
 from marshmallow import ValidationError
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
 
 from safety import validate_robot_config
 from safety.errors import SafetyConfigError
-from web import db
 from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
 from web.errors import ApiError
@@ -71,27 +68,8 @@ def request_hash(data: dict[str, Any], upload: FileStorage | None) -> str:
 
 def submit_replay(data: dict[str, Any], upload: FileStorage | None) -> Replay:
     """Submit, honouring Idempotency-Key: the same key and body return the first replay."""
-    key = idempotency.key_from_request()
-    req_hash = request_hash(data, upload) if key else None
-    if key is not None and (found := _existing(key, req_hash)) is not None:
-        return found
-    try:
-        return _submit(data, upload, key, req_hash)
-    except IntegrityError:
-        db.session().rollback()  # a concurrent request with the same key won the unique index
-        found = _existing(key, req_hash) if key else None
-        if found is None:
-            raise
-        return found
-
-
-def _existing(key: str, req_hash: str | None) -> Replay | None:
-    replay = db.session().execute(select(Replay).where(
-        Replay.customer_id == uuid.UUID(current().customer_id), Replay.idempotency_key == key)).scalar_one_or_none()
-    if replay is not None and replay.request_hash != req_hash:
-        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body",
-                       field=idempotency.HEADER)
-    return replay
+    return idempotency.submit_once(Replay, lambda: request_hash(data, upload),
+                                   lambda key, req_hash: _submit(data, upload, key, req_hash))
 
 
 def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, req_hash: str | None) -> Replay:

@@ -5,10 +5,8 @@ import base64
 import uuid
 from datetime import datetime
 
-from flask import g
 from flask.views import MethodView
 from sqlalchemy import and_, or_, select
-from sqlalchemy.exc import IntegrityError
 
 from web import db
 from web.api.jobs.schemas import InferenceRequestSchema, JobListArgsSchema, JobPageSchema, JobSchema, WaitArgsSchema
@@ -24,22 +22,9 @@ blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Inference 
 
 
 def submit_idempotent(data: dict, kind: str = "interactive") -> Job:
-    key = idempotency.key_from_request()
-    if key is None:
-        return admission.submit_job(data, kind)
-    req_hash = submit.request_hash(data)
-    job = idempotency.existing(key, req_hash)
-    if job is not None:
-        return job
-    try:
-        return admission.submit_job(data, kind, idempotency_key=key, req_hash=req_hash)
-    except IntegrityError:
-        # A concurrent request with the same key won the unique index: answer with its job.
-        db.session().rollback()
-        job = idempotency.existing(key, req_hash)
-        if job is None:
-            raise
-        return job
+    return idempotency.submit_once(
+        Job, lambda: submit.request_hash(data),
+        lambda key, req_hash: admission.submit_job(data, kind, idempotency_key=key, req_hash=req_hash))
 
 
 def load_job(job_id: str, *, lock: bool = False) -> Job:
@@ -52,9 +37,7 @@ class Jobs(MethodView):
     @blp.response(202, JobSchema)
     def post(self, data):
         """Submit an inference job; answers 202 with its id and a Location header."""
-        job = submit_idempotent(data)
-        body = {**render.job_json(job), "usage": g.get("usage") or admission.usage_now()}
-        return body, 202, {"Location": body["links"]["self"]}
+        return admission.accepted(render.job_json(submit_idempotent(data)))
 
     @blp.arguments(JobListArgsSchema, location="query")
     @blp.response(200, JobPageSchema)

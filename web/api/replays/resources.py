@@ -5,7 +5,7 @@ import io
 import uuid
 from collections.abc import Iterator
 
-from flask import Response, current_app, g
+from flask import Response, current_app
 from flask.views import MethodView
 from sqlalchemy import select
 
@@ -49,9 +49,7 @@ class Replays(MethodView):
     def post(self):
         """Submit a replay of a dataset under the server's root (JSON) or an uploaded one (multipart)."""
         data, upload = replays.parse()
-        replay = replays.submit_replay(data, upload)
-        body = {**replay_json(replay), "usage": g.get("usage") or admission.usage_now()}
-        return body, 202, {"Location": body["links"]["self"]}
+        return admission.accepted(replay_json(replays.submit_replay(data, upload)))
 
     @blp.arguments(ReplayListArgsSchema, location="query")
     @blp.response(200, ReplayPageSchema)
