@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from workers.jobstore import now
 from workers.replays.metrics import ActionMetrics
 from workers.store.replay_models import REPLAY_TERMINAL, Replay, ReplayStep
 
 ACTIVE = ("queued", "running")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def claim_slice(session: Session, replay_id: str, seq: int, grace_s: float) -> tuple[str, Replay | None]:
