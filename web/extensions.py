@@ -5,6 +5,7 @@ from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
 
 from web.errors import from_http_exception
+from web.input_guard import GuardedParser
 
 
 class Api(_Api):
@@ -15,5 +16,7 @@ class Api(_Api):
 
 
 class Blueprint(_Blueprint):
-    pass
+    """flask-smorest's Blueprint, reading request bodies through the input guard (one parse, checked)."""
+
+    ARGUMENTS_PARSER = GuardedParser()
 
