@@ -67,6 +67,10 @@ def _register_blueprints(api: Api) -> None:
 
     for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp, replays_blp):
         api.register_blueprint(blp)
+    # The multipart replay's `spec` part refers to it by name.
+    from web.api.replays.schemas import ReplaySpecSchema
+
+    api.spec.components.schema("ReplaySpec", schema=ReplaySpecSchema)
 
 
 def _begin() -> Response | None:

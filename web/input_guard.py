@@ -28,7 +28,8 @@ _NO_BODY = object()
 
 
 def _refuse(code: str, detail: str, field: str, status: int = 422) -> ApiError:
-    return ApiError(status, code, detail, field=field[:200])  # a field path echoes keys the client chose
+    # A field path echoes keys the client chose: bounded, and with its control characters made visible.
+    return ApiError(status, code, detail, field=_CONTROL.sub("\ufffd", field[:200]))
 
 
 def check_text(value: str, field: str) -> None:
