@@ -31,7 +31,9 @@ def prepare_environment() -> dict[str, str]:
     from workers.store.migrate import upgrade
 
     upgrade(db_url)
-    return {"DATABASE_URL": db_url, "REDIS_URL": redis_url}
+    # make run is development mode: the web accepts the public default API_KEY_PEPPER (with a warning).
+    os.environ.setdefault("VLAAPI_ENV", "development")
+    return {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "VLAAPI_ENV": os.environ["VLAAPI_ENV"]}
 
 
 def ensure_tiny_models() -> None:

@@ -14,7 +14,7 @@ except ImportError:  # pragma: no cover
     load_dotenv = None
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV_PEPPER = "dev-pepper-change-me"  # the default; create_app warns when a server runs with it
+DEV_PEPPER = "dev-pepper-change-me"  # the public default: create_app refuses it outside development
 
 
 def _env(name: str, default: str) -> str:
@@ -55,6 +55,7 @@ class Settings:
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
     ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
+    environment: str = "production"  # VLAAPI_ENV: "development" (make run) relaxes the secrets check
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -91,6 +92,7 @@ class Settings:
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
             ops_token=_env("OPS_TOKEN", ""),
+            environment=_env("VLAAPI_ENV", "production").strip().lower(),
         )
 
 

@@ -8,6 +8,7 @@ from web.api.jobs.schemas import InferenceRequestSchema
 from web.errors import ApiError
 from web.extensions import Blueprint
 from web.services import admission, render
+from web.services.public_errors import public_error
 from web.services.waiting import wait_for
 
 blp = Blueprint("inference", __name__, url_prefix="/v1", description="Synchronous inference for control loops")
@@ -32,7 +33,7 @@ class Inference(MethodView):
             return render.inference_json(job, g.get("usage"))
         if job.state in ("queued", "running"):
             return render.job_json(job), 202, {"Location": render.job_json(job)["links"]["self"]}
-        code = (job.error or {}).get("code", job.state)
-        status, title = _FAILURES.get(code, (502, "the job did not complete"))
-        raise ApiError(status, code, f"{title}: {(job.error or {}).get('detail', job.state)}",
-                       field=(job.error or {}).get("field"), job_id=str(job.id), state=job.state)
+        error = public_error(job.error) or {"code": job.state, "detail": f"the job ended {job.state}"}
+        status, title = _FAILURES.get(error["code"], (502, "the job did not complete"))
+        raise ApiError(status, error["code"], f"{title}: {error['detail']}", field=error.get("field"),
+                       job_id=str(job.id), state=job.state)
