@@ -54,6 +54,7 @@ class Settings:
     max_queue_depth: int
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
+    replay_shared_dir: str = ""  # REPLAY_SHARED_DIR: a folder under the data root every customer may read
     ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
     environment: str = "production"  # VLAAPI_ENV: "development" (make run) relaxes the secrets check
 
@@ -91,6 +92,7 @@ class Settings:
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
+            replay_shared_dir=_env("REPLAY_SHARED_DIR", "").strip(),
             ops_token=_env("OPS_TOKEN", ""),
             environment=_env("VLAAPI_ENV", "production").strip().lower(),
         )

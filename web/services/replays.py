@@ -23,10 +23,10 @@ from web import input_guard
 from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
 from web.errors import ApiError
-from web.services import admission, catalog, idempotency, submit
+from web.services import admission, catalog, dataset_access, idempotency, submit
 from web.services.submit import commit_then_enqueue
 from workers.replay_driver import INFLIGHT_TTL_S, enqueue
-from workers.replays import DatasetError, open_dataset, resolve_dataset_path, save_upload
+from workers.replays import DatasetError, open_dataset, save_upload
 from workers.routing import infer_queue
 from workers.settings import Settings
 from workers.store.replay_models import Replay
@@ -93,14 +93,13 @@ def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, r
 
 
 def _locate(settings: Settings, data: dict[str, Any], upload: FileStorage | None) -> tuple[str, Path]:
+    if upload is None:
+        return "data", dataset_access.locate(settings, current().customer_name, data["dataset"]["path"])
     try:
-        if upload is None:
-            return "data", resolve_dataset_path(data["dataset"]["path"], settings.replay_data_root)
         settings.replay_upload_dir.mkdir(parents=True, exist_ok=True)
         return "upload", save_upload(upload.stream, upload.filename or "", settings.replay_upload_dir)
     except DatasetError as exc:
-        field = "dataset.path" if upload is None else "file"
-        raise ApiError(422, "invalid_dataset", exc.message, field=field) from None
+        raise ApiError(422, "invalid_dataset", exc.message, field="file") from None
 
 
 def _check_dataset(settings: Settings, data: dict[str, Any], root: str, path: Path) -> tuple[dict[str, Any], int]:
