@@ -15,12 +15,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
 from web.services import catalog
-from workers import notify
-from workers.routing import SAFETY_QUEUE, infer_queue
 from workers.settings import Settings
 from workers.store.db import session_factory
-from workers.store.models import JOB_STATES, Job
-from workers.store.replay_models import REPLAY_STATES, Replay
+from workers.store.models import JOB_STATES, REPLAY_STATES, Job, Replay
+from workers.wire import notify
+from workers.wire.queues import SAFETY_QUEUE, infer_queue
 
 REQUEST_LATENCY = Histogram(
     "vla_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],

@@ -19,10 +19,10 @@ from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter
 from web.services import submit
-from workers import notify
-from workers.routing import infer_queue
 from workers.settings import Settings
 from workers.store.models import Job
+from workers.wire import notify
+from workers.wire.queues import infer_queue
 
 T = TypeVar("T")
 

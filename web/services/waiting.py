@@ -8,7 +8,8 @@ from flask import current_app
 
 from web import db
 from web.services import admission
-from workers import jobstore, notify
+from workers.store import jobs as jobstore
+from workers.store import notify
 from workers.store.models import TERMINAL_STATES, Job
 
 

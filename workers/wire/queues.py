@@ -6,6 +6,18 @@ SAFETY_TASK = "vla.safety"
 REPLAY_TASK = "vla.replay"
 SAFETY_QUEUE = "safety"
 
+# Explicit limits per task (soft raises inside the task, hard kills it). A job's deadline is capped at
+# MAX_DEADLINE_MS (5 min by default) and the stages stop at it, so these only catch a hung task; they stay
+# under the broker's visibility timeout (600 s) so a message is never redelivered while it still runs.
+# Celery enforces them in the prefork pool; in the threads pool the deadlines are what bound a task.
+TIME_LIMITS = {
+    INFER_TASK: {"soft_time_limit": 330, "time_limit": 360},
+    SAFETY_TASK: {"soft_time_limit": 60, "time_limit": 90},
+    REPLAY_TASK: {"soft_time_limit": 240, "time_limit": 270},  # a slice hands on after at most 30 s
+}
+# A replay's in-flight slot, renewed by every slice; it frees itself if every slice dies.
+REPLAY_INFLIGHT_TTL_S = 300.0
+
 
 def infer_queue(model: str, kind: str = "interactive") -> str:
     return f"infer.{model}.replay" if kind == "replay" else f"infer.{model}"
