@@ -55,6 +55,7 @@ class Settings:
     max_queue_depth: int
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
+    ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,6 +91,7 @@ class Settings:
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
+            ops_token=_env("OPS_TOKEN", ""),
         )
 
 

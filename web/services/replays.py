@@ -7,7 +7,6 @@ dataset is a 422 naming the field or file, with no row written and nothing queue
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ from werkzeug.datastructures import FileStorage
 
 from safety import validate_robot_config
 from safety.errors import SafetyConfigError
+from web import input_guard
 from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
 from web.errors import ApiError
@@ -38,12 +38,9 @@ def parse() -> tuple[dict[str, Any], FileStorage | None]:
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             raise ApiError(422, "validation_error", "a multipart replay needs a `file` part", field="file")
-        try:
-            raw = json.loads(request.form.get("spec") or "{}")
-        except json.JSONDecodeError as exc:
-            raise ApiError(422, "validation_error", f"spec is not JSON: {exc.msg}", field="spec") from None
-        return _load(ReplaySpecSchema(), raw), upload
-    return _load(ReplayRequestSchema(), request.get_json(silent=True)), None
+        input_guard.check_text(upload.filename, "file")
+        return _load(ReplaySpecSchema(), input_guard.loads(request.form.get("spec") or "{}", "spec")), upload
+    return _load(ReplayRequestSchema(), input_guard.json_body()), None
 
 
 def _load(schema, raw: Any) -> dict[str, Any]:
