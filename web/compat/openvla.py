@@ -28,9 +28,8 @@ PASSTHROUGH = ("unnorm_key", "deadline_ms", "seed", "robot_config", "robot_state
 
 @blp.post("/act")
 def act_default() -> Response:
-    """deploy.py's URL: the model named in the body, else ACT_DEFAULT_MODEL, else the first enabled model."""
-    settings = current_app.config["SETTINGS"]
-    return _act(current_app.config.get("ACT_DEFAULT_MODEL") or catalog.enabled_models(settings)[0])
+    """deploy.py's URL: the model named in the body, else the first enabled model."""
+    return _act(catalog.enabled_models(current_app.config["SETTINGS"])[0])
 
 
 @blp.post("/openvla/<model>/act")
