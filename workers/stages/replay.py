@@ -29,11 +29,10 @@ from workers.store import replays as store
 from workers.store.db import session_scope
 from workers.wire import notify
 from workers.wire.errors import JobError
-from workers.wire.queues import REPLAY_INFLIGHT_TTL_S
+from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, replay_slice_s
 
 log = logging.getLogger(__name__)
 SLICE_MAX_STEPS = 500
-SLICE_MAX_S = 30.0
 
 
 @dataclass
@@ -47,8 +46,7 @@ class Slice:
 
 
 def slice_seconds(settings: Settings) -> float:
-    # A third of the visibility timeout: the broker must not redeliver a slice that is still running.
-    return max(0.5, min(SLICE_MAX_S, settings.broker_visibility_timeout_s / 3.0))
+    return replay_slice_s(settings.broker_visibility_timeout_s)
 
 
 def dataset_root(settings: Settings, root: str) -> Path:
