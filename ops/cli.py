@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from ops import cli_replay
+from ops import cli_replay, reaper
 from ops.cli_dev import dev
 from web.accounts import service
 from workers.settings import get_settings
@@ -29,6 +29,7 @@ def main() -> None:
 
 main.add_command(dev)
 main.add_command(cli_replay.replay)
+main.add_command(reaper.main)
 
 
 @main.group()

@@ -14,6 +14,7 @@ from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
 from workers.settings import Settings
 from workers.stages.finish import announce_expired, finish_job
+from workers.stages.retry import retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
 from workers.wire.errors import JobError
@@ -24,8 +25,12 @@ log = logging.getLogger(__name__)
 def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Claim the job, run it through the batcher, record the timing. Returns what the safety stage needs."""
     job_id = job["job_id"]
-    with session_scope(settings.database_url) as s:
-        claim = jobstore.claim_for_inference(s, job_id)
+
+    def claim_it() -> jobstore.Claim:
+        with session_scope(settings.database_url) as s:
+            return jobstore.claim_for_inference(s, job_id)
+
+    claim = retry_transient(claim_it, job["deadline"], what="claim job")
     if claim.state != "run":
         log.info("job not run", extra={"job_id": job_id, "state": claim.state})
         if claim.state == "expired":

@@ -25,15 +25,15 @@ from workers.policies.errors import PolicyInputError
 from workers.replays import Dataset, DatasetError, Step, discard_upload, open_dataset, resolve_dataset_path
 from workers.settings import Settings
 from workers.stages.replay_steps import collect_window, step_row, submit_window, to_observation
+from workers.stages.retry import is_transient
 from workers.store import replays as store
 from workers.store.db import session_scope
 from workers.wire import notify
 from workers.wire.errors import JobError
-from workers.wire.queues import REPLAY_INFLIGHT_TTL_S
+from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, replay_slice_s
 
 log = logging.getLogger(__name__)
 SLICE_MAX_STEPS = 500
-SLICE_MAX_S = 30.0
 
 
 @dataclass
@@ -47,8 +47,7 @@ class Slice:
 
 
 def slice_seconds(settings: Settings) -> float:
-    # A third of the visibility timeout: the broker must not redeliver a slice that is still running.
-    return max(0.5, min(SLICE_MAX_S, settings.broker_visibility_timeout_s / 3.0))
+    return replay_slice_s(settings.broker_visibility_timeout_s)
 
 
 def dataset_root(settings: Settings, root: str) -> Path:
@@ -90,7 +89,10 @@ def _run_slice(msg: dict[str, Any], settings: Settings) -> Outcome:
         return _fail(settings, msg, JobError("model_unavailable"))
     except BatcherStopped:
         outcome = "retry"  # the worker is shutting down: the same slice runs again elsewhere
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):  # a backend blip is no reason to fail the replay: the reaper resumes it
+            log.warning("replay slice stopped by a backend error", extra={"replay_id": rid}, exc_info=True)
+            raise
         log.exception("replay slice failed", extra={"replay_id": rid})
         return _fail(settings, msg, JobError("internal_error"))
     return _after(settings, msg, outcome)

@@ -72,28 +72,52 @@ def heartbeat_key(model: str) -> str:
     return f"workers:{model}"
 
 
-def publish_heartbeat(r: redis.Redis, model: str, hostname: str, info: dict[str, Any], ttl_s: float) -> None:
+def stage_key(stage: str) -> str:
+    """The heartbeat hash of a stage that is not a model: `safety`, `reaper`."""
+    return f"stage:{stage}"
+
+
+def publish_heartbeat(r: redis.Redis, model: str, hostname: str, info: dict[str, Any], ttl_s: float,
+                      *, key: str | None = None) -> None:
     info = {**info, "hostname": hostname, "at": time.time(), "ttl_s": ttl_s}
+    key = key or heartbeat_key(model)
     pipe = r.pipeline()
-    pipe.hset(heartbeat_key(model), hostname, json.dumps(info))
+    pipe.hset(key, hostname, json.dumps(info))
     # The hash itself goes when every worker of the model has gone quiet.
-    pipe.expire(heartbeat_key(model), max(1, int(ttl_s * 4)))
+    pipe.expire(key, max(1, int(ttl_s * 4)))
     pipe.execute()
 
 
-def withdraw_heartbeat(r: redis.Redis, model: str, hostname: str) -> None:
-    r.hdel(heartbeat_key(model), hostname)
+def withdraw_heartbeat(r: redis.Redis, model: str, hostname: str, *, key: str | None = None) -> None:
+    r.hdel(key or heartbeat_key(model), hostname)
 
 
-def read_heartbeats(r: redis.Redis, model: str) -> list[dict[str, Any]]:
+def read_heartbeats(r: redis.Redis, model: str, *, key: str | None = None) -> list[dict[str, Any]]:
     """The live heartbeats of a model's workers; stale ones are pruned as they are seen."""
+    key = key or heartbeat_key(model)
     now, live, stale = time.time(), [], []
-    for host, raw in r.hgetall(heartbeat_key(model)).items():
+    for host, raw in r.hgetall(key).items():
         info = json.loads(raw)
         if now - float(info.get("at", 0)) <= float(info.get("ttl_s", 6)):
             live.append(info)
         else:
             stale.append(host)
     if stale:
-        r.hdel(heartbeat_key(model), *stale)
+        r.hdel(key, *stale)
     return live
+
+
+# What the reaper did, one counter per action (ops/reaper.py writes, /metrics reads): HINCRBY, HGETALL.
+REAPER_ACTIONS_KEY = "reaper:actions"
+
+
+def count_actions(r: redis.Redis, counts: dict[str, int]) -> None:
+    pipe = r.pipeline()
+    for action, n in counts.items():
+        if n:
+            pipe.hincrby(REAPER_ACTIONS_KEY, action, n)
+    pipe.execute()
+
+
+def read_actions(r: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in r.hgetall(REAPER_ACTIONS_KEY).items()}

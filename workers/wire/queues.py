@@ -17,6 +17,15 @@ TIME_LIMITS = {
 }
 # A replay's in-flight slot, renewed by every slice; it frees itself if every slice dies.
 REPLAY_INFLIGHT_TTL_S = 300.0
+REPLAY_SLICE_MAX_S = 30.0
+
+
+def replay_slice_s(visibility_timeout_s: float) -> float:
+    """How long one replay slice runs before it hands on (the driver) and so how soon a stall shows (the reaper).
+
+    A third of the visibility timeout: the broker must not redeliver a slice that is still running.
+    """
+    return max(0.5, min(REPLAY_SLICE_MAX_S, visibility_timeout_s / 3.0))
 
 
 def infer_queue(model: str, kind: str = "interactive") -> str:
