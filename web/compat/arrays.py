@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from workers.payload import MAX_PIXELS
+from workers.wire.images import MAX_PIXELS
 
 from web.errors import ApiError
 
