@@ -13,6 +13,7 @@ from flask import Flask, Response, g, request
 
 from web import cors, db, docs_assets, input_guard, metrics
 from web.auth import authenticate
+from web.compat import openvla as openvla_compat
 from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
 from web.services import admission
@@ -46,6 +47,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # One Api per app: flask-smorest keeps the OpenAPI spec on the Api object, so a shared one would
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
+    # OpenVLA's /act: outside the OpenAPI document, its body is json-numpy rather than JSON Schema.
+    app.register_blueprint(openvla_compat.blp)
     app.register_error_handler(ApiError, from_api_error)
     # sqlalchemy.exc.TimeoutError: the connection pool had no connection free in time (overload, not input).
     for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,5 +99,13 @@ class Settings:
         )
 
 
+@functools.cache
 def get_settings() -> Settings:
+    """The process's settings, read once (the environment and `.env` do not change under a running process)."""
     return Settings.from_env()
+
+
+def reload_settings() -> Settings:
+    """Read the environment again: for the CLI after it has exported the URLs of the services it started."""
+    get_settings.cache_clear()
+    return get_settings()

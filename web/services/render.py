@@ -7,7 +7,7 @@ from typing import Any
 from flask import url_for
 
 from web.services.public_errors import public_error
-from workers.jobstore import latencies
+from workers.store.jobs import latencies
 from workers.store.models import Job
 
 

@@ -8,7 +8,7 @@ from flask import url_for
 
 from web.services.public_errors import public_error
 from web.services.render import iso
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
 
 
 def progress(replay: Replay, now: datetime | None = None) -> dict[str, Any]:

@@ -25,11 +25,11 @@ from web.auth import current
 from web.errors import ApiError
 from web.services import admission, catalog, dataset_access, idempotency, submit
 from web.services.submit import commit_then_enqueue
-from workers.replay_driver import INFLIGHT_TTL_S, enqueue
 from workers.replays import DatasetError, open_dataset, save_upload
-from workers.routing import infer_queue
 from workers.settings import Settings
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
+from workers.tasks import start_replay
+from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, infer_queue
 
 
 def parse() -> tuple[dict[str, Any], FileStorage | None]:
@@ -85,7 +85,8 @@ def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, r
         def create(inflight_key: str) -> Replay:
             return _create(settings, replay_id, data, dataset, total, key, req_hash, inflight_key)
 
-        return admission.admit_counted(infer_queue(data["model"], "replay"), str(replay_id), INFLIGHT_TTL_S, create)
+        queue = infer_queue(data["model"], "replay")
+        return admission.admit_counted(queue, str(replay_id), REPLAY_INFLIGHT_TTL_S, create)
     except BaseException:
         if upload is not None:
             shutil.rmtree(path.parent, ignore_errors=True)  # nothing keeps an upload we refused
@@ -143,5 +144,5 @@ def _create(settings: Settings, replay_id: uuid.UUID, data: dict[str, Any], data
                     idempotency_key=key, request_hash=req_hash)
     msg = {"replay_id": str(replay_id), "model": data["model"], "seq": 0, "request_id": g.request_id,
            "inflight_key": inflight_key, "dataset": dataset}
-    commit_then_enqueue(replay, lambda: enqueue(msg), "replay")
+    commit_then_enqueue(replay, lambda: start_replay(msg), "replay")
     return replay

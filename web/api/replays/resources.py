@@ -22,12 +22,12 @@ from web.errors import ApiError
 from web.extensions import Blueprint
 from web.services import admission, replays
 from web.services.replay_render import replay_json
-from workers import replay_store as store
 from workers.replays import discard_upload
 from workers.replays.export import MEDIA_TYPES, stream_rows
 from workers.replays.plot import plot_replay
+from workers.store import replays as store
 from workers.store.db import session_factory
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
 
 blp = Blueprint("replays", __name__, url_prefix="/v1/replays",
                 description="Batch replays of recorded trajectories through a policy")

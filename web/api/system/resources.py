@@ -16,7 +16,7 @@ from sqlalchemy import text
 from web import db, metrics
 from web.extensions import Blueprint
 from web.services import catalog
-from workers import notify
+from workers.wire import notify
 
 blp = Blueprint("system", __name__, description="Health and metrics")
 log = logging.getLogger(__name__)

@@ -1,0 +1,154 @@
+"""`vlaapi`: operator commands (database, customers, keys, models) and the development stack."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from ops import cli_replay, reaper
+from ops.cli_dev import dev
+from web.accounts import service
+from workers.settings import get_settings
+from workers.store.db import session_scope
+from workers.store.models import ApiKey, Customer
+
+
+def _db_url() -> str:
+    url = get_settings().database_url
+    if not url:
+        raise click.ClickException("DATABASE_URL is not set (`make run` sets it up, or export it)")
+    return url
+
+
+@click.group()
+def main() -> None:
+    """Operate the VLA inference service."""
+
+
+main.add_command(dev)
+main.add_command(cli_replay.replay)
+main.add_command(reaper.main)
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic revisions in migrations/."""
+    from workers.store.migrate import upgrade
+
+    upgrade(_db_url(), revision)
+    click.echo(f"database at {revision}")
+
+
+@main.group()
+def customers() -> None:
+    """Customers and their tiers."""
+
+
+@customers.command("create")
+@click.argument("name")
+@click.option("--tier", default="free", show_default=True)
+def customers_create(name: str, tier: str) -> None:
+    with session_scope(_db_url()) as s:
+        c = _guard(lambda: service.create_customer(s, name, tier))
+        click.echo(f"customer {c.name} ({c.id}) on tier {c.tier}")
+
+
+@customers.command("list")
+def customers_list() -> None:
+    with session_scope(_db_url()) as s:
+        for c in s.execute(select(Customer).order_by(Customer.created_at)).scalars():
+            click.echo(f"{c.name}\t{c.tier}\t{c.id}\t{'disabled' if c.disabled else 'active'}")
+
+
+@customers.command("set-tier")
+@click.argument("name")
+@click.argument("tier")
+def customers_set_tier(name: str, tier: str) -> None:
+    with session_scope(_db_url()) as s:
+        c = _guard(lambda: service.set_tier(s, name, tier))
+        click.echo(f"customer {c.name} now on tier {c.tier}")
+
+
+@main.group()
+def keys() -> None:
+    """API keys (shown once, stored as HMAC digests)."""
+
+
+@keys.command("create")
+@click.option("--customer", "customer_name", required=True)
+@click.option("--name", default="default", show_default=True)
+@click.option("--expires-in-days", type=int, default=None)
+@click.option("--create-customer/--no-create-customer", default=False, help="create the customer if missing")
+def keys_create(customer_name: str, name: str, expires_in_days: int | None, create_customer: bool) -> None:
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    with session_scope(_db_url()) as s:
+        try:
+            customer = service.get_customer(s, customer_name)
+        except service.AccountError:
+            if not create_customer:
+                raise click.ClickException(f"no customer {customer_name!r} (use --create-customer)") from None
+            customer = service.create_customer(s, customer_name)
+        key, plaintext = service.create_key(s, customer, get_settings().api_key_pepper, name=name, expires_at=expires)
+    click.echo(plaintext)
+    click.echo(f"(prefix {key.prefix}; this key is shown once and cannot be recovered)", err=True)
+
+
+@keys.command("list")
+@click.option("--customer", "customer_name", required=True)
+def keys_list(customer_name: str) -> None:
+    with session_scope(_db_url()) as s:
+        customer = _guard(lambda: service.get_customer(s, customer_name))
+        for k in s.execute(select(ApiKey).where(ApiKey.customer_id == customer.id)).scalars():
+            expiry = "expires " + k.expires_at.isoformat() if k.expires_at else "active"
+            status = "revoked" if k.revoked_at else expiry
+            click.echo(f"{k.prefix}\t{k.name}\tcreated {k.created_at:%Y-%m-%d}\tlast used {k.last_used_at}\t{status}")
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    with session_scope(_db_url()) as s:
+        k = _guard(lambda: service.revoke_key(s, prefix))
+        click.echo(f"revoked {k.prefix}")
+
+
+@keys.command("rotate")
+@click.argument("prefix")
+@click.option("--grace-hours", type=float, default=24.0, show_default=True, help="how long the old key keeps working")
+def keys_rotate(prefix: str, grace_hours: float) -> None:
+    with session_scope(_db_url()) as s:
+        key, plaintext = _guard(lambda: service.rotate_key(s, prefix, get_settings().api_key_pepper,
+                                                           grace=timedelta(hours=grace_hours)))
+    click.echo(plaintext)
+    click.echo(f"(new prefix {key.prefix}; the old key stops working in {grace_hours} h)", err=True)
+
+
+@main.group()
+def models() -> None:
+    """Model checkpoints."""
+
+
+@models.command("build-tiny")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+def models_build_tiny(out_dir: Path) -> None:
+    """Write the tiny random-weight checkpoints (real formats) that tests and `make run` load."""
+    from workers.policies.tiny import build_tiny_checkpoints
+
+    for name, path in build_tiny_checkpoints(out_dir).items():
+        click.echo(f"{name}\t{path}")
+
+
+def _guard(fn):
+    try:
+        return fn()
+    except service.AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+
