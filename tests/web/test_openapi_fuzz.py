@@ -52,4 +52,7 @@ schema = _schema()
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 def test_api_conforms_to_its_openapi(case, fuzz_headers):
     response = case.call_and_validate(headers=fuzz_headers, checks=ALL_CHECKS)
-    assert response.status_code < 500 or response.status_code == 503
+    # 503: overload or a backend down. 504: POST /v1/inference's deadline passed, by contract (see
+    # schemathesis.toml). Any other 5xx fails here and in the checks above.
+    allowed = {503, 504} if case.operation.label == "POST /v1/inference" else {503}
+    assert response.status_code < 500 or response.status_code in allowed
