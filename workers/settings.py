@@ -55,6 +55,9 @@ class Settings:
     max_queue_depth: int
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
+    replay_steps_per_unit: int = 10  # REPLAY_STEPS_PER_UNIT: a replay costs ceil(steps / this) quota units
+    replay_probe_memory_mb: int = 1024  # REPLAY_PROBE_MEMORY_MB: address space of the dataset-reading child
+    replay_probe_seconds: float = 20.0  # REPLAY_PROBE_SECONDS: its CPU time and wall-clock limit
     replay_shared_dir: str = ""  # REPLAY_SHARED_DIR: a folder under the data root every customer may read
     ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
     environment: str = "production"  # VLAAPI_ENV: "development" (make run) relaxes the secrets check
@@ -94,6 +97,9 @@ class Settings:
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
             replay_shared_dir=_env("REPLAY_SHARED_DIR", "").strip(),
+            replay_steps_per_unit=max(1, int(_env("REPLAY_STEPS_PER_UNIT", "10"))),
+            replay_probe_memory_mb=int(_env("REPLAY_PROBE_MEMORY_MB", "1024")),
+            replay_probe_seconds=float(_env("REPLAY_PROBE_SECONDS", "20")),
             ops_token=_env("OPS_TOKEN", ""),
             environment=_env("VLAAPI_ENV", "production").strip().lower(),
         )

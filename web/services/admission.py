@@ -71,7 +71,7 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
     return job
 
 
-def _rate_limited(decision: Decision) -> ApiError:
+def rate_limited(decision: Decision) -> ApiError:
     which = decision.refused_by or "minute"
     code = "quota_exceeded" if which == "month" else "rate_limited"
     return ApiError(429, code, f"the {which} limit for this customer is used up", headers=decision.headers(),
@@ -103,7 +103,7 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
         REFUSED.labels(decision.refused_by or "rate").inc()
-        raise _rate_limited(decision)
+        raise rate_limited(decision)
     try:
         if queue_depth(r, queue) >= settings.max_queue_depth:
             REFUSED.labels("queue_full").inc()
