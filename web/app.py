@@ -16,7 +16,7 @@ from web.auth import authenticate
 from web.compat import openvla as openvla_compat
 from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
-from web.services import admission
+from web.services import admission, dataset_probe
 from workers import logs
 from workers.settings import DEV_PEPPER, Settings, get_settings
 
@@ -41,6 +41,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("SETTINGS", get_settings())
     if not app.config.get("TESTING"):
         logs.configure(app.config["SETTINGS"].log_level)
+        dataset_probe.warm()
     check_secrets(app.config["SETTINGS"])
     db.init_app(app)
     docs_assets.init_app(app)

@@ -34,6 +34,18 @@ def _context() -> Any:
         return _ctx
 
 
+def warm() -> None:
+    """Start this process's forkserver (and its imports) in the background, so the first upload after a
+    start does not pay for them."""
+    def start() -> None:
+        from multiprocessing import forkserver
+
+        _context()
+        forkserver.ensure_running()
+
+    threading.Thread(target=start, name="probe-forkserver", daemon=True).start()
+
+
 def probe(path: Path, *, archive: str | None, max_extracted_bytes: int, memory_mb: int, seconds: float,
           episodes: list[int] | None, step_range: list[int | None] | None, instruction: str | None,
           field: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ def _unpack(path: Path, archive: str | None, max_bytes: int) -> Path:
     out = path.parent / "dataset"
     out.mkdir()
     if archive == "zip":
+        _check_zip_container(path, max_bytes)  # what the central directory declares, before inflating
         extract_zip(path, out, max_bytes)
     else:
         extract_tar(path, out, max_bytes, compression="" if archive == "tar" else "gz")
@@ -46,10 +47,34 @@ def _unpack(path: Path, archive: str | None, max_bytes: int) -> Path:
     return out
 
 
+def _check_zip_container(path: Path, max_bytes: int) -> None:
+    """An NPZ is a zip: its members' declared sizes are read from the central directory (cheap) and held
+    to the rules archives are unpacked under, before any member is inflated. A member that inflates
+    beyond what it declared fails in zipfile's own CRC/size checks."""
+    import zipfile
+
+    from workers.replays.archive import MAX_MEMBERS, MAX_RATIO, RATIO_FLOOR, _zip_declared_count
+    from workers.replays.errors import DatasetError
+
+    if _zip_declared_count(path) > MAX_MEMBERS:  # from the end record, before the index is parsed
+        raise DatasetError("file", f"{path.name} has more than {MAX_MEMBERS} members")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a (readable) zip: the reader that opens it says what is wrong
+    if declared > max_bytes:
+        raise DatasetError("file", f"{path.name} inflates to {declared} bytes; at most {max_bytes} allowed")
+    if declared > RATIO_FLOOR and declared > MAX_RATIO * path.stat().st_size:
+        raise DatasetError("file", f"{path.name} expands more than {MAX_RATIO}:1; refusing a compression bomb")
+
+
 def check(req: dict[str, Any]) -> dict[str, Any]:
     from workers.replays.formats import open_dataset
 
     path = _unpack(Path(req["path"]), req.get("archive"), int(req["max_extracted_bytes"]))
+    if path.is_file():
+        _check_zip_container(path, int(req["max_extracted_bytes"]))
     step_range = tuple(req["step_range"]) if req.get("step_range") else None
     with open_dataset(path, instruction=req.get("instruction")) as ds:
         total = ds.validate(req.get("episodes"), step_range)
