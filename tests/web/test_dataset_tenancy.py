@@ -70,3 +70,18 @@ def test_shared_folder_name_must_be_the_operators(settings, tenants):
     """A shared folder not starting with '_' could be a customer's own: it is ignored."""
     root, a, b, paths = tenants
     assert _post(_client(settings, root, b[0]), a[2], paths["b"]).status_code == 404
+
+
+def test_another_customers_job_is_the_same_404_as_none(client, make_customer):
+    from tests.helpers import request_body
+
+    a, b = make_customer()[2], make_customer()[2]
+    job = client.post("/v1/jobs", json=request_body(model="openvla-slow"), headers=a).get_json()
+    missing = "00000000-0000-0000-0000-000000000000"
+    for path in ("", "/wait?timeout=0"):
+        theirs = client.get(f"/v1/jobs/{job['id']}{path}", headers=b)
+        none = client.get(f"/v1/jobs/{missing}{path}", headers=b)
+        assert theirs.status_code == none.status_code == 404
+        assert theirs.get_json()["type"] == none.get_json()["type"]
+    assert client.delete(f"/v1/jobs/{job['id']}", headers=b).status_code == 404
+    assert client.get(f"/v1/jobs/{job['id']}", headers=a).get_json()["state"] == "queued"
