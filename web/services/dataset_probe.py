@@ -50,9 +50,9 @@ def probe(path: Path, *, archive: str | None, max_extracted_bytes: int, memory_m
           episodes: list[int] | None, step_range: list[int | None] | None, instruction: str | None,
           field: str) -> dict[str, Any]:
     """The probe's answer (ok: path, format, total, cameras); 422 naming `field` when it refuses or dies."""
-    req = {"path": str(path), "archive": archive, "max_extracted_bytes": max_extracted_bytes,
-           "episodes": episodes, "step_range": step_range, "instruction": instruction,
-           "memory_mb": memory_mb, "cpu_seconds": seconds}
+    req = {"path": str(path), "uploaded": field == "file", "archive": archive,
+           "max_extracted_bytes": max_extracted_bytes, "episodes": episodes, "step_range": step_range,
+           "instruction": instruction, "memory_mb": memory_mb, "cpu_seconds": seconds}
     ctx = _context()
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=probe_mod.child, args=(child, req), daemon=True)
