@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
+from ops import stack
 from ops.devcli import dev
 from web import replay_cli
 from web.accounts import service
@@ -16,10 +17,14 @@ from workers.store.models import ApiKey, Customer
 
 
 def _db_url() -> str:
-    url = get_settings().database_url
-    if not url:
-        raise click.ClickException("DATABASE_URL is not set (`make run` sets it up, or export it)")
-    return url
+    try:  # DATABASE_URL unset: the stack `make run` recorded, if it answers (ops/stack.py)
+        stack.adopt_running_stack()
+    except stack.StackNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    warning = stack.pepper_warning(get_settings().api_key_pepper)
+    if warning:
+        click.echo(warning, err=True)
+    return get_settings().database_url
 
 
 @click.group()
