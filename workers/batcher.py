@@ -361,9 +361,10 @@ class MicroBatcher:
 
     def _mark_started(self, items: list[QueueItem]) -> float:
         started, batch_id = time.monotonic(), next(self._batch_ids)
-        for item in items:
+        for index, item in enumerate(items):
             trace = item.future.trace
             trace.started_at, trace.batch_id, trace.batch_size = started, batch_id, len(items)
+            trace.batch_index = index
         return started
 
     def _record_batch(self, items: list[QueueItem], started: float) -> None:

@@ -7,7 +7,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
-from workers import jobstore, notify
+from workers import jobstore, notify, telemetry
+from workers.batch_items import ItemTrace
 from workers.batcher import DeadlineExceeded, ModelUnavailable
 from workers.payload import to_observation
 from workers.policies.base import PolicyResult
@@ -29,9 +30,9 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if claim.state == "expired":
             notify.job_ended(notify.client(settings.redis_url), job, "expired")
         return {"skip": claim.state}
-    t0 = time.perf_counter()
+    claimed_at, t0 = time.time(), time.perf_counter()
     try:
-        result = _predict(job, claim.deadline_at)
+        result, trace = _predict(job, claim.deadline_at)
     except PolicyInputError as exc:
         return _end(settings, job, "failed", {"code": "invalid_input", "field": exc.field, "detail": exc.message})
     except (DeadlineExceeded, FutureTimeout):
@@ -43,19 +44,21 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         log.exception("inference failed", extra={"job_id": job_id})
         return _end(settings, job, "failed", {"code": "inference_error", "detail": f"{type(exc).__name__}: {exc}"})
     inference_ms = (time.perf_counter() - t0) * 1000.0
+    telemetry.inference_done(notify.client(settings.redis_url), job["model"], {**job, "claimed_at": claimed_at},
+                             result.timings_ms, inference_ms, trace.batch_size, trace.batch_index == 0)
     log.info("inference done", extra={"job_id": job_id, "model": job["model"], "inference_ms": round(inference_ms, 3)})
     # No database write here: the timing travels to the safety task and lands with the final state.
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
-def _predict(job: dict[str, Any], deadline_at: datetime) -> PolicyResult:
+def _predict(job: dict[str, Any], deadline_at: datetime) -> tuple[PolicyResult, ItemTrace]:
     obs = to_observation(job)
     batcher = get_batcher()
     remaining = (deadline_at - datetime.now(UTC)).total_seconds()
     priority = 1 if job.get("kind") == "replay" else 0
     future = batcher.submit(obs, priority=priority, deadline=time.monotonic() + remaining, job_id=job["job_id"])
     try:
-        return future.result(timeout=max(remaining, 0.001))
+        return future.result(timeout=max(remaining, 0.001)), future.trace
     except FutureTimeout:
         future.cancel()
         raise
@@ -78,4 +81,5 @@ def _end(settings: Settings, job: dict[str, Any], state: str, error: dict[str, A
         changed = jobstore.finish(s, job["job_id"], state, error=error)
     if changed:
         notify.job_ended(notify.client(settings.redis_url), job, state)
+        telemetry.job_finished(notify.client(settings.redis_url), job, state)
     return {"skip": state}

@@ -11,7 +11,7 @@ import numpy as np
 
 from safety.alignment import load_alignment_checks
 from safety.shield import evaluate
-from workers import jobstore, notify
+from workers import jobstore, notify, telemetry
 from workers.settings import Settings
 from workers.store.db import session_scope
 
@@ -90,5 +90,7 @@ def _finish(settings: Settings, job: dict[str, Any], state: str, *, result: dict
         changed = jobstore.finish(s, job["job_id"], state, result=result, error=error, timings=timings)
     if changed:
         notify.job_ended(notify.client(settings.redis_url), job, state)
+        telemetry.job_finished(notify.client(settings.redis_url), job, state, result,
+                               timings.safety_check_ms if timings else None)
         log.info("job finished", extra={"job_id": job["job_id"], "state": state})
     return state
