@@ -1,6 +1,6 @@
-"""Prometheus metrics: request latency histograms, jobs by state, queue depth per queue, ready workers, and
-the operator metrics the workers and admission control record in Redis (workers/telemetry.py): latency per
-model and stage, batch sizes, safety decisions and violations, refusals by reason, jobs finished by state.
+"""Prometheus metrics: request latency histograms, jobs by state, queue depth per queue, ready workers,
+reaper actions, and the operator metrics workers and admission control record in Redis (workers/wire/telemetry.py):
+latency per model and stage, batch sizes, safety decisions and flags, refusals by reason, jobs finished by state.
 
 The web's own counters and histograms live in prometheus_client (multi-process mode when
 PROMETHEUS_MULTIPROC_DIR is set, as under gunicorn with several workers); everything else is read from
@@ -18,12 +18,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
 from web.services import catalog
-from workers import notify, telemetry
-from workers.routing import SAFETY_QUEUE, infer_queue
 from workers.settings import Settings
 from workers.store.db import session_factory
-from workers.store.models import JOB_STATES, Job
-from workers.store.replay_models import REPLAY_STATES, Replay
+from workers.store.models import JOB_STATES, REPLAY_STATES, Job, Replay
+from workers.wire import notify, telemetry
+from workers.wire.queues import SAFETY_QUEUE, infer_queue
 
 REQUEST_LATENCY = Histogram(
     "vla_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
@@ -76,6 +75,7 @@ class _LiveGauges:
         depth.add_metric([SAFETY_QUEUE], queue_depth(r, SAFETY_QUEUE))
         yield depth
         yield ready
+        yield _reaper_actions(r)
         yield from telemetry_families(telemetry.read(r), set(catalog.enabled_models(self.settings)))
 
 
@@ -95,7 +95,7 @@ TELEMETRY = (
 
 
 def telemetry_families(stored: dict, models: set[str]):
-    """Prometheus families from workers/telemetry.py's hash; only enabled models are exported."""
+    """Prometheus families from workers/wire/telemetry.py's hash; only enabled models are exported."""
     for name, doc, metric, labels, buckets in TELEMETRY:
         series = {k: v for k, v in stored.get(metric, {}).items() if "model" not in labels or k[0] in models}
         if buckets is None:
@@ -115,6 +115,16 @@ def telemetry_families(stored: dict, models: set[str]):
                 cumulative.append(("+Inf", fields.get("count", 0.0)))
                 fam.add_metric(list(values), cumulative, sum_value=fields.get("sum", 0.0))
         yield fam
+
+
+def _reaper_actions(r) -> CounterMetricFamily:
+    """What the reaper (ops/reaper.py) did, from its Redis hash: every reaper process adds to the same counters."""
+    family = CounterMetricFamily("vla_reaper_actions", "Reaper actions: passes, jobs_expired (lost), "
+                                 "replays_resumed, uploads_deleted, leases_released, errors", labels=["action"])
+    actions = notify.read_actions(r)
+    for action in ("passes", "jobs_expired", "replays_resumed", "uploads_deleted", "leases_released", "errors"):
+        family.add_metric([action], actions.get(action, 0))
+    return family
 
 
 def render(settings: Settings) -> Response:

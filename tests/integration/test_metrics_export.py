@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import request_body
 from web.accounts import service
-from workers import telemetry
 from workers.store.db import session_scope
 from workers.store.models import Tier
+from workers.wire import telemetry
 
 MONITORING = Path(__file__).resolve().parents[2] / "ops" / "monitoring"
 FIXED = {"stage": set(telemetry.STAGES), "decision": set(telemetry.DECISIONS), "check": set(telemetry.CHECKS),

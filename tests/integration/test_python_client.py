@@ -16,9 +16,9 @@ from vlaapi_client import AuthError, DeadlineExceeded, InvalidRequest, RateLimit
 from tests.integration.replay_helpers import write_dataset
 from tests.integration.workers import ROOT
 from web.accounts import service
-from workers.routing import infer_queue
 from workers.store.db import session_scope
 from workers.store.models import Tier
+from workers.wire.queues import infer_queue
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
 

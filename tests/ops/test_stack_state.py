@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ops import stack
+from ops.cli import main
 from tests.integration.live import free_port
-from web.cli import main
+from workers.settings import reload_settings
 
 
 @pytest.fixture()
@@ -20,7 +21,10 @@ def fresh_shell(monkeypatch, tmp_path):
     monkeypatch.delenv("DATABASE_URL")
     monkeypatch.delenv("REDIS_URL")
     monkeypatch.setattr(stack, "DATA", tmp_path)
-    return urls, tmp_path
+    reload_settings()
+    yield urls, tmp_path
+    monkeypatch.undo()
+    reload_settings()  # the suite's own settings again
 
 
 def test_cli_finds_the_recorded_stack(fresh_shell, settings):
@@ -52,5 +56,6 @@ def test_pepper_mismatch_is_a_warning(fresh_shell, monkeypatch):
     urls, data = fresh_shell
     stack.write_state(data, urls)
     monkeypatch.setenv("API_KEY_PEPPER", "another-pepper")
+    reload_settings()
     result = CliRunner().invoke(main, ["customers", "list"])
     assert result.exit_code == 0 and "API_KEY_PEPPER here differs" in result.output

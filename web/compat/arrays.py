@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from web.errors import ApiError
-from workers.payload import MAX_PIXELS
+from workers.wire.images import MAX_PIXELS
 
 _KINDS = {"u", "i", "f", "b"}
 MAX_DIMS = 4

@@ -7,18 +7,18 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from ops import stack
-from ops.devcli import dev
-from web import replay_cli
+from ops import cli_replay, reaper, stack
+from ops.cli_dev import dev
 from web.accounts import service
-from workers.settings import get_settings
+from workers.settings import get_settings, reload_settings
 from workers.store.db import session_scope
 from workers.store.models import ApiKey, Customer
 
 
 def _db_url() -> str:
     try:  # DATABASE_URL unset: the stack `make run` recorded, if it answers (ops/stack.py)
-        stack.adopt_running_stack()
+        if stack.adopt_running_stack():
+            reload_settings()  # the URLs were exported after the settings were first read
     except stack.StackNotFound as exc:
         raise click.ClickException(str(exc)) from None
     warning = stack.pepper_warning(get_settings().api_key_pepper)
@@ -33,7 +33,8 @@ def main() -> None:
 
 
 main.add_command(dev)
-main.add_command(replay_cli.replay)
+main.add_command(cli_replay.replay)
+main.add_command(reaper.main)
 
 
 @main.group()
