@@ -121,7 +121,7 @@ def run(no_procs: bool) -> None:
     stack.write_state(stack.DATA, env, web=f"http://{bind}", openpi=openpi)  # read by the CLI in other shells
     click.echo(f"\nDemo API key (customer 'demo', tier pro): {key}\n")
     click.echo(f"curl -s -X POST http://{bind}/v1/inference -H 'Authorization: Bearer {key}' "
-               f"-H 'Content-Type: application/json' -d @{request.relative_to(ROOT)}\n")
+               f"-H 'Content-Type: application/json' -d @{os.path.relpath(request, ROOT)}\n")
     click.echo(f"Docs: http://{bind}/docs   openpi: {openpi}/<model>   Flower: http://127.0.0.1:5555 ({flower_auth})")
     click.echo("Other terminals: `vlaapi customers list`, `vlaapi keys create --customer demo` find this stack.\n")
     if no_procs:
