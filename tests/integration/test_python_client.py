@@ -11,7 +11,7 @@ import uuid
 
 import numpy as np
 import pytest
-from vlaapi_client import AuthError, DeadlineExceeded, InvalidRequest, RateLimited, VLAClient
+from vlaapi_client import ActionRejected, AuthError, DeadlineExceeded, InvalidRequest, RateLimited, VLAClient
 
 from tests.integration.replay_helpers import write_dataset
 from tests.integration.workers import ROOT
@@ -128,3 +128,13 @@ def test_control_loop_example(live_url, key, workers):
     assert abs(report["achieved_hz"] - 10) < 1 and report["ticks"] >= 29
     assert report["chunks"] >= 1 and report["chunk_length"] == 50 and set(report["latency_ms"]) >= {"p50", "p99"}
     assert report["acted"] + report["starved"] == report["ticks"] and report["acted"] > 0
+
+
+def test_rejected_action_is_a_typed_error(live_url, key, workers):
+    """An end effector far outside the workspace, safety mode reject: no action, and the reason with it."""
+    client = VLAClient(live_url, key, model="openvla-tiny")
+    with pytest.raises(ActionRejected) as exc:
+        client.act(IMAGE, "reach out", robot_config={"type": "widowx_250"},
+                   robot_state={"ee_position": [2.0, 2.0, 2.0]}, safety={"mode": "reject"})
+    safety = exc.value.problem["safety"]
+    assert safety["decision"] == "rejected" and "workspace" in {v["check"] for v in safety["violations"]}
