@@ -38,10 +38,11 @@ class Transport:
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         end = None if budget_s is None else time.monotonic() + budget_s
+        timeout = kw.pop("timeout", self.timeout)
         for attempt in range(self.max_retries + 1):
+            _rewind(kw.get("files"))  # a retried upload sends the whole file again
             try:
-                resp = self.session.request(method, self.base + path, headers=headers,
-                                            timeout=kw.pop("timeout", self.timeout), **kw)
+                resp = self.session.request(method, self.base + path, headers=headers, timeout=timeout, **kw)
             except requests.RequestException as exc:
                 err: VLAError = Unavailable(0, {"detail": f"cannot reach {self.base}: {exc}"})
                 if not idempotent:
@@ -59,6 +60,13 @@ class Transport:
             self.retries += 1
             time.sleep(wait)
         raise AssertionError("unreachable")
+
+
+def _rewind(files: dict[str, Any] | None) -> None:
+    for value in (files or {}).values():
+        fh = value[1] if isinstance(value, tuple) else value
+        if hasattr(fh, "seek"):
+            fh.seek(0)
 
 
 def error_of(resp: requests.Response) -> VLAError:
