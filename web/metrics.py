@@ -12,7 +12,7 @@ import itertools
 import os
 
 from flask import Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
@@ -28,7 +28,6 @@ REQUEST_LATENCY = Histogram(
     "vla_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-JOBS_SUBMITTED = Counter("vla_jobs_submitted", "Jobs accepted, by model and kind", ["model", "kind"])
 # kombu's Redis transport keeps priority levels in sibling lists named queue + '\x06\x16' + level.
 _PRIORITY_SUFFIXES = ("",) + tuple(f"\x06\x16{p}" for p in (1, 2, 3, 4, 5, 6, 7, 8, 9))
 
@@ -91,6 +90,8 @@ TELEMETRY = (
     ("vla_requests_refused", "Requests refused by admission control (rate, quota, in_flight, queue_full)",
      "refused", ("reason",), None),
     ("vla_jobs_finished", "Jobs ended by a worker, per model and final state", "finished", ("model", "state"), None),
+    ("vla_jobs_submitted", "Jobs accepted, per model and kind (interactive, replay), from the web and openpi "
+     "processes", "submitted", ("model", "kind"), None),
 )
 
 
@@ -101,7 +102,7 @@ def telemetry_families(stored: dict, models: set[str]):
         if buckets is None:
             # Every combination of the fixed label sets, zeros included, so rate() works from the first scrape.
             domains = {"model": sorted(models), "decision": telemetry.DECISIONS, "check": telemetry.CHECKS,
-                       "reason": telemetry.REASONS, "state": telemetry.FINAL_STATES}
+                       "reason": telemetry.REASONS, "state": telemetry.FINAL_STATES, "kind": telemetry.KINDS}
             fam = CounterMetricFamily(name, doc, labels=list(labels))
             for values in itertools.product(*(domains[label] for label in labels)):
                 fam.add_metric(list(values), series.get(values, {}).get("n", 0.0))

@@ -18,7 +18,7 @@ from workers.wire import telemetry
 
 MONITORING = Path(__file__).resolve().parents[2] / "ops" / "monitoring"
 FIXED = {"stage": set(telemetry.STAGES), "decision": set(telemetry.DECISIONS), "check": set(telemetry.CHECKS),
-         "reason": set(telemetry.REASONS), "state": set(telemetry.FINAL_STATES) | {"queued", "running"}}
+         "reason": set(telemetry.REASONS), "kind": set(telemetry.KINDS), "state": set(telemetry.FINAL_STATES) | {"queued", "running"}}
 
 
 def _samples(client) -> dict[tuple[str, tuple], float]:
@@ -61,6 +61,7 @@ def test_workers_and_admission_record_what_operators_need(client, headers, worke
     assert grew("vla_batch_size_count", model=m) >= 1 and _value(after, "vla_batch_size_sum", model=m) >= 1
     assert grew("vla_safety_decisions_total", model=m, decision=decision) >= 1
     assert grew("vla_jobs_finished_total", model=m, state="succeeded") >= 2
+    assert grew("vla_jobs_submitted_total", model=m, kind="interactive") >= 2
     assert grew("vla_requests_refused_total", reason="rate") == 1
     assert _value(after, "vla_requests_refused_total", reason="queue_full") >= 0  # zero-initialised series
     for (_, labels), _v in after.items():  # every label value comes from a fixed set

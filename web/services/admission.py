@@ -14,7 +14,7 @@ from flask import current_app, g
 
 from web.auth import Principal, current
 from web.errors import ApiError
-from web.metrics import JOBS_SUBMITTED, queue_depth
+from web.metrics import queue_depth
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter
@@ -67,7 +67,7 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
                                  req_hash=req_hash)
 
     job = admit_counted(infer_queue(prepared.payload["model"], kind), str(job_id), ttl, create)
-    JOBS_SUBMITTED.labels(job.model, kind).inc()
+    telemetry.submitted(_redis(settings), job.model, kind)
     return job
 
 

@@ -41,6 +41,7 @@ DECISIONS = ("allowed", "modified", "rejected")
 CHECKS = (*(name for name, _ in RULE_CHECKS), "action_shape", "finite_values", "shield", "alignment")
 REASONS = ("rate", "quota", "in_flight", "queue_full")
 FINAL_STATES = ("succeeded", "failed", "expired", "canceled")
+KINDS = ("interactive", "replay")
 
 HISTOGRAMS = {"stage": LATENCY_BUCKETS_S, "batch": BATCH_BUCKETS}
 
@@ -105,6 +106,11 @@ def job_finished(r: redis.Redis, job: dict[str, Any], state: str, result: dict[s
 def refused(r: redis.Redis, reason: str) -> None:
     """Admission control refused a request (web and openpi processes)."""
     _send(r, lambda pipe: _count(pipe, "refused", (reason if reason in REASONS else "rate",)))
+
+
+def submitted(r: redis.Redis, model: str, kind: str) -> None:
+    """A job was admitted and enqueued (web and openpi processes)."""
+    _send(r, lambda pipe: _count(pipe, "submitted", (model, kind if kind in KINDS else "interactive")))
 
 
 def read(r: redis.Redis) -> dict[str, dict[tuple[str, ...], dict[str, float]]]:
