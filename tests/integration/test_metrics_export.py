@@ -18,7 +18,8 @@ from workers.wire import telemetry
 
 MONITORING = Path(__file__).resolve().parents[2] / "ops" / "monitoring"
 FIXED = {"stage": set(telemetry.STAGES), "decision": set(telemetry.DECISIONS), "check": set(telemetry.CHECKS),
-         "reason": set(telemetry.REASONS), "kind": set(telemetry.KINDS), "state": set(telemetry.FINAL_STATES) | {"queued", "running"}}
+         "reason": set(telemetry.REASONS), "kind": set(telemetry.KINDS),
+         "state": set(telemetry.FINAL_STATES) | {"queued", "running"}}
 
 
 def _samples(client) -> dict[tuple[str, tuple], float]:
