@@ -79,6 +79,10 @@ class Policy(abc.ABC):
             check_image(f"images.{cam}", img)
 
     @abc.abstractmethod
+    def self_check(self) -> None:
+        """Raise PolicySelfCheckError if the serving path disagrees with its reference computation."""
+
+    @abc.abstractmethod
     def predict(self, observations: list[Observation]) -> list[PolicyResult]:
         """Run one batched forward pass over already validated observations."""
 

@@ -21,9 +21,13 @@ log = logging.getLogger(__name__)
 # Names we know how to serve; the value says what the checkpoint directory must be (for messages).
 KNOWN_MODELS: dict[str, str] = {
     "openvla-7b": "openvla/openvla-7b from the hub (config.json, 3 safetensors shards + index, tokenizer)",
-    "pi0": "a transformers-format PI0 checkpoint (PI0Config config.json, safetensors, tokenizer, norm_stats.json)",
+    "pi0": "a PI0 checkpoint in the transformers, LeRobot or openpi layout, plus the PaliGemma tokenizer files "
+           "(see docs/models.md)",
     "openvla-tiny": "random-weight OpenVLA at toy size, built locally",
     "pi0-tiny": "random-weight pi0 at toy size, built locally",
+    "pi0-tiny-lerobot": "pi0-tiny's weights in LeRobot's layout (lerobot/pi0_base naming, processor statistics)",
+    "pi0-tiny-lerobot-v0": "pi0-tiny's weights in LeRobot's v0 layout (first lerobot/pi0 naming, buffer statistics)",
+    "pi0-tiny-openpi": "pi0-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
 }
 
 
@@ -77,14 +81,30 @@ def resolve_path(name: str, path: Path | None, model_dir: Path) -> Path:
     return path
 
 
-def load_policy(name: str, path: Path | None, *, model_dir: Path, dtype: str = "auto", device: str = "auto") -> Policy:
-    """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type."""
+def family_of(config: dict) -> str | None:
+    """transformers configs say model_type; LeRobot's say "type"; openpi's conversion names Gemma variants."""
+    if "model_type" in config:
+        return config["model_type"]
+    if config.get("type") == "pi0" or "paligemma_variant" in config:
+        return "pi0"
+    return None
+
+
+def load_policy(
+    name: str, path: Path | None, *, model_dir: Path, dtype: str = "auto", device: str = "auto", self_check: bool = True
+) -> Policy:
+    """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type,
+    then run the policy's self-check (PolicySelfCheckError if the serving path disagrees with its reference):
+    the worker calls this before it reports ready, so a failing check becomes the worker's /health error."""
     ckpt = require_dir(resolve_path(name, path, model_dir))
-    model_type = read_json(ckpt / "config.json").get("model_type")
+    model_type = family_of(read_json(ckpt / "config.json"))
     loaders = _loaders()
     if model_type not in loaders:
         raise CheckpointError(
             f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
         )
     log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
-    return loaders[model_type](name, ckpt, dtype=dtype, device=device)
+    policy = loaders[model_type](name, ckpt, dtype=dtype, device=device)
+    if self_check:
+        policy.self_check()
+    return policy

@@ -18,6 +18,7 @@ from workers.policies.openvla.config import OpenVLAConfig
 from workers.policies.openvla.decode import greedy_decode, splice_inputs
 from workers.policies.openvla.model import OpenVLAModel, checkpoint_to_module_name, unused_checkpoint_key
 from workers.policies.preprocess import normalize, resize_naive
+from workers.policies.selfcheck import check_openvla
 from workers.policies.timing import Stopwatch
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class OpenVLAPolicy(Policy):
         return torch.cat(parts, dim=0)
 
     @torch.inference_mode()
-    def predict(self, observations: list[Observation]) -> list[PolicyResult]:
-        timings: dict[str, float] = {}
+    def decode_tokens(self, observations: list[Observation], timings: dict[str, float] | None = None) -> torch.Tensor:
+        """The serving path up to the action token ids: (B, n_steps), n_steps = the widest row's action_dim."""
         watch = Stopwatch(self.device)
         keys = [self.unnorm_key(o) for o in observations]
         rows = [self.prompt_ids(o.instruction) for o in observations]
@@ -101,8 +102,18 @@ class OpenVLAPolicy(Policy):
         watch.lap(timings, "vision")
         embeds, mask, positions = splice_inputs(self.model, patches, rows)
         n_steps = max(self.stats[k].action_dim for k in keys)
-        tokens = greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+        return greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+
+    @torch.inference_mode()
+    def predict(self, observations: list[Observation]) -> list[PolicyResult]:
+        timings: dict[str, float] = {}
+        keys = [self.unnorm_key(o) for o in observations]
+        tokens = self.decode_tokens(observations, timings)
         return self._results(tokens.cpu().numpy(), keys, timings)
+
+    def self_check(self) -> None:
+        """Raise PolicySelfCheckError unless cached (batched and single) decode equals a full recompute."""
+        check_openvla(self)
 
     def _allowed_ids(self) -> tuple[int, int]:
         # We restrict the argmax to the n_action_bins action ids (upstream does not). An unrestricted
