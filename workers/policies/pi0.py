@@ -10,6 +10,7 @@ LeRobot 1e-8 forward, none on the inverse).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,13 @@ class Pi0Policy(Policy):
         )
 
     @classmethod
-    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto") -> Pi0Policy:
+    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
+             options: Mapping[str, str] | None = None) -> Pi0Policy:
         path = require_dir(path)
-        layout = detect(path)
+        unknown = sorted(set(options or {}) - {"asset_id"})
+        if unknown:
+            raise CheckpointError(f"unknown pi0 option(s) {unknown}; known: ['asset_id'] (openpi layout)")
+        layout = detect(path, asset_id=(options or {}).get("asset_id"))
         cfg = _config(path, layout)
         cfg._attn_implementation = "sdpa"  # flash-attn would drop the bidirectional mask (see transformers)
         dev = resolve_device(device)

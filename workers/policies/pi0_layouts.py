@@ -113,7 +113,7 @@ class Layout:
         return name in self.tied_duplicates or bool(_V0_STATS.match(name))
 
 
-def detect(path: Path) -> Layout:
+def detect(path: Path, *, asset_id: str | None = None) -> Layout:
     """Recognise the layout from config.json and the tensor names; unknown is a CheckpointError naming both."""
     cfg = read_json(path / "config.json")
     names = set(checkpoint_shapes(path))
@@ -122,7 +122,7 @@ def detect(path: Path) -> Layout:
     if cfg.get("type") == "pi0" and any(n.startswith("model.paligemma_with_expert.") for n in names):
         return _lerobot(path, cfg, names)
     if "paligemma_variant" in cfg and any(n.startswith("paligemma_with_expert.") for n in names):
-        return _openpi(path, cfg, names)
+        return _openpi(path, cfg, names, asset_id)
     sample = sorted(names)[:4]
     raise CheckpointError(
         f"{str(path)!r} is not a pi0 layout we know: config.json has model_type={cfg.get('model_type')!r}, "
@@ -208,13 +208,16 @@ def _read_v0_buffers(path: Path, names: set[str], into: dict[str, dict[str, list
             into.setdefault(feature, {})[m.group(3)] = tensor.double().flatten().tolist()
 
 
-def _openpi(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
+def _openpi(path: Path, cfg: dict[str, Any], names: set[str], asset_id: str | None) -> Layout:
     sizes = _sizes(cfg, cfg["paligemma_variant"], cfg.get("action_expert_variant", "gemma_300m"))
     dim = int(cfg.get("action_dim", 32))
     config = {**sizes, "chunk_size": int(cfg.get("action_horizon", 50)), "max_state_dim": dim, "max_action_dim": dim}
     assets = sorted(p.parent for p in (path / "assets").glob("*/norm_stats.json"))
+    if asset_id is not None:
+        assets = [a for a in assets if a.name == asset_id]
     if len(assets) != 1:
-        raise CheckpointError(f"openpi checkpoint {str(path)!r} needs exactly one assets/<asset_id>/norm_stats.json, "
-                              f"found {[str(a.name) for a in assets]}")
+        raise CheckpointError(f"openpi checkpoint {str(path)!r} needs exactly one assets/<asset_id>/norm_stats.json "
+                              f"(or the asset_id option naming one); found {[a.name for a in assets]}"
+                              + (f" for asset_id={asset_id!r}" if asset_id else ""))
     stats = read_json(assets[0] / "norm_stats.json")
     return Layout("openpi", config, stats, OPENPI_EPS, True, _tied(names, ""))

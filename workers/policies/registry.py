@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from workers.policies.base import Policy
@@ -40,11 +40,26 @@ def _unknown(name: str) -> ModelNotFound:
     return ModelNotFound(name, difflib.get_close_matches(name, known, n=3, cutoff=0.5), known)
 
 
+def parse_model_options(spec: str) -> dict[str, dict[str, str]]:
+    """"a=/p?center_crop=true&crop_scale=0.9,b" -> {"a": {"center_crop": "true", "crop_scale": "0.9"}, "b": {}}.
+    Options a checkpoint's own config.json states win over these (see docs/models.md)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in (part.strip() for part in (spec or "").split(",")):
+        if item:
+            head, _, query = item.partition("?")
+            pairs = [p.partition("=") for p in query.split("&") if p]
+            if any(not k.strip() or not sep for k, sep, _ in pairs):
+                raise ValueError(f"bad options in ENABLED_MODELS entry {item!r}: expected ?key=value&key=value")
+            out[head.partition("=")[0].strip()] = {k.strip(): v.strip() for k, _, v in pairs}
+    return out
+
+
 def parse_enabled_models(spec: str) -> dict[str, Path | None]:
     """"a=/p,b" -> {"a": Path("/p"), "b": None}. Unknown bare names raise ModelNotFound with suggestions;
-    a name given with an explicit path may be anything (a fine-tune), its family comes from config.json."""
+    a name given with an explicit path may be anything (a fine-tune), its family comes from config.json.
+    Options after "?" are parse_model_options' business."""
     out: dict[str, Path | None] = {}
-    for item in (part.strip() for part in (spec or "").split(",")):
+    for item in (part.strip().partition("?")[0] for part in (spec or "").split(",")):
         if not item:
             continue
         name, sep, path = (s.strip() for s in item.partition("="))
@@ -91,7 +106,14 @@ def family_of(config: dict) -> str | None:
 
 
 def load_policy(
-    name: str, path: Path | None, *, model_dir: Path, dtype: str = "auto", device: str = "auto", self_check: bool = True
+    name: str,
+    path: Path | None,
+    *,
+    model_dir: Path,
+    dtype: str = "auto",
+    device: str = "auto",
+    self_check: bool = True,
+    options: Mapping[str, str] | None = None,
 ) -> Policy:
     """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type,
     then run the policy's self-check (PolicySelfCheckError if the serving path disagrees with its reference):
@@ -104,7 +126,7 @@ def load_policy(
             f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
         )
     log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
-    policy = loaders[model_type](name, ckpt, dtype=dtype, device=device)
+    policy = loaders[model_type](name, ckpt, dtype=dtype, device=device, options=options or {})
     if self_check:
         policy.self_check()
     return policy
