@@ -19,6 +19,7 @@ from workers.policies.openvla.config import OpenVLAConfig
 from workers.policies.openvla.decode import greedy_decode, splice_inputs
 from workers.policies.openvla.model import OpenVLAModel, checkpoint_to_module_name, unused_checkpoint_key
 from workers.policies.openvla.options import OpenVLAOptions, center_crop, resolve
+from workers.policies.openvla.static_decode import StaticDecodePool, bucket_for
 from workers.policies.preprocess import normalize, resize_naive
 from workers.policies.selfcheck import check_openvla
 from workers.policies.timing import Stopwatch
@@ -32,6 +33,9 @@ class OpenVLAPolicy(Policy):
                  options: OpenVLAOptions | None = None):
         self.cfg, self.model, self.tokenizer, self.device = cfg, model, tokenizer, device
         self.options = options or resolve(cfg.raw, {})
+        # The serving decode: static KV cache per batch bucket (CUDA graphs on CUDA); greedy_decode's dynamic
+        # cache stays the reference and serves batches above the largest bucket.
+        self.static = StaticDecodePool(model)
         self.dtype = next(model.parameters()).dtype
         self.stats = {k: ActionStats.from_norm_stats(v, k) for k, v in cfg.norm_stats.items()}
         self.action_tokenizer = ActionTokenizer(cfg.base_vocab_size, cfg.n_action_bins)
@@ -111,7 +115,9 @@ class OpenVLAPolicy(Policy):
         watch.lap(timings, "vision")
         embeds, mask, positions = splice_inputs(self.model, patches, rows)
         n_steps = max(self.stats[k].action_dim for k in keys)
-        return greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+        if bucket_for(len(observations)) is None:
+            return greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+        return self.static.decode(embeds, mask, positions, n_steps, self._allowed_ids(), timings)
 
     @torch.inference_mode()
     def predict(self, observations: list[Observation]) -> list[PolicyResult]:
