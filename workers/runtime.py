@@ -14,7 +14,7 @@ import threading
 
 from workers import notify
 from workers.batcher import MicroBatcher
-from workers.policies.registry import load_policy, parse_enabled_models
+from workers.policies.registry import load_policy, parse_enabled_models, parse_model_options
 from workers.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def _start(settings: Settings, model: str | None) -> MicroBatcher:
             import torch
 
             torch.set_num_threads(settings.torch_cpu_threads)
-        return load_policy(model, paths[model], model_dir=settings.model_dir,
-                           dtype=settings.model_dtype, device=settings.gpu_device)
+        return load_policy(model, paths[model], model_dir=settings.model_dir, dtype=settings.model_dtype,
+                           device=settings.gpu_device, options=parse_model_options(settings.enabled_models)[model])
 
     batcher = MicroBatcher(loader, max_batch_size=settings.batch_max_size, max_wait_ms=settings.batch_max_wait_ms,
                            name=model, max_background_per_batch=settings.batch_max_background or None)

@@ -47,6 +47,8 @@ def parse_model_options(spec: str) -> dict[str, dict[str, str]]:
     for item in (part.strip() for part in (spec or "").split(",")):
         if item:
             head, _, query = item.partition("?")
+            if query and "=" not in head:  # web/services/catalog.py reads the name up to the first "="
+                raise ValueError(f"ENABLED_MODELS entry {item!r}: options need the NAME=PATH?key=value form")
             pairs = [p.partition("=") for p in query.split("&") if p]
             if any(not k.strip() or not sep for k, sep, _ in pairs):
                 raise ValueError(f"bad options in ENABLED_MODELS entry {item!r}: expected ?key=value&key=value")

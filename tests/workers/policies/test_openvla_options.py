@@ -30,6 +30,8 @@ def test_enabled_models_options_parse() -> None:
     assert parse_model_options(spec) == {"libero": {"center_crop": "true", "crop_scale": "0.8"}, "openvla-tiny": {}}
     with pytest.raises(ValueError, match="key=value"):
         parse_model_options("a=/p?center_crop")
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        parse_model_options("openvla-tiny?center_crop=true")
 
 
 def test_prompt_by_backbone() -> None:
