@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench golden clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,11 @@ bench: install
 	$(PY) -m ops.bench.pipeline
 	$(PY) -m ops.bench.batching
 	$(PY) -m ops.bench.replay
+
+# Regenerates tests/golden/*.npz from the reference implementations, each in its own venv under
+# .data/golden-envs (see ops/golden/). `make test` only reads the committed files.
+golden: install
+	$(PY) -m ops.golden build $(GOLDEN_ARGS)
 
 clean:
 	-test -x $(VENV)/bin/vlaapi && $(VENV)/bin/vlaapi dev stop
