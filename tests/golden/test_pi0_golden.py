@@ -16,7 +16,7 @@ import torch
 
 from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
-from tests.golden.conftest import checked_model_dir
+from tests.golden.helpers import checked_model_dir
 from workers.policies.base import Observation
 from workers.policies.pi0_flow import row_noise
 
