@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-tf-min install lint bench clean
+.PHONY: run test test-tf-min install lint bench golden clean
 # The lowest transformers setup.cfg allows; `make test` also runs the policy tests on it (issue 13).
 TF_MIN := $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
 TF_MIN_DIR := .data/tf-$(TF_MIN)
@@ -42,6 +42,11 @@ bench: install
 	$(PY) -m ops.bench.pipeline
 	$(PY) -m ops.bench.batching
 	$(PY) -m ops.bench.replay
+
+# Regenerates tests/golden/*.npz from the reference implementations, each in its own venv under
+# .data/golden-envs (see ops/golden/). `make test` only reads the committed files.
+golden: install
+	$(PY) -m ops.golden build $(GOLDEN_ARGS)
 
 clean:
 	-test -x $(VENV)/bin/vlaapi && $(VENV)/bin/vlaapi dev stop
