@@ -97,32 +97,37 @@ def floor_bytes(policy: Policy) -> tuple[int, int]:
     return total, (total - _nbytes(dit)) + expert * model.config.num_inference_steps
 
 
-def _samples(fn: Callable[[list[Observation]], Any], obs: list[Observation], iters: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn(obs)
-    samples = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn(obs)  # returns host data, so the device work is finished when it returns
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    return samples
+def _timed(fn: Callable[[list[Observation]], Any], obs: list[Observation]) -> float:
+    t0 = time.perf_counter()
+    fn(obs)  # returns host data, so the device work is finished when it returns
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _p(samples: list[float], q: int) -> float:
+    return round(float(np.percentile(samples, q)), 2)
 
 
 def time_policy(policy: Policy, batch_sizes: list[int], iters: int, warmup: int,
                 stock: bool = True) -> dict[str, dict[str, float]]:
-    """Ours (policy.predict) and, interleaved per batch size, the stock path on the same inputs."""
+    """Ours (policy.predict) and the stock path on the same inputs, alternating call by call so a busy
+    machine's drift lands on both alike."""
     out = {}
-    stock_fn = stock_call(policy)
+    fns = [policy.predict] + ([stock_call(policy)] if stock else [])
     for bs in batch_sizes:
         obs = observations(policy, bs)
         for o in obs:
             policy.validate(o)
-        ours = _samples(policy.predict, obs, iters, warmup)
-        row = {"p50_ms": round(float(np.percentile(ours, 50)), 2), "p90_ms": round(float(np.percentile(ours, 90)), 2)}
+        for _ in range(warmup):
+            for fn in fns:
+                fn(obs)
+        samples: list[list[float]] = [[] for _ in fns]
+        for _ in range(iters):
+            for fn, acc in zip(fns, samples, strict=True):
+                acc.append(_timed(fn, obs))
+        row = {"p50_ms": _p(samples[0], 50), "p90_ms": _p(samples[0], 90)}
         line = f"  {policy.spec.name:20s} batch {bs:3d}: p50 {row['p50_ms']:9.2f} ms  p90 {row['p90_ms']:9.2f} ms"
         if stock:
-            theirs = _samples(stock_fn, obs, iters, warmup)
-            row["stock_p50_ms"] = round(float(np.percentile(theirs, 50)), 2)
+            row.update(stock_p50_ms=_p(samples[1], 50), stock_p90_ms=_p(samples[1], 90))
             row["ratio_p50"] = round(row["p50_ms"] / row["stock_p50_ms"], 3)
             line += f"  | stock p50 {row['stock_p50_ms']:9.2f} ms  ours/stock {row['ratio_p50']:.3f}"
         out[str(bs)] = row

@@ -19,8 +19,13 @@ if TYPE_CHECKING:
     from workers.policies.openvla.policy import OpenVLAPolicy
     from workers.policies.pi0 import Pi0Policy
 
-# Relative tolerances: fp32 paths agree to rounding; half precision reorders reductions with shape.
+# Relative tolerances: fp32 paths agree to rounding; half precision reorders reductions with shape. The
+# faults these checks exist for (a lost cache, a row reading another's prefix) move outputs by O(1).
+# OpenVLA: a chosen token's logit gap below the recompute's best, over max|logit|.
 REL_TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 2e-2}
+# pi0: actions in normalised units over max(1, max|a|); a 10-step bf16 flow drifts more than one argmax
+# (the CUDA test of batch = singles allows 0.1 for the same reason).
+PI0_REL_TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-1, torch.float16: 5e-2}
 INSTRUCTIONS = ("pick up the cup", "put the red block to the left of the green bowl then open the drawer")
 
 
@@ -31,8 +36,8 @@ def synthetic_image(seed: int, h: int = 120, w: int = 160) -> np.ndarray:
     return np.clip(ramp + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
-def _tol(dtype: torch.dtype) -> float:
-    return REL_TOL.get(dtype, 5e-2)
+def _tol(dtype: torch.dtype, table: dict[torch.dtype, float] = REL_TOL) -> float:
+    return table.get(dtype, max(table.values()))
 
 
 @torch.inference_mode()
@@ -70,7 +75,8 @@ def _check_tokens(policy: OpenVLAPolicy, name: str, tokens: torch.Tensor, ref: t
 
 def check_openvla(policy: OpenVLAPolicy) -> None:
     """Cached batched decode and cached single decode, each against a full no-cache recompute."""
-    batch = [Observation(images={"primary": synthetic_image(i)}, instruction=text)
+    key = sorted(policy.stats)[0]  # openvla-7b has many datasets and no default: name one explicitly
+    batch = [Observation(images={"primary": synthetic_image(i)}, instruction=text, options={"unnorm_key": key})
              for i, text in enumerate(INSTRUCTIONS)]
     together = policy.decode_tokens(batch)
     for i, obs in enumerate(batch):
@@ -103,6 +109,6 @@ def _compare(policy: Pi0Policy, name: str, got: np.ndarray, ref: np.ndarray) -> 
     a, b = (np.asarray(got) - stats.mean) / (stats.std + 1e-6), (np.asarray(ref) - stats.mean) / (stats.std + 1e-6)
     scale = max(1.0, float(np.abs(b).max()))
     diff = float(np.abs(a - b).max()) / scale
-    if not np.all(np.isfinite(a)) or diff > _tol(policy.dtype):
-        raise PolicySelfCheckError(policy.spec.name, name,
-                                   f"max relative difference {diff:.3g} > tolerance {_tol(policy.dtype):g}")
+    tol = _tol(policy.dtype, PI0_REL_TOL)
+    if not np.all(np.isfinite(a)) or diff > tol:
+        raise PolicySelfCheckError(policy.spec.name, name, f"max relative difference {diff:.3g} > tolerance {tol:g}")

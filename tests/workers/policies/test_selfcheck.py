@@ -41,3 +41,18 @@ def test_load_policy_runs_the_check(tiny_dir: Path, monkeypatch: pytest.MonkeyPa
     _dynamic_without_cache(monkeypatch)
     with pytest.raises(PolicySelfCheckError):
         load_policy("openvla-tiny", None, model_dir=tiny_dir, dtype="float32", device="cpu")
+
+
+def test_check_runs_without_a_default_unnorm_key(tiny_dir: Path, tmp_path: Path) -> None:
+    """openvla-7b has many datasets and no default_unnorm_key: the check must name one itself."""
+    import json
+    import shutil
+
+    ckpt = tmp_path / "no-default"
+    shutil.copytree(tiny_dir / "openvla-tiny", ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.pop("default_unnorm_key")
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    loaded = OpenVLAPolicy.load("no-default", ckpt, dtype="float32", device="cpu")
+    assert loaded.spec.default_unnorm_key is None
+    loaded.self_check()

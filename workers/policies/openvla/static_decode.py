@@ -156,7 +156,8 @@ class StaticDecodePool:
                   use_cache=True, **cache_kwarg(llm, cache))
         first = _next_token(self.model.language_model, out.last_hidden_state[:, -1], allowed)
         watch.lap(timings, "prefill")
-        key = (bucket, capacity_for(length + n_steps), n_steps, allowed)
+        # Room for every step, and for the capture's warm-up steps, which also write.
+        key = (bucket, capacity_for(length + max(n_steps, WARMUP_STEPS + 1)), n_steps, allowed)
         dec = self.decoders.get(key)
         if dec is None:
             dec = self.decoders[key] = StaticDecoder(self.model, *key)
