@@ -1,0 +1,68 @@
+"""pi0 golden fixture: LeRobot's pi0 policy (lerobot 0.3.3, the code behind the `lerobot/pi0` checkpoint)
+on our tiny pi0 weights renamed to LeRobot's layout, with fixed noise."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from ops.golden.fixture import REGENERATE, save_fixture
+from ops.golden.inputs import image_arrays, weights_digest
+
+REQUIREMENTS = ["transformers==4.52.4", "huggingface-hub<1.0", "datasets<4", "draccus==0.10.0", "jsonlines",
+                "imageio", "deepdiff", "pyserial", "av", "einops", "safetensors", "pillow", "termcolor",
+                "gymnasium<1.0", "pytest"]
+NO_DEPS = ["lerobot==0.3.3"]
+
+RUNNER = Path(__file__).resolve().parent / "runners" / "lerobot_pi0_ref.py"
+CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+ITEMS = (  # (instruction, cameras present, noise seed)
+    ("pick up the cup", (True, True, True), 11),
+    ("put the red block in the bowl", (True, True, False), 12),
+    ("close the drawer", (True, True, True), 13),
+)
+BATCH_ROWS = (0, 2)  # LeRobot batches rows that share a camera set
+ADAPTATIONS = [
+    "PaliGemmaWithExpertConfig (hard-coded 2B/300M sizes) given the tiny checkpoint's sizes",
+    "tokenizer: the tiny checkpoint's, BOS prepended as PaliGemma's does (hub id unreachable)",
+    "weights renamed transformers-native -> LeRobot 0.3.3 names, every LeRobot tensor found with its shape",
+    "images given at 224x224 (LeRobot 0.3.3 pads top-left with bilinear resize; that is not openpi's "
+    "convention, see openpi_images.npz), so its resize is the identity",
+    "float32 run: LeRobot pi0 modules see torch.bfloat16 as float32 (0.3.3 hard-codes bf16 casts); "
+    "shipped_*: its own bf16 casts kept",
+]
+
+
+def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(what the fixture stores, what the runner gets: the same plus the images themselves)."""
+    from workers.policies.pi0_flow import row_noise
+
+    specs = [(300 + 10 * n + c, 224, 224, 3.0) for n in range(len(ITEMS)) for c in range(len(CAMERAS))]
+    arrays, images = image_arrays("input", specs)
+    seeds = [seed for _, _, seed in ITEMS]
+    arrays.update(
+        instructions=np.array([s for s, _, _ in ITEMS]), seeds=np.array(seeds, dtype=np.int64),
+        state=np.stack([np.linspace(-1.0, 1.0, 8) * (n + 1) + 0.1 * n for n in range(len(ITEMS))]),
+        noise=row_noise(seeds, 50, 32).numpy(), batch_rows=np.array(BATCH_ROWS, dtype=np.int64),
+        **{f"present_{c}": np.array([p[i] for _, p, _ in ITEMS]) for i, c in enumerate(CAMERAS)})
+    runner = dict(arrays)
+    for i, c in enumerate(CAMERAS):
+        runner[f"image_{c}"] = np.stack([images[n * len(CAMERAS) + i] for n in range(len(ITEMS))])
+    return arrays, runner
+
+
+def build(py: Path, model_dir: Path, work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    stored, runner_inputs = inputs()
+    np.savez(work / "pi0-inputs.npz", **runner_inputs)
+    out = work / "pi0-out.npz"
+    subprocess.run([str(py), str(RUNNER), str(model_dir), str(work / "pi0-inputs.npz"), str(out)], check=True)
+    with np.load(out) as ref:
+        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in ("versions", "prompt_ids")}}
+        versions, prompt_ids = json.loads(str(ref["versions"])), json.loads(str(ref["prompt_ids"]))
+    meta = {"reference": "lerobot.policies.pi0.modeling_pi0.PI0Policy.select_action(batch, noise=...)",
+            "versions": versions, "adaptations": ADAPTATIONS, "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny",
+            "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE}
+    return save_fixture("pi0_lerobot", arrays, meta)
