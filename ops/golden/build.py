@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVS = ROOT / ".data" / "golden-envs"
 WORK = ROOT / ".data" / "golden-work"
 DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
-TARGETS = ("openvla", "openpi-images", "pi0-lerobot")
+TARGETS = ("openvla", "openpi-images", *pi0_lerobot.VARIANTS)
 log = logging.getLogger("ops.golden")
 
 
@@ -55,10 +55,11 @@ def run(targets: list[str], openvla_src: Path) -> list[Path]:
         py = make_env(ENVS, "openpi-client", py311, openpi_images.REQUIREMENTS, link_torch=False,
                       no_deps=openpi_images.NO_DEPS)
         written.append(openpi_images.build(py, WORK))
-    if "pi0-lerobot" in targets:
-        py = make_env(ENVS, "lerobot", py311, pi0_lerobot.REQUIREMENTS, link_torch=True,
-                      no_deps=pi0_lerobot.NO_DEPS)
-        written.append(pi0_lerobot.build(py, models / "pi0-tiny", WORK))
+    for name, v in pi0_lerobot.VARIANTS.items():
+        if name in targets:
+            py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch,
+                          no_deps=v.no_deps)
+            written.append(pi0_lerobot.build(v, py, models / "pi0-tiny", WORK))
     return written
 
 

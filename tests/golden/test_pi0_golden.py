@@ -1,12 +1,15 @@
-"""pi0-tiny against LeRobot's pi0 policy (lerobot 0.3.3 on transformers 4.51.3; the code behind the
-`lerobot/pi0` checkpoint), same weights, same images (224x224), same noise; tests/golden/pi0_lerobot.npz.
+"""pi0-tiny against LeRobot's pi0 policy, same weights, same images (224x224), same noise, in two versions:
+lerobot 0.3.3 on transformers 4.52.4 (the code behind `lerobot/pi0`; tests/golden/pi0_lerobot.npz) and
+lerobot 0.6.1 on transformers 5.5.4 / torch 2.11 (the openpi port behind `lerobot/pi0_base`, with its
+processor pipeline and fp32 islands; tests/golden/pi0_lerobot06.npz).
 
 Tolerances: noise and prompt ids exact; float32 action chunks 1e-4 absolute after un-normalisation
 (LeRobot builds the sinusoidal time embedding in float64 at times accumulated with `time += dt`,
 transformers' PI0 in float32 at 1 + step*dt; measured on main: 5.2e-6 on actions, 1.7e-5 on the
 normalised chunk); a batch must give each row what it gives alone, within the same tolerance.
 bfloat16: ours may drift from the float32 reference at most twice as far as LeRobot's own shipped mixed
-precision drifts from it (bound read from the fixture: 2 x 1.75e-2 on the normalised chunk).
+precision drifts from it (bound read from each fixture: 2 x 1.75e-2 for 0.3.3, 2 x 1.56e-2 for 0.6.1,
+on the normalised chunk).
 """
 from __future__ import annotations
 
@@ -26,9 +29,9 @@ BF16_GAP = ("issue 13 item 4: pi0 runs everything in bf16 where the references k
             "norms, action/time projections, Euler state); being fixed on the fidelity branch")
 
 
-@pytest.fixture(scope="module")
-def golden():
-    arrays, meta = load_fixture("pi0_lerobot")
+@pytest.fixture(scope="module", params=["pi0_lerobot", "pi0_lerobot06"])
+def golden(request):
+    arrays, meta = load_fixture(request.param)
     return arrays, meta, regenerate_images(arrays["input_specs"], arrays["input_digests"])
 
 
@@ -38,6 +41,15 @@ def policy(golden):
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     return Pi0Policy.load("pi0-tiny", checked_model_dir("pi0-tiny", golden[1]), dtype="float32", device="cpu")
+
+
+def test_references_agree(golden) -> None:
+    """Both LeRobot versions were fed the same inputs; their float32 chunks must agree with each other
+    (so a failure below is ours, not a reference moving)."""
+    arrays, _, _ = golden
+    other = load_fixture("pi0_lerobot06" if golden[1]["versions"]["lerobot"] == "0.3.3" else "pi0_lerobot")[0]
+    np.testing.assert_array_equal(arrays["noise"], other["noise"])
+    np.testing.assert_allclose(arrays["actions"], other["actions"], atol=ATOL_FP32, rtol=0)
 
 
 def observations(golden) -> list[Observation]:
