@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -
 
 .PHONY: run test install lint bench golden clean
 
+# openpi-client (openpi's own client, for the compatibility tests) pins numpy<2, which its websocket client
+# does not need: it is installed without dependencies; the ones it uses come with the dev extra.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps 'openpi-client>=0.1.2'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -32,7 +32,7 @@ accept_content = ["json"]
 result_serializer = "json"
 event_serializer = "json"
 
-task_routes = ("workers.routing.route_task",)
+task_routes = ("workers.wire.queues.route_task",)
 task_default_queue = "safety"
 worker_hijack_root_logger = False
 # Workers send task events (Flower's dashboard reads them); the web does not send "task-sent" events, which

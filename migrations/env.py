@@ -6,7 +6,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from workers.store import replay_models  # noqa: F401  (registers the replay tables on Base)
+from workers.store import models  # noqa: F401  (registers every table): F401  (registers the replay tables on Base)
 from workers.store.models import Base
 
 config = context.config

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shlex
 
-from workers.routing import SAFETY_QUEUE, infer_queue
+from workers.wire.queues import SAFETY_QUEUE, infer_queue
 
 
 def gpu_worker_argv(model: str, concurrency: int = 16) -> list[str]:

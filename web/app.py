@@ -11,9 +11,10 @@ import redis
 import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
-from web import cors, db, metrics
+from web import cors, db, input_guard, metrics
 from web.auth import authenticate
-from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected
+from web.compat import openvla as openvla_compat
+from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
 from web.services import admission
 from workers import logs
@@ -45,10 +46,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # One Api per app: flask-smorest keeps the OpenAPI spec on the Api object, so a shared one would
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
+    # OpenVLA's /act: outside the OpenAPI document, its body is json-numpy rather than JSON Schema.
+    app.register_blueprint(openvla_compat.blp)
     app.register_error_handler(ApiError, from_api_error)
-    for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
-                          redis.TimeoutError, kombu.exceptions.OperationalError):
+    # sqlalchemy.exc.TimeoutError: the connection pool had no connection free in time (overload, not input).
+    for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+                          redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError):
         app.register_error_handler(backend_error, from_backend_down)
+    app.register_error_handler(sqlalchemy.exc.DataError, from_unstorable)
     app.register_error_handler(Exception, from_unexpected)
     app.before_request(_begin)
     app.after_request(_end)
@@ -65,18 +70,25 @@ def _register_blueprints(api: Api) -> None:
 
     for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp, replays_blp):
         api.register_blueprint(blp)
+    # The multipart replay's `spec` part refers to it by name.
+    from web.api.replays.schemas import ReplaySpecSchema
+
+    api.spec.components.schema("ReplaySpec", schema=ReplaySpecSchema)
 
 
 def _begin() -> Response | None:
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() else f"req_{uuid.uuid4().hex}"
+    # Only a printable ASCII id is echoed and stored: anything else gets one of ours.
+    g.request_id = (incoming if 8 <= len(incoming) <= 64 and incoming.isascii() and incoming.isprintable()
+                    else f"req_{uuid.uuid4().hex}")
     logs.bind(request_id=g.request_id, customer_id=None)
     preflight = cors.preflight()
     if preflight is not None:
         return preflight
     if request.path.startswith("/v1/"):
         authenticate()
+    input_guard.check_request()
     return None
 
 

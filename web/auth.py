@@ -33,9 +33,15 @@ def _unauthorized(detail: str) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="vlaapi"'})
 
 
+def _as_bearer(value: str | None) -> str | None:
+    """openpi's clients send `Api-Key <key>`; it names the same key as `Bearer <key>`."""
+    scheme, _, rest = (value or "").strip().partition(" ")
+    return f"Bearer {rest}" if scheme.lower() == "api-key" else value
+
+
 def authenticate() -> Principal:
     try:
-        key = parse_bearer(request.headers.get("Authorization"))
+        key = parse_bearer(_as_bearer(request.headers.get("Authorization")))
     except KeyFormatError as exc:
         raise _unauthorized(str(exc)) from None
     s = db.session()

@@ -1,4 +1,5 @@
-"""Prometheus metrics: request latency histograms, jobs by state, queue depth per queue, ready workers.
+"""Prometheus metrics: request latency histograms, jobs by state, queue depth per queue, ready workers,
+reaper actions.
 
 Counters and histograms live in prometheus_client (multi-process mode when PROMETHEUS_MULTIPROC_DIR is
 set, as under gunicorn with several workers); the gauges are read from PostgreSQL and Redis at scrape time
@@ -10,17 +11,16 @@ import os
 
 from flask import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
 from web.services import catalog
-from workers import notify
-from workers.routing import SAFETY_QUEUE, infer_queue
 from workers.settings import Settings
 from workers.store.db import session_factory
-from workers.store.models import JOB_STATES, Job
-from workers.store.replay_models import REPLAY_STATES, Replay
+from workers.store.models import JOB_STATES, REPLAY_STATES, Job, Replay
+from workers.wire import notify
+from workers.wire.queues import SAFETY_QUEUE, infer_queue
 
 REQUEST_LATENCY = Histogram(
     "vla_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
@@ -74,6 +74,17 @@ class _LiveGauges:
         depth.add_metric([SAFETY_QUEUE], queue_depth(r, SAFETY_QUEUE))
         yield depth
         yield ready
+        yield _reaper_actions(r)
+
+
+def _reaper_actions(r) -> CounterMetricFamily:
+    """What the reaper (ops/reaper.py) did, from its Redis hash: every reaper process adds to the same counters."""
+    family = CounterMetricFamily("vla_reaper_actions", "Reaper actions: passes, jobs_expired (lost), "
+                                 "replays_resumed, uploads_deleted, leases_released, errors", labels=["action"])
+    actions = notify.read_actions(r)
+    for action in ("passes", "jobs_expired", "replays_resumed", "uploads_deleted", "leases_released", "errors"):
+        family.add_metric([action], actions.get(action, 0))
+    return family
 
 
 def render(settings: Settings) -> Response:

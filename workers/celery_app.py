@@ -19,15 +19,15 @@ def _setup_logging(**_: object) -> None:
 def _warm_up(**_: object) -> None:
     # GPU workers start loading their model at once, in the batcher's own thread, so /health can
     # report "loading" and the first job does not pay for the load.
-    from workers import runtime
+    from workers.gpu import runtime
 
     if runtime.worker_model():
-        runtime.get_batcher()
+        runtime.current()
 
 
 @signals.worker_shutdown.connect
 def _shutdown(**_: object) -> None:
-    from workers import runtime
+    from workers.gpu import runtime
 
     runtime.shutdown()
 

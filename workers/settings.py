@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ class Settings:
     max_queue_depth: int
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
+    ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,8 +91,17 @@ class Settings:
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
+            ops_token=_env("OPS_TOKEN", ""),
         )
 
 
+@functools.cache
 def get_settings() -> Settings:
+    """The process's settings, read once (the environment and `.env` do not change under a running process)."""
     return Settings.from_env()
+
+
+def reload_settings() -> Settings:
+    """Read the environment again: for the CLI after it has exported the URLs of the services it started."""
+    get_settings.cache_clear()
+    return get_settings()

@@ -3,7 +3,7 @@
     python -m ops.bench.batching                      # tiny OpenVLA on CPU
     python -m ops.bench.batching --full --device cuda # OpenVLA-7B architecture, random bf16 weights
 
-One MicroBatcher (the GPU worker's, workers/batcher.py) owns the policy; 1, 4, 8 and 16 client threads
+One MicroBatcher (the GPU worker's, workers/gpu/batcher.py) owns the policy; 1, 4, 8 and 16 client threads
 submit back to back, as Celery task threads do. "Unbatched" is the same batcher with max_batch_size=1,
 i.e. one request per forward pass as every robot-policy server we compete with. Prints throughput and
 p50/p99 per setting; the last line is one JSON object.
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ops.bench.common import ROOT, closed_loop, emit, machine
-from workers.batcher import MicroBatcher
+from workers.gpu.batcher import MicroBatcher
 
 
 def _policy(args: argparse.Namespace):

@@ -34,7 +34,7 @@ def _get_policy():
 
 @celery.task(name="naive.infer")
 def infer(body: dict) -> list:
-    from workers.payload import decode_image
+    from workers.gpu.decode import decode_image
     from workers.policies.base import Observation
 
     policy = _get_policy()

@@ -74,7 +74,7 @@ def bench_key(env: dict[str, str]) -> str:
 
 
 def in_process(model: str, env: dict[str, str], body: dict, n: int = 200) -> dict:
-    from workers.payload import decode_image
+    from workers.gpu.decode import decode_image
     from workers.policies.base import Observation
     from workers.policies.registry import load_policy
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.live import free_port, gunicorn_argv, serve
 from tests.integration.replay_helpers import DataRoot
 from tests.integration.workers import gpu_worker, safety_worker, wait_ready
 
@@ -41,3 +42,11 @@ def data_root(settings):
     root = DataRoot(settings.replay_data_root)
     yield root
     root.remove()
+
+
+@pytest.fixture(scope="session")
+def live_url(tmp_path_factory):
+    """The web app under a real gunicorn, for clients that speak HTTP over a socket."""
+    port = free_port()
+    with serve(gunicorn_argv(port), port, tmp_path_factory.mktemp("gunicorn") / "web.log"):
+        yield f"http://127.0.0.1:{port}"

@@ -107,8 +107,8 @@ def test_models_list_and_health(client, headers, workers):
     assert models["openvla-slow"]["ready"] is False
     health = client.get("/health")
     body = health.get_json()
-    assert body["database"]["ok"] and body["redis"]["ok"]
-    assert body["models"]["openvla-tiny"]["ready"]
+    assert body["database"] is True and body["redis"] is True
+    assert body["models"]["openvla-tiny"] is True and "details" not in body
     assert health.status_code == 503  # openvla-slow has no worker in this session
 
 
@@ -159,7 +159,7 @@ def test_safety_stage_fails_closed(client, headers, settings, db_session, worker
     import dataclasses
     import tempfile
 
-    from workers.safety_stage import run_safety
+    from workers.stages.safety import run_safety
 
     # No worker serves openvla-slow in this session, so the job is still in flight when the stage runs.
     job = client.post("/v1/jobs", json=request_body("openvla-slow"), headers=headers).get_json()
@@ -181,7 +181,7 @@ def test_alignment_check_from_import_path_that_raises_rejects(client, headers, s
     """SAFETY_ALIGNMENT_CHECKS loads a plugin by import path; a plugin that raises counts as a failed check."""
     import dataclasses
 
-    from workers.safety_stage import run_safety
+    from workers.stages.safety import run_safety
 
     job = client.post("/v1/jobs", json=request_body("openvla-slow"), headers=headers).get_json()
     plugged = dataclasses.replace(settings, safety_alignment_checks=("tests.safety.alignment_plugins:Exploding",))

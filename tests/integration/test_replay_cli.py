@@ -14,9 +14,9 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from ops.cli import main
 from tests.integration.replay_helpers import DataRoot, write_dataset
 from tests.integration.workers import ROOT
-from web.cli import main
 
 
 def _free_port() -> int:

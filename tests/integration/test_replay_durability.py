@@ -10,7 +10,7 @@ from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
 from tests.integration.replay_helpers import poll_replay, write_dataset
 from tests.integration.workers import gpu_worker, wait_ready
-from workers.store.replay_models import Replay, ReplayStep
+from workers.store.models import Replay, ReplayStep
 
 
 def _rows(db_session, rid: str) -> int:

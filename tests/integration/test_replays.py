@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from tests.integration.replay_helpers import FORMATS, poll_replay, upload_bytes, write_dataset
 from tests.workers.replays.broken import truncate
 from web.metrics import queue_depth
-from workers.routing import infer_queue
-from workers.store.replay_models import Replay, ReplayStep
+from workers.store.models import Replay, ReplayStep
+from workers.wire.queues import infer_queue
 
 WIDOWX = {"type": "widowx_250"}
 

@@ -1,7 +1,6 @@
 """Real Celery worker processes for the integration tests, started with the same argv as the Procfile."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import redis
 
 from ops.procfile import gpu_worker_argv, safety_worker_argv
+from workers.wire import notify
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,10 +59,8 @@ def wait_ready(r: redis.Redis, model: str, timeout: float = 120.0, worker: Worke
     """Wait for a heartbeat that says the model is loaded."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        for key in r.scan_iter(match=f"workers:{model}:*"):
-            raw = r.get(key)
-            if raw and json.loads(raw).get("state") == "ready":
-                return
+        if any(b.get("state") == "ready" for b in notify.read_heartbeats(r, model)):
+            return
         if worker and worker.proc and worker.proc.poll() is not None:
             raise RuntimeError(f"worker for {model} exited:\n{worker.tail()}")
         time.sleep(0.1)

@@ -6,8 +6,8 @@ import uuid
 
 from click.testing import CliRunner
 
+from ops.cli import main
 from web.accounts.keys import check_format
-from web.cli import main
 
 KEY = re.compile(r"vla_live_[0-9A-Za-z]+")
 

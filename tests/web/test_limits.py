@@ -12,9 +12,9 @@ import pytest
 
 from tests.helpers import request_body
 from web.accounts import service
-from workers.routing import infer_queue
 from workers.store.db import session_scope
 from workers.store.models import Tier
+from workers.wire.queues import infer_queue
 
 MODEL = "openvla-slow"
 

@@ -14,13 +14,8 @@ from concurrent.futures import CancelledError
 import numpy as np
 import pytest
 
-from workers.batcher import (
-    BACKGROUND,
-    BatcherStopped,
-    DeadlineExceeded,
-    MicroBatcher,
-    ModelUnavailable,
-)
+from workers.gpu.batcher import BACKGROUND, MicroBatcher
+from workers.gpu.items import BatcherStopped, DeadlineExceeded, ModelUnavailable
 from workers.policies import registry, tiny
 from workers.policies.base import Observation, Policy
 from workers.policies.errors import CheckpointError, PolicyInputError

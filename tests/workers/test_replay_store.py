@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from web.accounts import service
-from workers import replay_store as store
-from workers.replay_exec import map_cameras, robot_state
 from workers.replays import Step
+from workers.stages.replay_steps import map_cameras, robot_state
+from workers.store import replays as store
 from workers.store.db import session_scope
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
 
 
 @pytest.fixture()

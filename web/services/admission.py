@@ -19,10 +19,10 @@ from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter
 from web.services import submit
-from workers import notify
-from workers.routing import infer_queue
 from workers.settings import Settings
 from workers.store.models import Job
+from workers.wire import notify
+from workers.wire.queues import infer_queue
 
 T = TypeVar("T")
 
@@ -86,8 +86,8 @@ def accepted(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]
 def ended(row: Job | Any, state: str) -> None:
     """The web ended a job or replay (cancel, expiry): wake its waiters and free its in-flight slot."""
     r = _redis(current_app.config["SETTINGS"])
-    notify.announce_done(r, str(row.id), state)
-    InFlight(r).release(str(row.customer_id), str(row.id))
+    # The same path the workers take (workers/wire/notify.py), in one round trip.
+    notify.ended(r, str(row.id), state, InFlight(r).key(str(row.customer_id)))
 
 
 def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T]) -> T:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import difflib
+import threading
+import time
 from typing import Any
 
 from web.errors import ApiError
-from workers import notify
-from workers.routing import infer_queue
 from workers.settings import Settings
+from workers.wire import notify
+from workers.wire.queues import infer_queue
 
 
 def enabled_models(settings: Settings) -> list[str]:
@@ -25,12 +27,39 @@ def require_model(settings: Settings, name: str) -> None:
                        field="model")
 
 
-def workers_for(settings: Settings, name: str) -> list[dict[str, Any]]:
-    return notify.read_heartbeats(notify.client(settings.redis_url), name)
+class _HeartbeatCache:
+    """Heartbeats per model, reused for HEARTBEAT_CACHE_S: a submission needs the model's spec, and workers
+    only change it when they (re)load, so reading Redis on every request buys nothing."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
+
+    def get(self, settings: Settings, name: str) -> list[dict[str, Any]]:
+        key, now = (settings.redis_url, name), time.monotonic()
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit and now - hit[0] < self.ttl_s:
+            return hit[1]
+        beats = notify.read_heartbeats(notify.client(settings.redis_url), name)
+        with self._lock:
+            self._entries[key] = (now, beats)
+        return beats
+
+
+HEARTBEAT_CACHE_S = 1.0
+_beats = _HeartbeatCache(HEARTBEAT_CACHE_S)
+
+
+def workers_for(settings: Settings, name: str, *, fresh: bool = False) -> list[dict[str, Any]]:
+    if fresh:  # /health and /v1/models/list report the live state
+        return notify.read_heartbeats(notify.client(settings.redis_url), name)
+    return _beats.get(settings, name)
 
 
 def describe(settings: Settings, name: str) -> dict[str, Any]:
-    beats = workers_for(settings, name)
+    beats = workers_for(settings, name, fresh=True)
     ready = [b for b in beats if b.get("state") == "ready"]
     spec = next((b["spec"] for b in ready if "spec" in b), None)
     return {

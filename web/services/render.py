@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import url_for
 
-from workers.jobstore import latencies
+from workers.store.jobs import latencies
 from workers.store.models import Job
 
 

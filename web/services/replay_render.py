@@ -7,7 +7,7 @@ from typing import Any
 from flask import url_for
 
 from web.services.render import iso
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
 
 
 def progress(replay: Replay, now: datetime | None = None) -> dict[str, Any]:

@@ -7,7 +7,6 @@ dataset is a 422 naming the field or file, with no row written and nothing queue
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import uuid
 from pathlib import Path
@@ -20,16 +19,17 @@ from werkzeug.datastructures import FileStorage
 
 from safety import validate_robot_config
 from safety.errors import SafetyConfigError
+from web import input_guard
 from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
 from web.errors import ApiError
 from web.services import admission, catalog, idempotency, submit
 from web.services.submit import commit_then_enqueue
-from workers.replay_driver import INFLIGHT_TTL_S, enqueue
 from workers.replays import DatasetError, open_dataset, resolve_dataset_path, save_upload
-from workers.routing import infer_queue
 from workers.settings import Settings
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
+from workers.tasks import start_replay
+from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, infer_queue
 
 
 def parse() -> tuple[dict[str, Any], FileStorage | None]:
@@ -38,12 +38,9 @@ def parse() -> tuple[dict[str, Any], FileStorage | None]:
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             raise ApiError(422, "validation_error", "a multipart replay needs a `file` part", field="file")
-        try:
-            raw = json.loads(request.form.get("spec") or "{}")
-        except json.JSONDecodeError as exc:
-            raise ApiError(422, "validation_error", f"spec is not JSON: {exc.msg}", field="spec") from None
-        return _load(ReplaySpecSchema(), raw), upload
-    return _load(ReplayRequestSchema(), request.get_json(silent=True)), None
+        input_guard.check_text(upload.filename, "file")
+        return _load(ReplaySpecSchema(), input_guard.loads(request.form.get("spec") or "{}", "spec")), upload
+    return _load(ReplayRequestSchema(), input_guard.json_body()), None
 
 
 def _load(schema, raw: Any) -> dict[str, Any]:
@@ -88,7 +85,8 @@ def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, r
         def create(inflight_key: str) -> Replay:
             return _create(settings, replay_id, data, dataset, total, key, req_hash, inflight_key)
 
-        return admission.admit_counted(infer_queue(data["model"], "replay"), str(replay_id), INFLIGHT_TTL_S, create)
+        queue = infer_queue(data["model"], "replay")
+        return admission.admit_counted(queue, str(replay_id), REPLAY_INFLIGHT_TTL_S, create)
     except BaseException:
         if upload is not None:
             shutil.rmtree(path.parent, ignore_errors=True)  # nothing keeps an upload we refused
@@ -147,5 +145,5 @@ def _create(settings: Settings, replay_id: uuid.UUID, data: dict[str, Any], data
                     idempotency_key=key, request_hash=req_hash)
     msg = {"replay_id": str(replay_id), "model": data["model"], "seq": 0, "request_id": g.request_id,
            "inflight_key": inflight_key, "dataset": dataset}
-    commit_then_enqueue(replay, lambda: enqueue(msg), "replay")
+    commit_then_enqueue(replay, lambda: start_replay(msg), "replay")
     return replay

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import chain
 from flask import current_app
 
 from safety import validate_robot_config
@@ -24,11 +23,10 @@ from web import db
 from web.auth import Principal
 from web.errors import ApiError
 from web.services import catalog
-from workers.payload import decode_image_bytes
-from workers.policies.errors import PolicyInputError
 from workers.settings import Settings
 from workers.store.models import Job
-from workers.tasks import infer, safety_check
+from workers.tasks import send_job
+from workers.wire.images import ImageRejected, inspect
 
 DEFAULT_CAMERA = "primary"
 
@@ -89,10 +87,11 @@ def _check_image(settings: Settings, cam: str, b64: str, multi: bool) -> dict[st
     if len(raw) > settings.max_image_bytes:
         raise ApiError(413, "image_too_large", f"image is larger than {settings.max_image_bytes} bytes", field=field)
     try:
-        arr = decode_image_bytes(field, raw)
-    except PolicyInputError as exc:
+        info = inspect(raw)  # header and structure only: the GPU worker decodes the pixels, once
+    except ImageRejected as exc:
         raise ApiError(422, "invalid_image", exc.message, field=field) from None
-    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "height": arr.shape[0], "width": arr.shape[1]}
+    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "height": info.height, "width": info.width,
+            "format": info.format}
 
 
 def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]) -> None:
@@ -134,7 +133,7 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
               created_at=datetime.now(UTC))
     payload = {**prepared.payload, "job_id": str(job.id)}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
-    commit_then_enqueue(job, lambda: enqueue(payload, safety_job), "job")
+    commit_then_enqueue(job, lambda: send_job(payload, safety_job), "job")
     return job
 
 
@@ -153,12 +152,3 @@ def commit_then_enqueue(row: Any, send: Callable[[], None], what: str) -> None:
         current_app.logger.warning("enqueue failed", exc_info=True)
         raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}: {type(exc).__name__}",
                        headers={"Retry-After": "1"}) from None
-
-
-def enqueue(payload: dict[str, Any], safety_job: dict[str, Any]) -> None:
-    # No Celery `expires`: an expired message would be dropped without touching the job row. The worker
-    # checks the deadline itself and ends the job `expired`, so the client always learns the outcome.
-    # argsrepr: Flower and the worker logs show the job, not kilobytes of base64 image (and Celery skips
-    # computing a repr of them on every publish).
-    summary = f"job={payload['job_id']} model={payload['model']}"
-    chain(infer.s(payload).set(argsrepr=summary), safety_check.s(safety_job).set(argsrepr=summary)).apply_async()

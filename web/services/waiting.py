@@ -8,8 +8,9 @@ from flask import current_app
 
 from web import db
 from web.services import admission
-from workers import jobstore, notify
+from workers.store import jobs as jobstore
 from workers.store.models import TERMINAL_STATES, Job
+from workers.wire import notify
 
 
 def wait_for(job: Job, timeout_s: float) -> Job:

@@ -15,7 +15,7 @@ from web.errors import ApiError
 from web.extensions import Blueprint
 from web.services import admission, idempotency, render, submit
 from web.services.waiting import wait_for
-from workers import jobstore
+from workers.store import jobs as jobstore
 from workers.store.models import Job
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Inference jobs: submit, then poll or wait")

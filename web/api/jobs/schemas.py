@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from web.api.schemas import StrictSchema
+from web.api.schemas import BASE64, NON_BLANK, StrictSchema
 
 SAFETY_MODES = ("reject", "clamp", "monitor")
 
@@ -23,12 +23,17 @@ class SafetyOptionsSchema(StrictSchema):
 
 
 class InferenceRequestSchema(StrictSchema):
+    OPENAPI_EXTRA = {"oneOf": [{"required": ["image"]}, {"required": ["images"]}]}
+
     model = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    image = fields.String(metadata={"description": "base64 PNG/JPEG of the primary camera"})
-    images = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)), values=fields.String(),
+    image = fields.String(validate=validate.Length(min=1),
+                          metadata={"description": "base64 PNG/JPEG of the primary camera", "pattern": BASE64})
+    images = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)),
+                         values=fields.String(validate=validate.Length(min=1), metadata={"pattern": BASE64}),
                          validate=validate.Length(min=1, max=8),
                          metadata={"description": "base64 images keyed by camera name, for multi-camera models"})
-    instruction = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    instruction = fields.String(required=True, validate=validate.Length(min=1, max=2000),
+                                metadata={"pattern": NON_BLANK})
     state = fields.List(fields.Float(allow_nan=False), validate=validate.Length(min=1, max=64),
                         metadata={"description": "proprioceptive state, for models that take it (pi0)"})
     unnorm_key = fields.String(validate=validate.Length(min=1, max=200))

@@ -22,12 +22,12 @@ from web.errors import ApiError
 from web.extensions import Blueprint
 from web.services import admission, replays
 from web.services.replay_render import replay_json
-from workers import replay_store as store
 from workers.replays import discard_upload
 from workers.replays.export import MEDIA_TYPES, stream_rows
 from workers.replays.plot import plot_replay
+from workers.store import replays as store
 from workers.store.db import session_factory
-from workers.store.replay_models import Replay
+from workers.store.models import Replay
 
 blp = Blueprint("replays", __name__, url_prefix="/v1/replays",
                 description="Batch replays of recorded trajectories through a policy")
@@ -39,12 +39,14 @@ def load_replay(replay_id: str, *, lock: bool = False) -> Replay:
 
 @blp.route("")
 class Replays(MethodView):
-    @blp.doc(requestBody={"content": {
+    @blp.doc(requestBody={"required": True, "content": {
         "application/json": {"schema": ReplayRequestSchema},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "string", "format": "binary", "description": ".zip/.tar(.gz) of a dataset directory, "
-                                                                          "or .hdf5/.h5/.npz"},
-            "spec": {"type": "string", "description": "JSON: the JSON body's keys except dataset"}}}}}})
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file", "spec"], "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": ".zip/.tar(.gz) of a dataset directory, or .hdf5/.h5/.npz"},
+                "spec": {"$ref": "#/components/schemas/ReplaySpec"}}},
+            "encoding": {"spec": {"contentType": "application/json"}}}}})
     @blp.response(202, ReplaySchema)
     def post(self):
         """Submit a replay of a dataset under the server's root (JSON) or an uploaded one (multipart)."""
@@ -85,6 +87,9 @@ class ReplayById(MethodView):
 class ReplayResults(MethodView):
     @blp.arguments(ResultsArgsSchema, location="query")
     @blp.response(200, content_type="application/x-ndjson")
+    @blp.doc(responses={"200": {"description": "the rows, in the requested format",
+                                "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                            for t in MEDIA_TYPES.values()}}})
     def get(self, args, replay_id):
         """The per-step rows, ordered by (episode, step), as JSON lines, CSV or Parquet (streamed)."""
         replay = load_replay(replay_id)

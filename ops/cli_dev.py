@@ -28,7 +28,10 @@ def prepare_environment() -> dict[str, str]:
     db_url = db_server if os.environ.get("DATABASE_URL") else stack.ensure_database(db_server, "vlaapi")
     redis_url = stack.ensure_redis()
     os.environ.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
+    from workers.settings import reload_settings
     from workers.store.migrate import upgrade
+
+    reload_settings()
 
     upgrade(db_url)
     return {"DATABASE_URL": db_url, "REDIS_URL": redis_url}

@@ -5,38 +5,35 @@ steps already stored, and feeds the rest to this worker's batcher a window at a 
 so interactive items, which the batcher serves first, never queue behind a flood of replay items). Each
 window's rows are inserted ON CONFLICT DO NOTHING and done_steps is recounted from the table. Between
 windows it re-reads the replay, so a DELETE stops it within one window. After SLICE_MAX_STEPS steps or
-slice_seconds() it advances slice_seq, enqueues the next slice and returns: no task outlives the broker's
-visibility timeout, and a worker that dies mid-slice leaves a message that is redelivered and resumes
-from the stored steps.
+slice_seconds() it advances slice_seq and returns the next slice's message, which the task sends
+(workers/tasks.py: the driver never imports the task module): no task outlives the broker's visibility
+timeout, and a worker that dies mid-slice leaves a message that is redelivered and resumes from the
+stored steps.
 """
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers import notify
-from workers import replay_store as store
-from workers.batcher import BatcherStopped, ModelUnavailable
+from workers.gpu import runtime
+from workers.gpu.items import BatcherStopped, ModelUnavailable
 from workers.policies.errors import PolicyInputError
-from workers.replay_exec import collect_window, step_row, submit_window, to_observation
 from workers.replays import Dataset, DatasetError, Step, discard_upload, open_dataset, resolve_dataset_path
-from workers.runtime import get_batcher
 from workers.settings import Settings
+from workers.stages.replay_steps import collect_window, step_row, submit_window, to_observation
+from workers.stages.retry import is_transient
+from workers.store import replays as store
 from workers.store.db import session_scope
+from workers.wire import notify
+from workers.wire.errors import JobError
+from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, replay_slice_s
 
 log = logging.getLogger(__name__)
 SLICE_MAX_STEPS = 500
-SLICE_MAX_S = 30.0
-INFLIGHT_TTL_S = 300.0  # the customer's in-flight slot, renewed by every slice; frees itself if all die
-# Slices running at once in one worker process. Each holds a task thread for its whole slice; without a
-# cap, a few replays could occupy every thread and leave interactive messages unconsumed behind them.
-SLOTS_PER_WORKER = 2
-_slots = threading.BoundedSemaphore(SLOTS_PER_WORKER)
 
 
 @dataclass
@@ -50,57 +47,61 @@ class Slice:
 
 
 def slice_seconds(settings: Settings) -> float:
-    # A third of the visibility timeout: the broker must not redeliver a slice that is still running.
-    return max(0.5, min(SLICE_MAX_S, settings.broker_visibility_timeout_s / 3.0))
+    return replay_slice_s(settings.broker_visibility_timeout_s)
 
 
 def dataset_root(settings: Settings, root: str) -> Path:
     return settings.replay_upload_dir if root == "upload" else settings.replay_data_root
 
 
-def run_slice(msg: dict[str, Any], settings: Settings) -> str:
-    """Run one slice of msg["replay_id"]; returns what happened (for logs and tests)."""
-    if not _slots.acquire(timeout=1.0):
-        enqueue(msg)  # every replay slot here is busy: give the thread back, the copy waits its turn
-        return "busy"
+Outcome = tuple[str, dict[str, Any] | None]  # what happened (logs, tests), and the message to send next
+
+
+def run_slice(msg: dict[str, Any], settings: Settings) -> Outcome:
+    """Run one slice of msg["replay_id"]; returns what happened and the follow-up message, if any."""
+    slots = runtime.current().replay_slots
+    if not slots.acquire(timeout=1.0):
+        return "busy", msg  # every replay slot here is busy: give the thread back, the copy waits its turn
     try:
         return _run_slice(msg, settings)
     finally:
-        _slots.release()
+        slots.release()
 
 
-def _run_slice(msg: dict[str, Any], settings: Settings) -> str:
+def _run_slice(msg: dict[str, Any], settings: Settings) -> Outcome:
     rid, seq = msg["replay_id"], int(msg["seq"])
     with session_scope(settings.database_url) as s:
         action, replay = store.claim_slice(s, rid, seq, settings.broker_visibility_timeout_s / 2.0)
         if action != "run" or replay is None:
-            if action == "relay":
-                enqueue({**msg, "seq": seq + 1})
-            return "skipped" if action == "drop" else "relayed"
+            return ("relayed", {**msg, "seq": seq + 1}) if action == "relay" else ("skipped", None)
         sl = Slice(rid, seq, dict(replay.dataset), dict(replay.options),
                    time.monotonic() + slice_seconds(settings), SLICE_MAX_STEPS)
     _touch_inflight(settings, msg)
     try:
         outcome = _drive(sl, settings)
     except DatasetError as exc:
-        return _fail(settings, msg, {"code": "dataset_error", "field": exc.field, "detail": exc.message})
+        return _fail(settings, msg, JobError("dataset_error", exc.message, exc.field))
     except PolicyInputError as exc:
-        return _fail(settings, msg, {"code": "invalid_input", "field": exc.field,
-                                     "detail": f"the dataset does not fit model {msg['model']}: {exc.message}"})
+        return _fail(settings, msg, JobError("invalid_input", f"the dataset does not fit model {msg['model']}: "
+                                            f"{exc.message}", exc.field))
     except ModelUnavailable as exc:
-        return _fail(settings, msg, {"code": "model_unavailable", "detail": str(exc)})
+        log.warning("model unavailable for a replay", extra={"replay_id": rid}, exc_info=exc)
+        return _fail(settings, msg, JobError("model_unavailable"))
     except BatcherStopped:
         outcome = "retry"  # the worker is shutting down: the same slice runs again elsewhere
     except Exception as exc:
+        if is_transient(exc):  # a backend blip is no reason to fail the replay: the reaper resumes it
+            log.warning("replay slice stopped by a backend error", extra={"replay_id": rid}, exc_info=True)
+            raise
         log.exception("replay slice failed", extra={"replay_id": rid})
-        return _fail(settings, msg, {"code": "internal_error", "detail": f"{type(exc).__name__}: {exc}"})
+        return _fail(settings, msg, JobError("internal_error"))
     return _after(settings, msg, outcome)
 
 
 def _drive(sl: Slice, settings: Settings) -> str:
     """'done' when every selected step is stored, 'more' when the slice's budget ran out, 'stopped'
     when the replay was canceled or another slice took over, 'retry' when the model is not ready yet."""
-    batcher = get_batcher()
+    batcher = runtime.get_batcher()
     if not batcher.wait_ready(max(sl.deadline - time.monotonic(), 0.1)):
         if batcher.state == "failed":
             raise ModelUnavailable(batcher.name, batcher.error or RuntimeError("load failed"))
@@ -134,7 +135,7 @@ def _drive(sl: Slice, settings: Settings) -> str:
 def _store(sl: Slice, settings: Settings, steps: list[Step], futures: list) -> str | None:
     """Collect one window, write its rows; a reason to end the slice, or None to go on."""
     done = collect_window(futures, max(sl.deadline - time.monotonic(), 1.0))
-    rows = [step_row(st, f, sl.options) for st, f in zip(steps, done, strict=True) if f is not None]
+    rows = [step_row(st, f, sl.options, settings) for st, f in zip(steps, done, strict=True) if f is not None]
     with session_scope(settings.database_url) as s:
         store.write_steps(s, sl.replay_id, rows)
         current = store.still_current(s, sl.replay_id, sl.seq)
@@ -171,38 +172,29 @@ def _windows(steps: Iterator[Step], size: int) -> Iterator[list[Step]]:
         yield batch
 
 
-def _after(settings: Settings, msg: dict[str, Any], outcome: str) -> str:
+def _after(settings: Settings, msg: dict[str, Any], outcome: str) -> Outcome:
     rid, seq = msg["replay_id"], int(msg["seq"])
     if outcome == "done":
         with session_scope(settings.database_url) as s:
             ended = store.succeed(s, rid)
         if ended:
             _ended(settings, msg, "succeeded")
-        return "succeeded" if ended else "stopped"
+        return ("succeeded" if ended else "stopped"), None
     if outcome == "retry":
-        enqueue(msg)  # same seq: this message is acked when we return, the copy carries the slice on
-        return "retry"
+        return "retry", msg  # same seq: this message is acked when we return, the copy carries the slice on
     if outcome == "more":
         with session_scope(settings.database_url) as s:
             handed = store.hand_on(s, rid, seq)
-        if handed:
-            enqueue({**msg, "seq": seq + 1})
-        return "more" if handed else "stopped"
-    return outcome
+        return ("more", {**msg, "seq": seq + 1}) if handed else ("stopped", None)
+    return outcome, None
 
 
-def enqueue(msg: dict[str, Any]) -> None:
-    from workers.tasks import replay  # imported here: tasks imports this module
-
-    replay.apply_async((msg,))
-
-
-def _fail(settings: Settings, msg: dict[str, Any], error: dict[str, Any]) -> str:
+def _fail(settings: Settings, msg: dict[str, Any], error: JobError) -> Outcome:
     with session_scope(settings.database_url) as s:
-        ended = store.fail(s, msg["replay_id"], error)
+        ended = store.fail(s, msg["replay_id"], error.to_dict())
     if ended:
         _ended(settings, msg, "failed")
-    return "failed"
+    return "failed", None
 
 
 def _ended(settings: Settings, msg: dict[str, Any], state: str) -> None:
@@ -217,7 +209,7 @@ def _touch_inflight(settings: Settings, msg: dict[str, Any]) -> None:
     """
     if not msg.get("inflight_key"):
         return
-    key, ttl_ms = msg["inflight_key"], int(INFLIGHT_TTL_S * 1000)
+    key, ttl_ms = msg["inflight_key"], int(REPLAY_INFLIGHT_TTL_S * 1000)
     try:
         r = notify.client(settings.redis_url)
         r.zadd(key, {msg["replay_id"]: int(time.time() * 1000) + ttl_ms}, xx=True)

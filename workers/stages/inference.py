@@ -7,14 +7,17 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
-from workers import jobstore, notify
-from workers.batcher import DeadlineExceeded, ModelUnavailable
-from workers.payload import to_observation
+from workers.gpu import runtime
+from workers.gpu.decode import to_observation
+from workers.gpu.items import DeadlineExceeded, ModelUnavailable
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
-from workers.runtime import get_batcher
 from workers.settings import Settings
+from workers.stages.finish import announce_expired, finish_job
+from workers.stages.retry import retry_transient
+from workers.store import jobs as jobstore
 from workers.store.db import session_scope
+from workers.wire.errors import JobError
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +25,30 @@ log = logging.getLogger(__name__)
 def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Claim the job, run it through the batcher, record the timing. Returns what the safety stage needs."""
     job_id = job["job_id"]
-    with session_scope(settings.database_url) as s:
-        claim = jobstore.claim_for_inference(s, job_id)
+
+    def claim_it() -> jobstore.Claim:
+        with session_scope(settings.database_url) as s:
+            return jobstore.claim_for_inference(s, job_id)
+
+    claim = retry_transient(claim_it, job["deadline"], what="claim job")
     if claim.state != "run":
         log.info("job not run", extra={"job_id": job_id, "state": claim.state})
         if claim.state == "expired":
-            notify.job_ended(notify.client(settings.redis_url), job, "expired")
+            announce_expired(settings, job)
         return {"skip": claim.state}
     t0 = time.perf_counter()
     try:
         result = _predict(job, claim.deadline_at)
     except PolicyInputError as exc:
-        return _end(settings, job, "failed", {"code": "invalid_input", "field": exc.field, "detail": exc.message})
+        return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
     except (DeadlineExceeded, FutureTimeout):
-        return _end(settings, job, "expired", {"code": "deadline_exceeded",
-                                                   "detail": "the deadline passed before the action was computed"})
-    except ModelUnavailable as exc:
-        return _end(settings, job, "failed", {"code": "model_unavailable", "detail": str(exc)})
-    except Exception as exc:  # fail closed: a broken model never yields an action
+        return _end(settings, job, "expired", JobError("deadline_exceeded"))
+    except ModelUnavailable:
+        log.warning("model unavailable", extra={"job_id": job_id}, exc_info=True)
+        return _end(settings, job, "failed", JobError("model_unavailable"))
+    except Exception:  # fail closed: a broken model never yields an action
         log.exception("inference failed", extra={"job_id": job_id})
-        return _end(settings, job, "failed", {"code": "inference_error", "detail": f"{type(exc).__name__}: {exc}"})
+        return _end(settings, job, "failed", JobError("inference_error"))
     inference_ms = (time.perf_counter() - t0) * 1000.0
     log.info("inference done", extra={"job_id": job_id, "model": job["model"], "inference_ms": round(inference_ms, 3)})
     # No database write here: the timing travels to the safety task and lands with the final state.
@@ -49,8 +56,8 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def _predict(job: dict[str, Any], deadline_at: datetime) -> PolicyResult:
-    obs = to_observation(job)
-    batcher = get_batcher()
+    obs = to_observation(job)  # the one place a job's images are decoded
+    batcher = runtime.get_batcher()
     remaining = (deadline_at - datetime.now(UTC)).total_seconds()
     priority = 1 if job.get("kind") == "replay" else 0
     future = batcher.submit(obs, priority=priority, deadline=time.monotonic() + remaining, job_id=job["job_id"])
@@ -73,9 +80,6 @@ def _serialise(result: PolicyResult, inference_ms: float) -> dict[str, Any]:
     }
 
 
-def _end(settings: Settings, job: dict[str, Any], state: str, error: dict[str, Any]) -> dict[str, Any]:
-    with session_scope(settings.database_url) as s:
-        changed = jobstore.finish(s, job["job_id"], state, error=error)
-    if changed:
-        notify.job_ended(notify.client(settings.redis_url), job, state)
+def _end(settings: Settings, job: dict[str, Any], state: str, error: JobError) -> dict[str, Any]:
+    finish_job(settings, job, state, error=error)
     return {"skip": state}

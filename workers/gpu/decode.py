@@ -1,7 +1,8 @@
 """The JSON job payload a GPU worker receives, and its conversion into a policy Observation.
 
-Images travel base64-encoded inside the task message: the broker keeps the message until the task is
-acknowledged, so a redelivered job still has its images (nothing is lost when a worker dies).
+This is the one place a job's images are decoded to pixels (the web only inspects headers). Images travel
+base64-encoded inside the task message: the broker keeps the message until the task is acknowledged, so a
+redelivered job still has its images (nothing is lost when a worker dies).
 """
 from __future__ import annotations
 
@@ -14,13 +15,11 @@ from PIL import Image, UnidentifiedImageError
 
 from workers.policies.base import Observation
 from workers.policies.errors import PolicyInputError
-
-# Decompression bombs: a 4 MB PNG can claim a 100k x 100k canvas.
-MAX_PIXELS = 4096 * 4096
+from workers.wire.images import FORMATS, ImageRejected, check_size
 
 
 def decode_image(field: str, b64: str) -> np.ndarray:
-    """base64 PNG/JPEG/... -> HxWx3 uint8 RGB. Raises PolicyInputError naming the field."""
+    """base64 PNG/JPEG/WebP -> HxWx3 uint8 RGB. Raises PolicyInputError naming the field."""
     try:
         raw = base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -30,12 +29,13 @@ def decode_image(field: str, b64: str) -> np.ndarray:
 
 def decode_image_bytes(field: str, raw: bytes) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise PolicyInputError(field, f"image is {img.width}x{img.height}; at most {MAX_PIXELS} pixels")
+        with Image.open(io.BytesIO(raw), formats=FORMATS) as img:
+            check_size(img.width, img.height)
             return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except ImageRejected as exc:
+        raise PolicyInputError(field, exc.message) from None
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise PolicyInputError(field, "bytes are not a decodable image (PNG, JPEG, WebP, BMP)") from exc
+        raise PolicyInputError(field, "bytes are not a decodable image (PNG, JPEG or WebP)") from exc
 
 
 def to_observation(job: dict) -> Observation:

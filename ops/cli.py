@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from ops.devcli import dev
-from web import replay_cli
+from ops import cli_replay, reaper
+from ops.cli_dev import dev
 from web.accounts import service
 from workers.settings import get_settings
 from workers.store.db import session_scope
@@ -28,7 +28,8 @@ def main() -> None:
 
 
 main.add_command(dev)
-main.add_command(replay_cli.replay)
+main.add_command(cli_replay.replay)
+main.add_command(reaper.main)
 
 
 @main.group()

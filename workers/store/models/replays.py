@@ -14,7 +14,7 @@ from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from workers.store.models import Base
+from workers.store.models.base import Base
 
 REPLAY_STATES = ("queued", "running", "succeeded", "failed", "canceled")
 REPLAY_TERMINAL = frozenset({"succeeded", "failed", "canceled"})

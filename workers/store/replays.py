@@ -15,9 +15,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from workers.jobstore import now
 from workers.replays.metrics import ActionMetrics
-from workers.store.replay_models import REPLAY_TERMINAL, Replay, ReplayStep
+from workers.store.jobs import now
+from workers.store.models import REPLAY_TERMINAL, Replay, ReplayStep
 
 ACTIVE = ("queued", "running")
 

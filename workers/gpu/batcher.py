@@ -13,13 +13,8 @@ last pick saw more than one item), so a lone client never pays it. Priority 0 (i
 traffic is about (seen in the last second), so a replay cannot swell interactive latency, yet runs full
 batches when alone (replay may starve under interactive overload).
 
-Isolation: each observation is validated alone (a PolicyInputError fails only its future); an item past
-its deadline when picked fails with DeadlineExceeded, uncomputed; a cancelled future is skipped. If
-`predict` raises for a batch, its items re-run one by one so a poisonous input fails only its own future
-(one pass per item, on the failure path only).
-
-Deadlines are `time.monotonic()` seconds (immune to clock steps); convert a job's wall-clock deadline with
-`monotonic_deadline(epoch_s)` when submitting.
+An item past its deadline when picked fails with DeadlineExceeded, uncomputed (deadlines are monotonic
+seconds: workers/gpu/items.py converts); a cancelled future is skipped; the pass isolates bad inputs (passes.py).
 """
 from __future__ import annotations
 
@@ -30,8 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workers.batch_items import (  # noqa: F401  (re-exported: callers import the errors from here)
-    BatcherError,
+from workers.gpu.items import (
     BatcherStopped,
     BatchFuture,
     DeadlineExceeded,
@@ -39,19 +33,14 @@ from workers.batch_items import (  # noqa: F401  (re-exported: callers import th
     ModelUnavailable,
     QueueItem,
     fail_future,
-    monotonic_deadline,
 )
-from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
+from workers.gpu.passes import PassStats, run_batch
+from workers.policies.base import Observation, Policy, PolicySpec
 
 INTERACTIVE = 0
 BACKGROUND = 1
 INTERACTIVE_RECENT_S = 1.0  # interactive traffic this recent keeps the background cap in force
 
-
-# items: computed; invalid: failed validate; errors: failed predict; rejected: refused at submit (failed or
-# stopping); dropped: queued items failed by stop() or a load failure; fallbacks: batches re-run one by one.
-_COUNTERS = ("submitted", "batches", "items", "invalid", "expired", "cancelled", "errors", "fallbacks",
-             "rejected", "dropped")
 
 
 class MicroBatcher:
@@ -76,7 +65,6 @@ class MicroBatcher:
         self._last_interactive = float("-inf")
         self._earliest_deadline: float | None = None
         self._seq = itertools.count()
-        self._batch_ids = itertools.count(1)
         self._state = "created"
         self._error: BaseException | None = None
         self._failure = ""  # how it failed, for ModelUnavailable's message
@@ -84,12 +72,9 @@ class MicroBatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loaded = threading.Event()  # set when loading ends, either way
-        self._counts = dict.fromkeys(_COUNTERS, 0)
-        self._size_counts = [0] * (max_batch_size + 1)  # index = batch size: a ready-made histogram
-        self._sums = {"queue_s": 0.0, "compute_s": 0.0, "load_s": 0.0}
+        self._stats = PassStats(max_batch_size)
         self._max_depth = 0
 
-    # -- lifecycle and readiness ---------------------------------------------------------------------
     def start(self) -> None:
         """Launch the owner thread; it loads the model, then serves. Items submitted earlier wait."""
         with self._cond:
@@ -146,7 +131,6 @@ class MicroBatcher:
         self._fail_items(leftover, lambda: BatcherStopped(f"batcher {self.name!r} stopped before this item ran"))
         return exited
 
-    # -- client side -----------------------------------------------------------------------------------
     def submit(self, obs: Observation, *, priority: int = INTERACTIVE, deadline: float | None = None,
                job_id: str | None = None) -> BatchFuture:
         """Queue one observation; the future resolves to its PolicyResult or to the item's own error.
@@ -170,13 +154,13 @@ class MicroBatcher:
                 self._first_at = now if self._first_at is None else self._first_at
                 if deadline is not None and (self._earliest_deadline is None or deadline < self._earliest_deadline):
                     self._earliest_deadline = deadline
-                self._counts["submitted"] += 1
+                self._stats.bump("submitted")
                 if priority == INTERACTIVE:
                     self._last_interactive = now
                 self._max_depth = max(self._max_depth, len(self._heap))
                 self._cond.notify()
             else:
-                self._counts["rejected"] += 1
+                self._stats.bump("rejected")
         if rejection is not None:
             fail_future(fut, rejection)
         return fut
@@ -188,9 +172,8 @@ class MicroBatcher:
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics; `queue_depth` includes cancelled items not yet skipped."""
         with self._cond:
-            out: dict[str, Any] = dict(self._counts)
-            out.update(self._sums, state=self._state, queue_depth=len(self._heap), max_queue_depth=self._max_depth,
-                       batch_size_counts=list(self._size_counts))
+            out: dict[str, Any] = self._stats.snapshot()
+            out.update(state=self._state, queue_depth=len(self._heap), max_queue_depth=self._max_depth)
         return out
 
     def _rejection(self) -> BaseException | None:
@@ -201,14 +184,13 @@ class MicroBatcher:
             return BatcherStopped(f"batcher {self.name!r} is stopping or stopped")
         return None
 
-    # -- owner thread ----------------------------------------------------------------------------------
     def _owner_main(self) -> None:
         if not self._load():
             return
         try:
             while (picked := self._next_batch()) is not None:
                 try:
-                    self._run_batch(picked)
+                    run_batch(self._policy, picked, self._stats)
                 except Exception as exc:  # a bug here must not strand the batch's waiting task threads
                     self._fail_items(picked, lambda exc=exc: exc)
         except BaseException as exc:  # owner gone: fail now and later items instead of letting them hang
@@ -230,7 +212,7 @@ class MicroBatcher:
             self._enter_failed(exc, "failed to load")
             return False
         with self._cond:
-            self._policy, self._sums["load_s"] = policy, time.monotonic() - began
+            self._policy, self._stats.sums["load_s"] = policy, time.monotonic() - began
             if self._state == "loading":  # stop() may have timed out meanwhile
                 self._state = "ready"
         self._loaded.set()
@@ -290,11 +272,11 @@ class MicroBatcher:
             item = heapq.heappop(self._heap)
             self._n_queued[item.priority > 0] -= 1
             if not item.future.set_running_or_notify_cancel():
-                self._counts["cancelled"] += 1
+                self._stats.bump("cancelled")
                 continue
             item.future.trace.picked_at = now
             if item.deadline is not None and now >= item.deadline:
-                self._counts["expired"] += 1
+                self._stats.bump("expired")
                 expired.append(item)
                 continue
             background += item.priority > 0
@@ -307,85 +289,10 @@ class MicroBatcher:
     def _take_all(self) -> list[QueueItem]:
         """Empty the queue (stop or load failure). Caller holds the lock."""
         items, self._heap = self._heap, []
-        self._counts["dropped"] += len(items)
+        self._stats.bump("dropped", len(items))
         self._n_queued = [0, 0]
         self._first_at = self._earliest_deadline = None
         return items
-
-    def _run_batch(self, picked: list[QueueItem]) -> None:
-        policy = self._policy
-        valid = [item for item in picked if self._validate(policy, item)]
-        if not valid:
-            return
-        started = self._mark_started(valid)
-        try:
-            results = policy.predict([item.obs for item in valid])
-            if len(results) != len(valid):
-                raise RuntimeError(f"predict returned {len(results)} results for {len(valid)} observations")
-        except Exception as exc:
-            self._run_one_by_one(policy, valid, exc)
-            return
-        self._record_batch(valid, started)  # before the results, so a woken waiter sees current stats
-        for item, result in zip(valid, results, strict=True):
-            self._deliver(item, result)
-
-    def _validate(self, policy: Policy, item: QueueItem) -> bool:
-        try:
-            policy.validate(item.obs)
-        except Exception as exc:  # whatever validation raises belongs to this item alone
-            self._bump("invalid")
-            fail_future(item.future, exc)
-            return False
-        return True
-
-    def _run_one_by_one(self, policy: Policy, items: list[QueueItem], batch_exc: Exception) -> None:
-        """The batch's pass raised: isolate the culprit by giving every item its own pass."""
-        self._bump("fallbacks" if len(items) > 1 else "errors")
-        if len(items) == 1:  # nothing to isolate: the lone item is the culprit
-            fail_future(items[0].future, batch_exc)
-            return
-        for item in items:
-            if item.deadline is not None and time.monotonic() >= item.deadline:
-                self._bump("expired")
-                fail_future(item.future, DeadlineExceeded(item.job_id, time.monotonic() - item.deadline))
-                continue
-            started = self._mark_started([item])
-            try:
-                (result,) = policy.predict([item.obs])
-            except Exception as exc:
-                self._bump("errors")
-                fail_future(item.future, exc)
-                continue
-            self._record_batch([item], started)
-            self._deliver(item, result)
-
-    def _mark_started(self, items: list[QueueItem]) -> float:
-        started, batch_id = time.monotonic(), next(self._batch_ids)
-        for item in items:
-            trace = item.future.trace
-            trace.started_at, trace.batch_id, trace.batch_size = started, batch_id, len(items)
-        return started
-
-    def _record_batch(self, items: list[QueueItem], started: float) -> None:
-        finished = time.monotonic()
-        with self._cond:
-            self._counts["batches"] += 1
-            self._counts["items"] += len(items)
-            self._size_counts[len(items)] += 1
-            self._sums["compute_s"] += finished - started
-            self._sums["queue_s"] += sum(started - i.future.trace.enqueued_at for i in items)
-        for item in items:
-            item.future.trace.finished_at = finished
-
-    def _deliver(self, item: QueueItem, result: PolicyResult) -> None:
-        trace = item.future.trace
-        # Copy, not update: a policy may share one timings dict across a batch's results.
-        result.timings_ms = {**result.timings_ms, "queue_ms": (trace.started_at - trace.enqueued_at) * 1e3}
-        item.future.set_result(result)
-
-    def _bump(self, counter: str) -> None:
-        with self._cond:
-            self._counts[counter] += 1
 
     def _fail_items(self, items: list[QueueItem], make_exc: Callable[[], BaseException]) -> None:
         for item in items:

@@ -4,6 +4,7 @@ Plain functions over the policy's spec and the batcher, so they are testable wit
 """
 from __future__ import annotations
 
+import logging
 import time
 import zlib
 from concurrent.futures import Future, wait
@@ -11,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from safety import SafetyError, evaluate
-from workers.batcher import BACKGROUND, MicroBatcher
+from workers.gpu.batcher import BACKGROUND, MicroBatcher
 from workers.policies.base import Observation, PolicyResult, PolicySpec
 from workers.policies.errors import PolicyInputError
 from workers.replays import Step
+from workers.settings import Settings
+from workers.stages.safety import judge
+
+log = logging.getLogger(__name__)
 
 
 def map_cameras(images: dict[str, np.ndarray], camera_map: dict[str, str] | None,
@@ -72,7 +76,7 @@ def collect_window(futures: list[Future[PolicyResult]], timeout_s: float) -> lis
     return [f if f.done() and not f.cancelled() else None for f in futures]
 
 
-def step_row(step: Step, fut: Future[PolicyResult], options: dict[str, Any]) -> dict[str, Any]:
+def step_row(step: Step, fut: Future[PolicyResult], options: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """The stored row of one step. A policy input error is the dataset's fault and is raised, failing
     the replay; any other per-step failure is recorded on its row, with no action."""
     row: dict[str, Any] = {"episode": step.episode, "step": step.step, "predicted_action": None,
@@ -90,20 +94,22 @@ def step_row(step: Step, fut: Future[PolicyResult], options: dict[str, Any]) -> 
     actions = np.asarray(result.actions, dtype=np.float64)
     row["raw_action"] = actions[0].tolist()
     try:
-        _apply_safety(row, actions, step, options)
-    except SafetyError as err:  # fail closed: an action the shield could not judge is not an action
-        row["predicted_action"], row["error"] = None, f"safety: {err}"
+        _apply_safety(row, actions, step, options, settings)
+    except Exception:  # fail closed: an action the shield could not judge is not an action
+        log.warning("replay step could not be judged", exc_info=True)
+        row["predicted_action"], row["error"] = None, "safety: the safety stage could not judge the action"
     compute_s = (trace.finished_at or time.monotonic()) - trace.enqueued_at
     row["latency_ms"] = round((compute_s + time.perf_counter() - t0) * 1000.0, 3)
     return row
 
 
-def _apply_safety(row: dict[str, Any], actions: np.ndarray, step: Step, options: dict[str, Any]) -> None:
+def _apply_safety(row: dict[str, Any], actions: np.ndarray, step: Step, options: dict[str, Any],
+                  settings: Settings) -> None:
     config = options.get("robot_config")
     if config is None:  # the shield needs a robot; without one the raw action is reported, unjudged
         row["predicted_action"] = row["raw_action"]
         return
-    report = evaluate(actions, robot_config=config, robot_state=robot_state(step, options.get("robot_state_source")),
-                      mode=(options.get("safety") or {}).get("mode") or None)
-    row["safety_decision"], row["safety_flags"] = report.decision, report.flags
-    row["predicted_action"] = None if report.actions is None else np.asarray(report.actions)[0].tolist()
+    report = judge(actions, robot_config=config, robot_state=robot_state(step, options.get("robot_state_source")),
+                   options=options.get("safety"), settings=settings)
+    row["safety_decision"], row["safety_flags"] = report["decision"], report["flags"]
+    row["predicted_action"] = None if report["actions"] is None else np.asarray(report["actions"])[0].tolist()

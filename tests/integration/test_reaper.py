@@ -1,0 +1,161 @@
+"""The reaper against real PostgreSQL, Redis and worker processes: lost jobs end by their deadline plus the
+grace, exactly once with two reapers at once; a replay whose message is gone resumes; orphans are swept."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from ops.reaper import Reaper, ReaperConfig
+from tests.helpers import request_body
+from tests.integration.conftest import VISIBILITY_S
+from tests.integration.replay_helpers import poll_replay, write_dataset
+from tests.integration.workers import ROOT, gpu_worker, wait_ready
+from web.metrics import _PRIORITY_SUFFIXES
+from web.ratelimit.inflight import InFlight
+from workers.store.models import Job, UsageRecord
+from workers.wire import notify
+from workers.wire.queues import infer_queue
+
+GRACE_S = 0.5
+NO_WORKER_MODEL = "openvla-slow"  # enabled, and no worker consumes it in these tests
+
+
+def _drop_queue(redis_client, queue: str) -> int:
+    """What a Redis that lost its data does to a queue: the messages are gone."""
+    return sum(redis_client.delete(queue + suffix) for suffix in _PRIORITY_SUFFIXES)
+
+
+def _submit_lost(client, headers, redis_client, n: int, deadline_ms: int = 1000) -> list[str]:
+    ids = [client.post("/v1/jobs", json=request_body(NO_WORKER_MODEL, deadline_ms=deadline_ms),
+                       headers=headers).get_json()["id"] for _ in range(n)]
+    assert _drop_queue(redis_client, infer_queue(NO_WORKER_MODEL)) >= 1
+    return ids
+
+
+def _job(db_session, job_id: str) -> Job:
+    db_session.expire_all()
+    return db_session.get(Job, uuid.UUID(job_id))
+
+
+def _usage_rows(db_session, ids: list[str]) -> int:
+    return db_session.execute(select(func.count()).select_from(UsageRecord).where(
+        UsageRecord.job_id.in_([uuid.UUID(i) for i in ids]))).scalar_one()
+
+
+@pytest.fixture()
+def reaper(settings):
+    return Reaper(settings, ReaperConfig(interval_s=0.2, grace_s=GRACE_S, sweep_s=0.0))
+
+
+def test_lost_job_ends_expired_by_deadline_plus_grace(client, make_customer, redis_client, reaper, db_session):
+    customer, _, headers = make_customer()
+    [job_id] = _submit_lost(client, headers, redis_client, 1)
+    job = _job(db_session, job_id)
+    while _job(db_session, job_id).state in ("queued", "running"):
+        assert time.time() < job.deadline_at.timestamp() + GRACE_S + 2.0, "not reaped by deadline + grace"
+        reaper.run_pass()
+        time.sleep(0.1)
+    job = _job(db_session, job_id)
+    assert job.state == "expired" and job.error["code"] == "lost"
+    assert job.finished_at.timestamp() >= job.deadline_at.timestamp() + GRACE_S
+    assert _usage_rows(db_session, [job_id]) == 1
+    # The same wake-up as a worker's: a waiter reads the token at once, and the in-flight slot is free.
+    assert notify.wait_done(redis_client, job_id, 1.0)
+    assert InFlight(redis_client).count(str(job.customer_id)) == 0
+    body = client.get(f"/v1/jobs/{job_id}", headers=headers).get_json()
+    assert body["state"] == "expired" and body["error"]["code"] == "lost"
+
+
+def test_two_reaper_processes_end_each_job_exactly_once(client, make_customer, redis_client, db_session):
+    headers = make_customer()[2]
+    redis_client.delete(notify.REAPER_ACTIONS_KEY)
+    ids = _submit_lost(client, headers, redis_client, 12)
+    env = {**os.environ, "REAPER_INTERVAL_S": "0.05", "REAPER_GRACE_S": str(GRACE_S), "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-m", "ops.reaper"], cwd=ROOT, env=env) for _ in range(2)]
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and any(_job(db_session, i).state in ("queued", "running") for i in ids):
+            time.sleep(0.1)
+        time.sleep(0.5)  # both keep passing over the ended rows
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            assert p.wait(timeout=15) == 0
+    assert {_job(db_session, i).state for i in ids} == {"expired"}
+    assert _usage_rows(db_session, ids) == len(ids)
+    actions = notify.read_actions(redis_client)
+    assert actions["jobs_expired"] == len(ids) and actions["passes"] > 4
+    # Both withdrew their heartbeats on SIGTERM.
+    beats = notify.read_heartbeats(redis_client, "reaper", key=notify.stage_key("reaper"))
+    assert not {b["hostname"].rsplit(":", 1)[1] for b in beats} & {str(p.pid) for p in procs}
+
+
+def test_replay_whose_message_was_lost_resumes(client, headers, data_root, redis_client, log_dir, settings,
+                                               db_session):
+    path, total = write_dataset("npz", data_root.dir, episodes=1, steps=40, image_hw=(32, 32))
+    rid = client.post("/v1/replays", json={"model": "openvla-replay", "dataset": {"path": data_root.rel(path)}},
+                      headers=headers).get_json()["id"]
+    assert _drop_queue(redis_client, infer_queue("openvla-replay", "replay")) == 1
+    worker = gpu_worker("openvla-replay", log_dir, BROKER_VISIBILITY_TIMEOUT_S=VISIBILITY_S).start()
+    fast = dataclasses.replace(settings, broker_visibility_timeout_s=int(VISIBILITY_S))
+    reaper = Reaper(fast, ReaperConfig(interval_s=0.2, grace_s=GRACE_S, sweep_s=3600))
+    try:
+        wait_ready(redis_client, "openvla-replay", worker=worker)
+        assert client.get(f"/v1/replays/{rid}", headers=headers).get_json()["state"] == "queued"
+        resumed, end = 0, time.monotonic() + 60
+        while time.monotonic() < end:
+            resumed += reaper.run_pass()["replays_resumed"]
+            if client.get(f"/v1/replays/{rid}", headers=headers).get_json()["state"] == "succeeded":
+                break
+            time.sleep(0.2)
+        done = poll_replay(client, headers, rid, timeout=5)
+    finally:
+        worker.stop()
+    assert done["state"] == "succeeded" and done["progress"]["done_steps"] == total
+    assert resumed >= 1
+
+
+def test_sweep_deletes_orphaned_uploads_and_stale_leases(client, make_customer, settings, redis_client, reaper,
+                                                        db_session):
+    upload_dir = Path(settings.replay_upload_dir)
+    orphan, fresh = upload_dir / f"orphan-{uuid.uuid4().hex}", upload_dir / f"fresh-{uuid.uuid4().hex}"
+    for d in (orphan, fresh):
+        (d / "dataset").mkdir(parents=True)
+        (d / "dataset" / "x.npz").write_bytes(b"x")
+    old = time.time() - 2 * 3600
+    os.utime(orphan, (old, old))
+    # A lease left behind by a job that ended while Redis could not hear of it.
+    headers = make_customer()[2]
+    [job_id] = _submit_lost(client, headers, redis_client, 1, deadline_ms=100)
+    job = _job(db_session, job_id)
+    time.sleep(GRACE_S + 0.3)
+    reaper.run_pass(sweep=False)
+    assert _job(db_session, job_id).state == "expired"
+    inflight = InFlight(redis_client)
+    inflight.acquire(str(job.customer_id), job_id, 0, 300)
+    counts = reaper.run_pass(sweep=True)
+    try:
+        assert not orphan.exists() and fresh.exists()
+        assert counts["uploads_deleted"] >= 1 and counts["leases_released"] >= 1
+        assert inflight.count(str(job.customer_id)) == 0
+    finally:
+        import shutil
+
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def test_metrics_export_the_reaper_actions(client, redis_client, reaper):
+    reaper.run_pass(sweep=False)
+    text = client.get("/metrics").get_data(as_text=True)
+    passes = [ln for ln in text.splitlines() if ln.startswith('vla_reaper_actions_total{action="passes"}')]
+    assert passes and float(passes[0].split()[-1]) >= 1
+    assert 'vla_reaper_actions_total{action="jobs_expired"}' in text

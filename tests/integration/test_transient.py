@@ -1,0 +1,112 @@
+"""Transient backend errors inside a stage are retried until the job's deadline: the safety stage ends its
+job while a real redis-server is killed and restarted, and while the real PostgreSQL database is closed to
+connections (its sessions terminated) and reopened."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from ops.faults import DatabaseGate, RedisServer
+from tests.integration.test_reaper import _submit_lost
+from workers.stages.safety import run_safety
+from workers.store.db import session_scope
+from workers.store.models import Job, UsageRecord
+from workers.wire import notify
+
+PREV = {"skip": None, "inference": {
+    "actions": [[0.001, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]], "action_type": "ee_delta", "units": ["m"] * 3 + ["rad"] * 3 + [
+        "gripper"], "unnorm_key": "bridge_orig", "model_timings_ms": {}, "inference_ms": 1.0,
+    "inference_done_at": time.time()}}
+
+
+def _job(client, make_customer, redis_client, deadline_ms: int) -> dict:
+    headers = make_customer()[2]
+    [job_id] = _submit_lost(client, headers, redis_client, 1, deadline_ms=deadline_ms)
+    with session_scope(_db_url()) as s:
+        deadline = s.get(Job, uuid.UUID(job_id)).deadline_at.timestamp()
+    return {"job_id": job_id, "deadline": deadline, "inflight_key": None, "robot_config": {"type": "widowx_250"},
+            "robot_state": None, "safety": {"mode": "clamp"}}
+
+
+def _db_url() -> str:
+    from workers.settings import get_settings
+
+    return get_settings().database_url
+
+
+def _final(job_id: str) -> tuple[str, int]:
+    with session_scope(_db_url()) as s:
+        state = s.get(Job, uuid.UUID(job_id)).state
+        usage = s.execute(select(func.count()).select_from(UsageRecord)
+                          .where(UsageRecord.job_id == uuid.UUID(job_id))).scalar_one()
+    return state, usage
+
+
+def _run_in_thread(fn) -> tuple[threading.Thread, dict]:
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            out["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    return t, out
+
+
+@pytest.fixture()
+def flaky_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def test_safety_stage_survives_a_redis_restart(client, make_customer, redis_client, settings, flaky_redis):
+    job = _job(client, make_customer, redis_client, deadline_ms=30000)
+    flaky = dataclasses.replace(settings, redis_url=flaky_redis.url)
+    flaky_redis.kill()
+    thread, out = _run_in_thread(lambda: run_safety(PREV, job, flaky))
+    time.sleep(2.0)
+    assert thread.is_alive(), out  # still retrying the wake-up; the row is already terminal
+    flaky_redis.start()
+    thread.join(30)
+    assert out.get("value") == "succeeded", out
+    assert _final(job["job_id"]) == ("succeeded", 1)
+    # The waiter's token reached the restarted server.
+    assert redis.Redis.from_url(flaky_redis.url).lrange(notify.done_key(job["job_id"]), 0, -1) == [b"succeeded"]
+
+
+def test_retries_stop_at_the_deadline(client, make_customer, redis_client, settings, flaky_redis):
+    job = _job(client, make_customer, redis_client, deadline_ms=1000)
+    flaky = dataclasses.replace(settings, redis_url=flaky_redis.url)
+    flaky_redis.kill()
+    t0 = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        run_safety(PREV, job, flaky)
+    assert time.monotonic() - t0 < 20
+    assert _final(job["job_id"]) == ("succeeded", 1)  # the transition landed; only the wake-up gave up
+
+
+def test_safety_stage_survives_a_database_outage(client, make_customer, redis_client, settings):
+    job = _job(client, make_customer, redis_client, deadline_ms=30000)
+    gate = DatabaseGate(settings.database_url)
+    try:
+        gate.close()
+        thread, out = _run_in_thread(lambda: run_safety(PREV, job, settings))
+        time.sleep(2.0)
+        assert thread.is_alive(), out  # connections refused: retrying
+    finally:
+        gate.open()
+        gate.dispose()
+    thread.join(30)
+    assert out.get("value") == "succeeded", out
+    assert _final(job["job_id"]) == ("succeeded", 1)
+    assert notify.wait_done(redis_client, job["job_id"], 1.0)

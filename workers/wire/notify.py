@@ -1,0 +1,123 @@
+"""Redis keys for result delivery and worker readiness.
+
+Waiting: the final task RPUSHes a token to `job:<id>:done`; a waiter BLPOPs it, re-pushes it for any
+other waiter, then reads the durable row from PostgreSQL (celery-notes §8: exact, and no shared
+pub/sub consumer under threaded gunicorn).
+Readiness: each worker writes its heartbeat as one field of the hash `workers:<model>` (field = its
+hostname, value = JSON with the time it was written). Reading a model's workers is one HGETALL, never a
+SCAN of the keyspace; fields older than their TTL are ignored and pruned by whoever reads them.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import redis
+
+# A token lives long enough for any waiter (waits are capped at WAIT_MAX_S) and any late poll, not longer.
+DONE_TTL_S = 300
+# Above the longest blocking call (a wait is at most 60 s), so BLPOP never trips the socket timeout; a dead
+# server is still noticed within this bound, and a connect within CONNECT_TIMEOUT_S.
+SOCKET_TIMEOUT_S = 75.0
+CONNECT_TIMEOUT_S = 5.0
+_clients: dict[str, redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def client(url: str) -> redis.Redis:
+    """One pooled client per URL per process (a pool is a process-wide resource, like an SQL engine)."""
+    with _lock:
+        c = _clients.get(url)
+        if c is None:
+            c = redis.Redis.from_url(url, health_check_interval=30, max_connections=256,
+                                     socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                     socket_keepalive=True, retry_on_timeout=False)
+            _clients[url] = c
+        return c
+
+
+def done_key(job_id: str) -> str:
+    return f"job:{job_id}:done"
+
+
+def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None) -> None:
+    """The one "it ended" path for jobs and replays: wake the waiters and free the customer's in-flight slot
+    (its key travels in the task's message, so workers need not know how the web names it)."""
+    pipe = r.pipeline()
+    pipe.rpush(done_key(row_id), state)
+    pipe.expire(done_key(row_id), DONE_TTL_S)
+    if inflight_key:
+        pipe.zrem(inflight_key, row_id)
+    pipe.execute()
+
+
+def job_ended(r: redis.Redis, job: dict[str, Any], state: str) -> None:
+    ended(r, job["job_id"], state, job.get("inflight_key"))
+
+
+def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> bool:
+    """Block until the job's token appears or the timeout passes; leave the token for other waiters."""
+    if timeout_s <= 0:
+        return False
+    got = r.blpop([done_key(job_id)], timeout=timeout_s)
+    if got is None:
+        return False
+    ended(r, job_id, got[1].decode(), None)  # put the token back for the next waiter
+    return True
+
+
+def heartbeat_key(model: str) -> str:
+    return f"workers:{model}"
+
+
+def stage_key(stage: str) -> str:
+    """The heartbeat hash of a stage that is not a model: `safety`, `reaper`."""
+    return f"stage:{stage}"
+
+
+def publish_heartbeat(r: redis.Redis, model: str, hostname: str, info: dict[str, Any], ttl_s: float,
+                      *, key: str | None = None) -> None:
+    info = {**info, "hostname": hostname, "at": time.time(), "ttl_s": ttl_s}
+    key = key or heartbeat_key(model)
+    pipe = r.pipeline()
+    pipe.hset(key, hostname, json.dumps(info))
+    # The hash itself goes when every worker of the model has gone quiet.
+    pipe.expire(key, max(1, int(ttl_s * 4)))
+    pipe.execute()
+
+
+def withdraw_heartbeat(r: redis.Redis, model: str, hostname: str, *, key: str | None = None) -> None:
+    r.hdel(key or heartbeat_key(model), hostname)
+
+
+def read_heartbeats(r: redis.Redis, model: str, *, key: str | None = None) -> list[dict[str, Any]]:
+    """The live heartbeats of a model's workers; stale ones are pruned as they are seen."""
+    key = key or heartbeat_key(model)
+    now, live, stale = time.time(), [], []
+    for host, raw in r.hgetall(key).items():
+        info = json.loads(raw)
+        if now - float(info.get("at", 0)) <= float(info.get("ttl_s", 6)):
+            live.append(info)
+        else:
+            stale.append(host)
+    if stale:
+        r.hdel(key, *stale)
+    return live
+
+
+# What the reaper did, one counter per action (ops/reaper.py writes, /metrics reads): HINCRBY, HGETALL.
+REAPER_ACTIONS_KEY = "reaper:actions"
+
+
+def count_actions(r: redis.Redis, counts: dict[str, int]) -> None:
+    pipe = r.pipeline()
+    for action, n in counts.items():
+        if n:
+            pipe.hincrby(REAPER_ACTIONS_KEY, action, n)
+    pipe.execute()
+
+
+def read_actions(r: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in r.hgetall(REAPER_ACTIONS_KEY).items()}
