@@ -16,7 +16,7 @@ from workers.policies.checkpoint import save_sharded, write_json
 from workers.policies.tiny_tokenizer import save_tokenizer, train_bpe
 
 log = logging.getLogger(__name__)
-TINY_NAMES = ("openvla-tiny", "pi0-tiny")
+TINY_NAMES = ("openvla-tiny", "pi0-tiny", "pi0-tiny-lerobot", "pi0-tiny-lerobot-v0", "pi0-tiny-openpi")
 SEED = 1234
 OPENVLA_BASE_VOCAB = 512  # V: ids 256..511 are the action ids, <PAD> = 512, 64 padding rows above
 PI0_BASE_VOCAB = 512  # <image> = 512 = text vocab_size, the same layout as PaliGemma's 257152
@@ -147,7 +147,10 @@ def build_pi0_tiny(out_dir: Path) -> Path:
     return out_dir
 
 
-_BUILDERS = {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny}
+def _builders() -> dict[str, Any]:
+    from workers.policies.tiny_pi0_layouts import BUILDERS
+
+    return {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny, **BUILDERS}
 
 
 def build_tiny_checkpoints(
@@ -159,9 +162,10 @@ def build_tiny_checkpoints(
     is building never sees a half-written checkpoint. With overwrite=False an existing one is kept.
     """
     out: dict[str, Path] = {}
+    builders = _builders()
     for name in names:
-        if name not in _BUILDERS:
-            raise ValueError(f"no tiny preset {name!r}; known: {sorted(_BUILDERS)}")
+        if name not in builders:
+            raise ValueError(f"no tiny preset {name!r}; known: {sorted(builders)}")
         target = Path(out_dir) / name
         out[name] = target
         if target.exists() and not overwrite:
@@ -169,7 +173,7 @@ def build_tiny_checkpoints(
         target.parent.mkdir(parents=True, exist_ok=True)
         log.info("building tiny checkpoint %s into %s", name, target)
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-        _BUILDERS[name](tmp)
+        builders[name](tmp)
         if target.exists() and overwrite:
             shutil.rmtree(target)
         try:
