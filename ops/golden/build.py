@@ -40,7 +40,7 @@ def build_models() -> Path:
     from workers.policies.tiny import build_tiny_checkpoints
 
     models = WORK / "models"
-    build_tiny_checkpoints(models)
+    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny"])
     return models
 
 

@@ -94,9 +94,11 @@ def build(variant: Variant, py: Path, model_dir: Path, work: Path) -> Path:
     subprocess.run([str(py), str(RUNNERS / variant.runner), str(model_dir), str(work / "pi0-inputs.npz"), str(out)],
                    check=True)
     with np.load(out) as ref:
-        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in ("versions", "prompt_ids")}}
-        versions, prompt_ids = json.loads(str(ref["versions"])), json.loads(str(ref["prompt_ids"]))
+        json_keys = [k for k in ref.files if k in ("versions", "prompt_ids") or k.endswith("param_dtypes")]
+        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in json_keys}}
+        extra = {k: json.loads(str(ref[k])) for k in json_keys}
+    versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
     meta = {"reference": variant.reference, "versions": versions, "adaptations": variant.adaptations,
             "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny", "weights_sha256": weights_digest(model_dir),
-            "regenerate": REGENERATE}
+            "regenerate": REGENERATE, **extra}
     return save_fixture(variant.fixture, arrays, meta)

@@ -91,6 +91,15 @@ def tiny_tokenizer(model_dir: Path):
     return tok
 
 
+def our_name(name: str) -> str | None:
+    return next((new + name[len(old):] for old, new in RENAMES if name.startswith(old)), None)
+
+
+def param_dtypes(policy) -> dict[str, str]:
+    """Our name -> the dtype LeRobot holds that weight in (what its bf16 mode keeps in fp32)."""
+    return {our_name(k): str(v.dtype).replace("torch.", "") for k, v in policy.state_dict().items()}
+
+
 def lerobot_state(model_dir: Path, wanted: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Adaptation 3."""
     ours = {}
@@ -98,7 +107,7 @@ def lerobot_state(model_dir: Path, wanted: dict[str, torch.Tensor]) -> dict[str,
         ours.update(load_file(str(f)))
     out = {}
     for name, ref in wanted.items():
-        src = next((new + name[len(old):] for old, new in RENAMES if name.startswith(old)), None)
+        src = our_name(name)
         if src is None or src not in ours or tuple(ours[src].shape) != tuple(ref.shape):
             raise SystemExit(f"no tensor for LeRobot's {name} {tuple(ref.shape)} (looked for {src})")
         out[name] = ours[src]
@@ -154,6 +163,7 @@ def main(model_dir: str, inputs_path: str, out_path: str) -> None:
         out[f"{tag}actions"] = np.concatenate([a for _, a in singles])
         rows = [int(r) for r in inp["batch_rows"]]
         out[f"{tag}batch_chunk"], out[f"{tag}batch_actions"] = run(policy, pre, post, inp, rows)
+        out[f"{tag}param_dtypes"] = np.array(json.dumps(param_dtypes(policy), sort_keys=True))
     out["prompt_ids"] = np.array(json.dumps([tok(f"{s}\n")["input_ids"] for s in inp["instructions"]]))
     out["versions"] = np.array(json.dumps({p: importlib.metadata.version(p) for p in
                                            ("lerobot", "transformers", "torch", "tokenizers")}))
