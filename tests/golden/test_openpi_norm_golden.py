@@ -9,14 +9,12 @@ be off by up to 4.8e-5 here); un-normalised actions 1e-12 (both float64).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from ops.golden.fixture import load_fixture
-from tests.golden.helpers import checked_model_dir
+from tests.golden.helpers import EXPERT_VOCAB_GAP, checked_model_dir, tiny_layout
 from workers.policies.base import Observation
 
 
@@ -25,15 +23,13 @@ def golden():
     return load_fixture("openpi_norm")
 
 
-@pytest.fixture(scope="module", params=["pi0-tiny", "pi0-tiny-openpi"])
-def policy(request, golden, tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture(scope="module", params=["pi0-tiny", pytest.param("pi0-tiny-openpi", marks=EXPERT_VOCAB_GAP)])
+def policy(request, golden):
     from workers.policies.pi0 import Pi0Policy
-    from workers.policies.tiny import build_tiny_checkpoints
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    path: Path = checked_model_dir("pi0-tiny", golden[1])
-    if request.param != "pi0-tiny":
-        path = build_tiny_checkpoints(tmp_path_factory.mktemp("openpi-layout"), [request.param])[request.param]
+    native = request.param == "pi0-tiny"
+    path = checked_model_dir("pi0-tiny", golden[1]) if native else tiny_layout(request.param)
     return Pi0Policy.load(request.param, path, dtype="float32", device="cpu")
 
 

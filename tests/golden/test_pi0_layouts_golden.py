@@ -9,15 +9,13 @@ normalisation epsilon they carry, 1e-8 or openpi's 1e-6, worth < 1e-5 here).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
-from tests.golden.helpers import checked_model_dir
+from tests.golden.helpers import EXPERT_VOCAB_GAP, checked_model_dir, require_same_weights, tiny_layout
 from tests.golden.test_pi0_golden import ATOL_FP32, observations
 
 LAYOUTS = ("pi0-tiny-lerobot", "pi0-tiny-lerobot-v0", "pi0-tiny-openpi")
@@ -30,21 +28,20 @@ def golden():
 
 
 @pytest.fixture(scope="module")
-def layout_root(golden, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from workers.policies.tiny import build_tiny_checkpoints
-
-    checked_model_dir("pi0-tiny", golden[1])  # the layouts are written from the same seed as pi0-tiny
-    root = tmp_path_factory.mktemp("pi0-layouts")
-    build_tiny_checkpoints(root, LAYOUTS)
-    return root
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_layout_matches_lerobot(golden, layout_root: Path, layout: str) -> None:
+def native(golden):
     from workers.policies.pi0 import Pi0Policy
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    policy = Pi0Policy.load(layout, layout_root / layout, dtype="float32", device="cpu")
+    return Pi0Policy.load("pi0-tiny", checked_model_dir("pi0-tiny", golden[1]), dtype="float32", device="cpu")
+
+
+@EXPERT_VOCAB_GAP
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_layout_matches_lerobot(golden, native, layout: str) -> None:
+    from workers.policies.pi0 import Pi0Policy
+
+    policy = Pi0Policy.load(layout, tiny_layout(layout), dtype="float32", device="cpu")
+    require_same_weights(policy, native, layout)
     arrays, _, _ = golden
     results = policy.predict(observations(golden))
     for n, res in enumerate(results):
