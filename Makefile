@@ -34,7 +34,7 @@ $(TF_MIN_DIR)/.ok:
 	touch $@
 
 test-tf-min: install $(TF_MIN_DIR)/.ok
-	PYTHONPATH=$(TF_MIN_DIR):$(CURDIR) $(PY) -m pytest -q -p no:cacheprovider tests/workers/policies
+	PYTHONPATH=$(TF_MIN_DIR):$(CURDIR) $(PY) -m pytest -q -p no:cacheprovider tests/workers/policies tests/golden
 	PYTHONPATH=$(TF_MIN_DIR):$(CURDIR) $(PY) -c "import transformers as t; assert t.__version__ == '$(TF_MIN)', t.__version__"
 
 lint: install

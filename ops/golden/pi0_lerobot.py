@@ -1,9 +1,12 @@
-"""pi0 golden fixture: LeRobot's pi0 policy (lerobot 0.3.3, the code behind the `lerobot/pi0` checkpoint)
-on our tiny pi0 weights renamed to LeRobot's layout, with fixed noise."""
+"""pi0 golden fixtures: LeRobot's pi0 policy on our tiny pi0 weights renamed to LeRobot's layout, with
+fixed noise, in two versions: 0.3.3 (the code behind the `lerobot/pi0` checkpoint; Python 3.11, the
+project's torch) and 0.6.1 (the openpi port behind `lerobot/pi0_base`, with openpi's fp32 islands and
+its processor pipeline; Python 3.12 and its own torch 2.11 / transformers 5.5 from the registry)."""
 from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +14,10 @@ import numpy as np
 from ops.golden.fixture import REGENERATE, save_fixture
 from ops.golden.inputs import image_arrays, weights_digest
 
-REQUIREMENTS = ["transformers==4.52.4", "huggingface-hub<1.0", "datasets<4", "draccus==0.10.0", "jsonlines",
+REQUIREMENTS_03 = ["transformers==4.52.4", "huggingface-hub<1.0", "datasets<4", "draccus==0.10.0", "jsonlines",
                 "imageio", "deepdiff", "pyserial", "av", "einops", "safetensors", "pillow", "termcolor",
                 "gymnasium<1.0", "pytest"]
-NO_DEPS = ["lerobot==0.3.3"]
-
-RUNNER = Path(__file__).resolve().parent / "runners" / "lerobot_pi0_ref.py"
+RUNNERS = Path(__file__).resolve().parent / "runners"
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 ITEMS = (  # (instruction, cameras present, noise seed)
     ("pick up the cup", (True, True, True), 11),
@@ -24,7 +25,7 @@ ITEMS = (  # (instruction, cameras present, noise seed)
     ("close the drawer", (True, True, True), 13),
 )
 BATCH_ROWS = (0, 2)  # LeRobot batches rows that share a camera set
-ADAPTATIONS = [
+ADAPTATIONS_03 = [
     "PaliGemmaWithExpertConfig (hard-coded 2B/300M sizes) given the tiny checkpoint's sizes",
     "tokenizer: the tiny checkpoint's, BOS prepended as PaliGemma's does (hub id unreachable)",
     "weights renamed transformers-native -> LeRobot 0.3.3 names, every LeRobot tensor found with its shape",
@@ -33,6 +34,38 @@ ADAPTATIONS = [
     "float32 run: LeRobot pi0 modules see torch.bfloat16 as float32 (0.3.3 hard-codes bf16 casts); "
     "shipped_*: its own bf16 casts kept",
 ]
+ADAPTATIONS_06 = [
+    "get_gemma_config gives the tiny VLM/expert sizes for gemma_2b/gemma_300m; the PaliGemma and expert "
+    "classes get the tiny vision tower, projector width and vocabulary (0.6.1 hard-codes them)",
+    "tokenizer step: the tiny checkpoint's tokenizer, BOS prepended as PaliGemma's does (hub id unreachable)",
+    "weights renamed transformers-native -> LeRobot 0.6.1 names, strict load",
+    "images given at 224x224, so its resize is the identity (openpi's resize is openpi_images.npz)",
+    "float32 run: PI0Config(dtype='float32'); shipped_*: dtype='bfloat16' with its fp32 islands",
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    fixture: str
+    env: str
+    python_minor: str
+    requirements: list[str]
+    runner: str
+    adaptations: list[str]
+    reference: str
+    no_deps: list[str] = field(default_factory=list)
+    link_torch: bool = True
+
+
+VARIANTS = {
+    "pi0-lerobot": Variant(
+        "pi0_lerobot", "lerobot", "11", REQUIREMENTS_03, "lerobot_pi0_ref.py", ADAPTATIONS_03,
+        "lerobot 0.3.3 PI0Policy.select_action(batch, noise=...)", no_deps=["lerobot==0.3.3"]),
+    "pi0-lerobot06": Variant(
+        "pi0_lerobot06", "lerobot06", "12", ["lerobot[pi]==0.6.1"], "lerobot06_pi0_ref.py", ADAPTATIONS_06,
+        "lerobot 0.6.1 preprocessor -> PI0Policy.predict_action_chunk(batch, noise=...) -> postprocessor",
+        link_torch=False),
+}
 
 
 def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -53,16 +86,19 @@ def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return arrays, runner
 
 
-def build(py: Path, model_dir: Path, work: Path) -> Path:
+def build(variant: Variant, py: Path, model_dir: Path, work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     stored, runner_inputs = inputs()
     np.savez(work / "pi0-inputs.npz", **runner_inputs)
-    out = work / "pi0-out.npz"
-    subprocess.run([str(py), str(RUNNER), str(model_dir), str(work / "pi0-inputs.npz"), str(out)], check=True)
+    out = work / f"{variant.fixture}-out.npz"
+    subprocess.run([str(py), str(RUNNERS / variant.runner), str(model_dir), str(work / "pi0-inputs.npz"), str(out)],
+                   check=True)
     with np.load(out) as ref:
-        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in ("versions", "prompt_ids")}}
-        versions, prompt_ids = json.loads(str(ref["versions"])), json.loads(str(ref["prompt_ids"]))
-    meta = {"reference": "lerobot.policies.pi0.modeling_pi0.PI0Policy.select_action(batch, noise=...)",
-            "versions": versions, "adaptations": ADAPTATIONS, "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny",
-            "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE}
-    return save_fixture("pi0_lerobot", arrays, meta)
+        json_keys = [k for k in ref.files if k in ("versions", "prompt_ids") or k.endswith("param_dtypes")]
+        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in json_keys}}
+        extra = {k: json.loads(str(ref[k])) for k in json_keys}
+    versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
+    meta = {"reference": variant.reference, "versions": versions, "adaptations": variant.adaptations,
+            "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny", "weights_sha256": weights_digest(model_dir),
+            "regenerate": REGENERATE, **extra}
+    return save_fixture(variant.fixture, arrays, meta)
