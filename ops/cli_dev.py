@@ -34,7 +34,9 @@ def prepare_environment() -> dict[str, str]:
     reload_settings()
 
     upgrade(db_url)
-    return {"DATABASE_URL": db_url, "REDIS_URL": redis_url}
+    # make run is development mode: the web accepts the public default API_KEY_PEPPER (with a warning).
+    os.environ["VLAAPI_ENV"] = "development"
+    return {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "VLAAPI_ENV": "development"}
 
 
 def ensure_tiny_models() -> None:

@@ -11,14 +11,14 @@ import redis
 import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
-from web import cors, db, input_guard, metrics
+from web import cors, db, docs_assets, input_guard, metrics
 from web.auth import authenticate
 from web.compat import openvla as openvla_compat
 from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
-from web.services import admission
+from web.services import admission, dataset_probe
 from workers import logs
-from workers.settings import DEV_PEPPER, get_settings
+from workers.settings import DEV_PEPPER, Settings, get_settings
 
 log = logging.getLogger("web.access")
 
@@ -32,7 +32,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI from the pinned swagger-ui-bundle wheel, served here (web/docs_assets.py): no CDN.
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         JSON_SORT_KEYS=False,
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,
     )
@@ -40,9 +41,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("SETTINGS", get_settings())
     if not app.config.get("TESTING"):
         logs.configure(app.config["SETTINGS"].log_level)
-        if app.config["SETTINGS"].api_key_pepper == DEV_PEPPER:
-            log.warning("API_KEY_PEPPER is the development default: set a secret before issuing real keys")
+        dataset_probe.warm()
+    check_secrets(app.config["SETTINGS"])
     db.init_app(app)
+    docs_assets.init_app(app)
     # One Api per app: flask-smorest keeps the OpenAPI spec on the Api object, so a shared one would
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
@@ -58,6 +60,21 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.before_request(_begin)
     app.after_request(_end)
     return app
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse to serve with an empty API key pepper (every key check would fail) or, outside development
+    mode (VLAAPI_ENV=development, which `make run` sets), with the public default one."""
+    pepper = settings.api_key_pepper
+    if not pepper.strip():
+        raise RuntimeError("API_KEY_PEPPER is empty: set it to a long random secret, e.g. "
+                           "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    if pepper == DEV_PEPPER:
+        if settings.environment != "development":
+            raise RuntimeError("API_KEY_PEPPER is the public development default: set it to a long random secret "
+                               "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), or run with "
+                               "VLAAPI_ENV=development on a machine of your own")
+        log.warning("API_KEY_PEPPER is the development default: set a secret before issuing real keys")
 
 
 def _register_blueprints(api: Api) -> None:
@@ -99,6 +116,9 @@ def _end(response: Response) -> Response:
     for k, v in (g.get("extra_headers") or {}).items():
         response.headers.setdefault(k, v)
     cors.apply(response)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path.startswith("/v1/"):
+        response.headers["Cache-Control"] = "no-store"  # per-customer answers: no shared cache may keep them
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     metrics.observe_request(request, response, elapsed)
     log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,

@@ -32,9 +32,15 @@ REQUEST_LATENCY = Histogram(
 _PRIORITY_SUFFIXES = ("",) + tuple(f"\x06\x16{p}" for p in (1, 2, 3, 4, 5, 6, 7, 8, 9))
 
 
+# Label values come from fixed sets: any other method is "other", so a client cannot mint series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(request: Request, response: Response, seconds: float) -> None:
     route = request.url_rule.rule if request.url_rule else "unmatched"
-    REQUEST_LATENCY.labels(request.method, route, str(response.status_code)).observe(seconds)
+    method = request.method if request.method in METHODS else "other"
+    status = str(response.status_code) if 100 <= response.status_code < 600 else "other"
+    REQUEST_LATENCY.labels(method, route, status).observe(seconds)
 
 
 def queue_depth(r, queue: str) -> int:
@@ -87,8 +93,8 @@ TELEMETRY = (
      ("model", "decision"), None),
     ("vla_safety_violations", "Actions flagged per model and check that raised the flag", "violation",
      ("model", "check"), None),
-    ("vla_requests_refused", "Requests refused by admission control (rate, quota, in_flight, queue_full)",
-     "refused", ("reason",), None),
+    ("vla_requests_refused", "Requests refused by admission control, by reason (telemetry.REASONS)", "refused",
+     ("reason",), None),
     ("vla_jobs_finished", "Jobs ended by a worker, per model and final state", "finished", ("model", "state"), None),
     ("vla_jobs_submitted", "Jobs accepted, per model and kind (interactive, replay), from the web and openpi "
      "processes", "submitted", ("model", "kind"), None),

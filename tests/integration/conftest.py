@@ -31,15 +31,21 @@ def workers(redis_client, log_dir):
 
 
 @pytest.fixture()
-def headers(make_customer):
-    """Auth headers of a fresh enterprise customer."""
-    return make_customer("enterprise")[2]
+def customer(make_customer):
+    """A fresh enterprise customer: (name, key, headers)."""
+    return make_customer("enterprise")
 
 
 @pytest.fixture()
-def data_root(settings):
-    """The allow-listed replay dataset root, emptied after the test."""
-    root = DataRoot(settings.replay_data_root)
+def headers(customer):
+    """Auth headers of the test's customer."""
+    return customer[2]
+
+
+@pytest.fixture()
+def data_root(settings, customer):
+    """A folder in the test customer's own dataset root (REPLAY_DATA_ROOT/<customer>/), removed after."""
+    root = DataRoot(settings.replay_data_root / customer[0])
     yield root
     root.remove()
 

@@ -40,7 +40,7 @@ BODIES = {
     "nul in instruction": (lambda b: json.dumps({**b, "instruction": "pick\u0000up"}), "instruction"),
     "escape char in model": (lambda b: json.dumps({**b, "model": "openvla\u001b[2J"}), "model"),
     "DEL in a robot_config key": (
-        lambda b: json.dumps({**b, "robot_config": {"type": "widowx_250", "x\u007f": 1}}), "robot_config.x\u007f"),
+        lambda b: json.dumps({**b, "robot_config": {"type": "widowx_250", "x\u007f": 1}}), "robot_config.x\ufffd"),
     "nesting just past the limit": (lambda b: _raw(b, "robot_config", "[" * MAX_DEPTH + "]" * MAX_DEPTH),
                                     None),
     "nesting past the stack": (lambda b: _raw(b, "robot_config", "[" * 200_000 + "]" * 200_000), None),

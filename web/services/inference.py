@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from web.api.jobs.schemas import InferenceRequestSchema
 from web.errors import ApiError
 from web.services import admission
+from web.services.public_errors import public_error
 from web.services.waiting import wait_for
 from workers.store.models import Job
 
@@ -43,10 +44,10 @@ def raise_for_failure(job: Job) -> None:
     """The job's failure as a problem document; nothing for a job that succeeded or is still running."""
     if job.state in ("succeeded", "queued", "running"):
         return
-    err = job.error or {}
-    code = err.get("code", job.state)
-    status, title = FAILURES.get(code, (502, "the job did not complete"))
-    raise ApiError(status, code, f"{title}: {err.get('detail', job.state)}", field=err.get("field"),
+    # Our code and sentence only: the stored detail may carry exception text (public_errors).
+    err = public_error(job.error) or {"code": job.state, "detail": f"the job ended {job.state}"}
+    status, title = FAILURES.get(err["code"], (502, "the job did not complete"))
+    raise ApiError(status, err["code"], f"{title}: {err['detail']}", field=err.get("field"),
                    job_id=str(job.id), state=job.state)
 
 

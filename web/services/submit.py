@@ -147,9 +147,9 @@ def commit_then_enqueue(row: Any, send: Callable[[], None], what: str) -> None:
     s.commit()
     try:
         send()
-    except Exception as exc:
+    except Exception:
         s.delete(row)
         s.commit()
         current_app.logger.warning("enqueue failed", exc_info=True)
-        raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}: {type(exc).__name__}",
+        raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}; retry shortly",
                        headers={"Retry-After": "1"}) from None

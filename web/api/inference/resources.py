@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import g
 from flask.views import MethodView
 
-from web.api.jobs.schemas import InferenceRequestSchema
+from web.api.jobs.schemas import InferenceRequestSchema, JobSchema
 from web.extensions import Blueprint
 from web.services import inference, render
 
@@ -15,6 +15,8 @@ blp = Blueprint("inference", __name__, url_prefix="/v1", description="Synchronou
 class Inference(MethodView):
     @blp.arguments(InferenceRequestSchema)
     @blp.response(200)
+    @blp.alt_response(202, schema=JobSchema, description="The wait ran out first: the job, to poll or wait on")
+    @blp.alt_response(504, response="DEFAULT_ERROR", description="The deadline passed before an action was ready")
     def post(self, data):
         """Run one inference and wait for its safety-checked action (202 with the job if the wait runs out)."""
         job = inference.submit_and_wait(data)

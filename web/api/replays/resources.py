@@ -20,7 +20,7 @@ from web.api.replays.schemas import (
 from web.auth import current, load_owned
 from web.errors import ApiError
 from web.extensions import Blueprint
-from web.services import admission, replays
+from web.services import admission, replay_admission, replays
 from web.services.replay_render import replay_json
 from workers.replays import discard_upload
 from workers.replays.export import MEDIA_TYPES, stream_rows
@@ -50,8 +50,9 @@ class Replays(MethodView):
     @blp.response(202, ReplaySchema)
     def post(self):
         """Submit a replay of a dataset under the server's root (JSON) or an uploaded one (multipart)."""
-        data, upload = replays.parse()
-        return admission.accepted(replay_json(replays.submit_replay(data, upload)))
+        with replay_admission.charged() as ticket:  # before the body is read: the rate, quota and slot
+            data, upload = replays.parse()
+            return admission.accepted(replay_json(replays.submit_replay(data, upload, ticket)))
 
     @blp.arguments(ReplayListArgsSchema, location="query")
     @blp.response(200, ReplayPageSchema)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from web.api.jobs.schemas import SAFETY_MODES
-from web.api.schemas import NON_BLANK, StrictSchema
+from web.api.schemas import NON_BLANK, JsonInteger, StrictSchema
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 STATE_SOURCES = ("none", "dataset")
@@ -23,9 +23,9 @@ class ReplaySpecSchema(StrictSchema):
     """What a replay runs with; the multipart form's `spec` field (the dataset is the uploaded file)."""
 
     model = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    episodes = fields.List(fields.Integer(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=100_000),
+    episodes = fields.List(JsonInteger(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=100_000),
                            metadata={"description": "episode indices to replay (default: all)"})
-    step_range = fields.List(fields.Integer(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=2),
+    step_range = fields.List(JsonInteger(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=2),
                              metadata={"description": "[start, stop) within each episode, or [start] to its end"})
     instruction = fields.String(validate=validate.Length(min=1, max=2000),
                                 metadata={"description": "overrides the recorded instruction", "pattern": NON_BLANK})
