@@ -46,7 +46,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
     app.register_error_handler(ApiError, from_api_error)
-    for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
+    # sqlalchemy.exc.TimeoutError: every pooled connection is busy (the pool's timeout passed): retry shortly.
+    for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+                          redis.ConnectionError,
                           redis.TimeoutError, kombu.exceptions.OperationalError):
         app.register_error_handler(backend_error, from_backend_down)
     app.register_error_handler(Exception, from_unexpected)

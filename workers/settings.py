@@ -55,6 +55,11 @@ class Settings:
     max_queue_depth: int
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
+    db_connect_timeout_s: int = 5
+    db_statement_timeout_ms: int = 30000
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    db_pool_timeout_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -90,6 +95,11 @@ class Settings:
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
+            db_connect_timeout_s=int(_env("DB_CONNECT_TIMEOUT_S", "5")),
+            db_statement_timeout_ms=int(_env("DB_STATEMENT_TIMEOUT_MS", "30000")),
+            db_pool_size=int(_env("DB_POOL_SIZE", "10")),
+            db_max_overflow=int(_env("DB_MAX_OVERFLOW", "20")),
+            db_pool_timeout_s=float(_env("DB_POOL_TIMEOUT_S", "5")),
         )
 
 
