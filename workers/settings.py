@@ -60,6 +60,8 @@ class Settings:
     db_pool_size: int = 10
     db_max_overflow: int = 20
     db_pool_timeout_s: float = 5.0
+    worker_watchdog_s: float = 20.0
+    worker_drain_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,6 +102,8 @@ class Settings:
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),
             db_max_overflow=int(_env("DB_MAX_OVERFLOW", "20")),
             db_pool_timeout_s=float(_env("DB_POOL_TIMEOUT_S", "5")),
+            worker_watchdog_s=float(_env("WORKER_WATCHDOG_S", "20")),
+            worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
         )
 
 

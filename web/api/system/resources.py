@@ -7,7 +7,7 @@ from sqlalchemy import text
 
 from web import db, metrics
 from web.extensions import Blueprint
-from web.services import catalog
+from web.services import catalog, health
 from workers.wire import notify
 
 blp = Blueprint("system", __name__, description="Health and metrics")
@@ -25,17 +25,19 @@ def _check(fn) -> dict:
 class Health(MethodView):
     @blp.response(200)
     def get(self):
-        """Database, Redis and ready workers per enabled model: 200 when all can serve, else 503."""
+        """Database, Redis and every stage (GPU workers per model, safety, reaper): 200 when all are live, else 503."""
         settings = current_app.config["SETTINGS"]
         database = _check(lambda: db.session().execute(text("SELECT 1")))
         redis_ = _check(lambda: notify.client(settings.redis_url).ping())
-        models = {}
+        models, stages = {}, {}
         if redis_["ok"]:
             for name in catalog.enabled_models(settings):
                 d = catalog.describe(settings, name)
                 models[name] = {k: d[k] for k in ("ready", "workers", "ready_workers", "states", "errors")}
-        healthy = database["ok"] and redis_["ok"] and all(m["ready"] for m in models.values())
-        body = {"status": "ok" if healthy else "degraded", "database": database, "redis": redis_, "models": models}
+            stages = health.stages(settings)
+        healthy = database["ok"] and redis_["ok"] and bool(stages) and health.all_live(stages)
+        body = {"status": "ok" if healthy else "degraded", "database": database, "redis": redis_, "models": models,
+                "stages": stages}
         return body, 200 if healthy else 503
 
 
