@@ -40,6 +40,7 @@ class Stack:
     def __init__(self, cfg: StackConfig, work_dir: Path | None = None):
         self.cfg = cfg
         self.dir = Path(work_dir or tempfile.mkdtemp(prefix="vla-chaos-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root, and must reach its folder
         self.redis = RedisServer(self.dir / "redis", appendonly=cfg.redis_appendonly)
         self.pg = PostgresServer(self.dir / "pg")
