@@ -101,12 +101,18 @@ def _pg_binary(name: str) -> str:
 
 
 def _as_postgres_user() -> dict:
-    """PostgreSQL refuses to run as root: drop to the `postgres` user when we are root."""
+    """PostgreSQL refuses to run as root: drop to an unprivileged user when we are root."""
     if os.geteuid() != 0:
         return {}
     import pwd
 
-    pw = pwd.getpwnam("postgres")
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:  # no system `postgres` user (a CI container): the one pgserver makes for itself
+        from pgserver.utils import ensure_user_exists
+
+        ensure_user_exists("pgserver")
+        pw = pwd.getpwnam("pgserver")
 
     def demote() -> None:
         os.setgid(pw.pw_gid)
