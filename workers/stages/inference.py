@@ -9,12 +9,12 @@ from typing import Any
 
 from workers.gpu import runtime
 from workers.gpu.decode import to_observation
-from workers.gpu.items import DeadlineExceeded, ItemTrace, ModelUnavailable
+from workers.gpu.items import BatcherStopped, DeadlineExceeded, ItemTrace, ModelUnavailable
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
 from workers.settings import Settings
 from workers.stages.finish import announce_expired, finish_job
-from workers.stages.retry import retry_transient
+from workers.stages.retry import HandBack, retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
 from workers.wire import notify, telemetry
@@ -42,6 +42,8 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         result, trace = _predict(job, claim.deadline_at)
     except PolicyInputError as exc:
         return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
+    except BatcherStopped as exc:  # draining (SIGTERM) before this item reached a forward pass
+        raise HandBack(job_id) from exc
     except (DeadlineExceeded, FutureTimeout):
         return _end(settings, job, "expired", JobError("deadline_exceeded"))
     except ModelUnavailable:
