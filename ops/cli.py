@@ -145,7 +145,7 @@ def models() -> None:
 @click.argument("out_dir", type=click.Path(path_type=Path))
 def models_build_tiny(out_dir: Path) -> None:
     """Write the tiny random-weight checkpoints (real formats) that tests and `make run` load."""
-    from workers.policies.tiny import build_tiny_checkpoints
+    from workers.policies.presets import build_tiny_checkpoints
 
     for name, path in build_tiny_checkpoints(out_dir).items():
         click.echo(f"{name}\t{path}")

@@ -40,8 +40,8 @@ def prepare_environment() -> dict[str, str]:
 
 
 def ensure_tiny_models() -> None:
+    from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
     from workers.policies.registry import parse_enabled_models
-    from workers.policies.tiny import TINY_NAMES, build_tiny_checkpoints
     from workers.settings import get_settings
 
     settings = get_settings()

@@ -35,8 +35,9 @@ from workers.policies.openvla.model import OpenVLAModel
 from workers.policies.openvla.policy import OpenVLAPolicy
 from workers.policies.pi0 import Pi0Policy
 from workers.policies.pi0_flow import keep_fp32_islands
+from workers.policies.presets import build_tiny_checkpoints
 from workers.policies.registry import load_policy
-from workers.policies.tiny import PI0_NORM_STATS, build_tiny_checkpoints, openvla_tiny_config
+from workers.policies.tiny import PI0_NORM_STATS, openvla_tiny_config
 
 INSTRUCTIONS = ["pick up the red block", "put the spoon on the towel", "open the drawer then close it slowly"]
 FULL_LLAMA = {"vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,

@@ -38,7 +38,7 @@ def find_python(minor: str) -> str:
 
 
 def build_models() -> Path:
-    from workers.policies.tiny import build_tiny_checkpoints
+    from workers.policies.presets import build_tiny_checkpoints
 
     models = WORK / "models"
     build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from workers.policies.base import Policy
 from workers.policies.checkpoint import read_json, require_dir
 from workers.policies.errors import CheckpointError, ModelNotFound
-from workers.policies.tiny import TINY_NAMES, build_tiny_checkpoints
+from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
 
 log = logging.getLogger(__name__)
 

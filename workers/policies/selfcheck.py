@@ -7,17 +7,15 @@ fault on the machine that serves, in the dtype it serves in, at a cost of a few 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-from workers.policies.base import Observation
+from workers.policies.base import Observation, Policy
 from workers.policies.errors import PolicySelfCheckError
 
-if TYPE_CHECKING:
-    from workers.policies.openvla.policy import OpenVLAPolicy
-    from workers.policies.pi0 import Pi0Policy
+# The checks take the concrete policies (OpenVLAPolicy, Pi0Policy), which import this module to run them at
+# load; they are typed as the shared interface here so that no import, even a typing one, points back.
+OpenVLAPolicy = Pi0Policy = Policy
 
 # Relative tolerances: fp32 paths agree to rounding; half precision reorders reductions with shape. The
 # faults these checks exist for (a lost cache, a row reading another's prefix) move outputs by O(1).

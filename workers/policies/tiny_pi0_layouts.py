@@ -13,14 +13,13 @@ from safetensors.torch import save_file
 
 from workers.policies.checkpoint import iter_tensors, read_json, save_sharded, write_json
 from workers.policies.pi0_layouts import LEROBOT_EPS, lerobot_v0_name, native_to_openpi
+from workers.policies.tiny import build_pi0_tiny, pi0_tiny_config
 
 _OWN_FILES = ("config.json", "model.safetensors", "norm_stats.json")
 _VARIANTS = {"paligemma_variant": "gemma_2b", "action_expert_variant": "gemma_300m"}
 
 
 def _native(tmp: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-    from workers.policies.tiny import build_pi0_tiny, pi0_tiny_config
-
     build_pi0_tiny(tmp)
     tensors = dict(iter_tensors(tmp))
     return tensors, pi0_tiny_config(), read_json(tmp / "norm_stats.json")

@@ -11,8 +11,8 @@ import pytest
 from workers.policies.errors import CheckpointError
 from workers.policies.pi0 import Pi0Policy
 from workers.policies.pi0_layouts import LEROBOT_EPS
+from workers.policies.presets import build_tiny_checkpoints
 from workers.policies.registry import load_policy
-from workers.policies.tiny import build_tiny_checkpoints
 
 LAYOUTS = {"pi0-tiny-lerobot": "lerobot", "pi0-tiny-lerobot-v0": "lerobot", "pi0-tiny-openpi": "openpi"}
 
