@@ -40,4 +40,4 @@ worker_hijack_root_logger = False
 worker_send_task_events = True
 task_send_sent_event = False
 # Soft shutdown: give in-flight late-ack tasks time to finish before a cold stop requeues them.
-worker_soft_shutdown_timeout = 10.0
+worker_soft_shutdown_timeout = _s.worker_drain_s

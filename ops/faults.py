@@ -3,6 +3,7 @@ PostgreSQL database to close and reopen. No stand-ins: the same binaries as the 
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -88,3 +89,106 @@ class DatabaseGate:
 
     def dispose(self) -> None:
         self.admin.dispose()
+
+
+def _pg_binary(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/lib/postgresql/15/bin/{name}"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    import pgserver
+
+    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+
+
+def _as_postgres_user() -> dict:
+    """PostgreSQL refuses to run as root: drop to an unprivileged user when we are root."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:  # no system `postgres` user (a CI container): the one pgserver makes for itself
+        from pgserver.utils import ensure_user_exists
+
+        ensure_user_exists("pgserver")
+        pw = pwd.getpwnam("pgserver")
+
+    def demote() -> None:
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    return {"preexec_fn": demote, "_uid": pw.pw_uid, "_gid": pw.pw_gid}
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of our own (initdb, trust auth, a free port): `crash` is SIGQUIT to the postmaster
+    (immediate shutdown: no checkpoint, crash recovery at the next start), `start` brings it back."""
+
+    def __init__(self, data_dir: Path, port: int | None = None):
+        self.dir, self.port = Path(data_dir), port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self._user = _as_postgres_user()
+
+    def _popen_kw(self) -> dict:
+        return {"preexec_fn": self._user["preexec_fn"]} if self._user else {}
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> PostgresServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            os.chown(self.dir, self._user["_uid"], self._user["_gid"])
+        subprocess.run([_pg_binary("initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._popen_kw())
+        return self
+
+    def start(self, timeout: float = 30.0) -> PostgresServer:
+        argv = [_pg_binary("postgres"), "-D", str(self.dir / "data"), "-p", str(self.port), "-k", str(self.dir),
+                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=on"]
+        log = open(self.dir / "postgres.log", "ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     **self._popen_kw())
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            ok = subprocess.run([_pg_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+            if ok:
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"postgres on {self.port} did not start; see {self.dir / 'postgres.log'}")
+
+    def crash(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def create_database(self, name: str) -> str:
+        admin = create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return self.url(name)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of a process (from /proc), e.g. the worker a supervisor runs."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out

@@ -20,11 +20,23 @@ def safety_worker_argv(concurrency: int = 8) -> list[str]:
             "--loglevel", "INFO"]
 
 
-def expand(base_procfile: str, models: list[str]) -> str:
-    """The Procfile with one GPU worker line per enabled model (honcho has no templating)."""
+SUPERVISE = "python -m ops.supervise --"
+
+
+def expand(base_procfile: str, models: list[str], *, supervised: bool = True) -> str:
+    """The Procfile with one GPU worker line per enabled model (honcho has no templating), each command
+    wrapped in ops/supervise.py so a process that exits (a worker's watchdog, a crash) is started again
+    instead of honcho stopping the whole stack."""
     lines = [ln for ln in base_procfile.splitlines() if ln.strip() and not ln.startswith("#")]
     for model in models:
         name = "gpu_" + "".join(c if c.isalnum() else "_" for c in model)
         cmd = " ".join(shlex.quote(a) for a in gpu_worker_argv(model))
         lines.append(f"{name}: env WORKER_MODEL={shlex.quote(model)} {cmd}")
+    if supervised:
+        lines = [_supervised(ln) for ln in lines]
     return "\n".join(lines) + "\n"
+
+
+def _supervised(line: str) -> str:
+    name, _, cmd = line.partition(":")
+    return f"{name}: {SUPERVISE} {cmd.strip()}"

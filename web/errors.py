@@ -66,7 +66,7 @@ def from_backend_down(error: Exception) -> Response:
     is one transaction or one Redis call)."""
     log.error("backend unavailable: %s: %s", type(error).__name__, error)
     resp = problem(503, "backend_unavailable", "Service Unavailable",
-                   "a backing service (database or queue) is unreachable; retry shortly")
+                   "a backing service (database or queue) is unreachable or busy; retry shortly")
     resp.headers["Retry-After"] = "2"
     return resp
 

@@ -16,13 +16,50 @@ def _setup_logging(**_: object) -> None:
 
 
 @signals.worker_ready.connect
-def _warm_up(**_: object) -> None:
-    # GPU workers start loading their model at once, in the batcher's own thread, so /health can
-    # report "loading" and the first job does not pay for the load.
+def _warm_up(sender=None, **_: object) -> None:
+    """Start the watchdog; GPU workers also start loading their model at once, in the batcher's own thread,
+    so /health can report "loading" and the first job does not pay for the load."""
+    from workers import liveness
+    from workers.gpu import runtime
+    from workers.settings import get_settings
+
+    model = runtime.worker_model()
+    queues = _consumed_queues()
+    stage = None if model else ("safety" if "safety" in queues else None)
+    liveness.install(liveness.Watchdog(app, sender.hostname, get_settings(), stage=stage))
+    if model:
+        runtime.current().on_failed.append(lambda reason: _stop_consuming(sender.hostname, queues, reason))
+
+
+def _consumed_queues() -> list[str]:
+    return sorted(app.amqp.queues.consume_from or {})
+
+
+def _stop_consuming(nodename: str, queues: list[str], reason: str) -> None:
+    """A worker whose model failed to load must not take jobs only to fail them: cancel its own consumers
+    (through the consumer's remote control, which runs on the consumer's thread). It stays up, reporting why."""
+    for queue in queues:
+        app.control.cancel_consumer(queue, destination=[nodename], reply=True, timeout=5.0)
+
+
+@signals.worker_shutting_down.connect
+def _draining(**_: object) -> None:
+    # Runs inside the SIGTERM handler: hand the work to a thread, never block here.
+    import threading
+
+    threading.Thread(target=_drain, name="drain", daemon=True).start()
+
+
+def _drain() -> None:
+    """Graceful drain: the watchdog stops counting (consumption stops on purpose now); the batch in its
+    forward pass finishes, and jobs not started go back to the queue (workers/gpu/runtime.py drain)."""
+    from workers import liveness
     from workers.gpu import runtime
 
-    if runtime.worker_model():
-        runtime.current()
+    watchdog = liveness.current()
+    if watchdog is not None:
+        watchdog.stop()
+    runtime.drain()
 
 
 @signals.worker_shutdown.connect

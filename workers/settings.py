@@ -61,6 +61,13 @@ class Settings:
     replay_shared_dir: str = ""  # REPLAY_SHARED_DIR: a folder under the data root every customer may read
     ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
     environment: str = "production"  # VLAAPI_ENV: "development" (make run) relaxes the secrets check
+    db_connect_timeout_s: int = 5
+    db_statement_timeout_ms: int = 30000
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    db_pool_timeout_s: float = 5.0
+    worker_watchdog_s: float = 20.0
+    worker_drain_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -102,6 +109,13 @@ class Settings:
             replay_probe_seconds=float(_env("REPLAY_PROBE_SECONDS", "20")),
             ops_token=_env("OPS_TOKEN", ""),
             environment=_env("VLAAPI_ENV", "production").strip().lower(),
+            db_connect_timeout_s=int(_env("DB_CONNECT_TIMEOUT_S", "5")),
+            db_statement_timeout_ms=int(_env("DB_STATEMENT_TIMEOUT_MS", "30000")),
+            db_pool_size=int(_env("DB_POOL_SIZE", "10")),
+            db_max_overflow=int(_env("DB_MAX_OVERFLOW", "20")),
+            db_pool_timeout_s=float(_env("DB_POOL_TIMEOUT_S", "5")),
+            worker_watchdog_s=float(_env("WORKER_WATCHDOG_S", "20")),
+            worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
         )
 
 

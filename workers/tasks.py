@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import chain
+from celery.exceptions import Reject
 
 from workers.celery_app import app
 from workers.settings import get_settings
@@ -18,8 +19,13 @@ from workers.wire.queues import INFER_TASK, REPLAY_TASK, SAFETY_TASK, TIME_LIMIT
 @app.task(name=INFER_TASK, acks_late=True, reject_on_worker_lost=True, **TIME_LIMITS[INFER_TASK])
 def infer(job: dict[str, Any]) -> dict[str, Any]:
     from workers.stages.inference import run_inference  # imported here: only GPU workers load torch
+    from workers.stages.retry import HandBack
 
-    return run_inference(job, get_settings())
+    try:
+        return run_inference(job, get_settings())
+    except HandBack:
+        # Not started and this worker is draining: back to the queue (acks_late), for another worker.
+        raise Reject("worker draining", requeue=True) from None
 
 
 @app.task(name=SAFETY_TASK, acks_late=True, reject_on_worker_lost=True, **TIME_LIMITS[SAFETY_TASK])

@@ -12,14 +12,15 @@ import logging
 import sys
 from pathlib import Path
 
-from ops.golden import openpi_images, openvla, pi0_lerobot
+from ops.golden import openpi_images, openpi_norm, openvla, pi0_lerobot
 from ops.golden.envs import make_env
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVS = ROOT / ".data" / "golden-envs"
 WORK = ROOT / ".data" / "golden-work"
 DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
-TARGETS = ("openvla", "openpi-images", "pi0-lerobot")
+DEFAULT_OPENPI_SRC = Path("/work/.mirror/Physical-Intelligence+openpi/repo")
+TARGETS = ("openvla", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS)
 log = logging.getLogger("ops.golden")
 
 
@@ -37,14 +38,14 @@ def find_python(minor: str) -> str:
 
 
 def build_models() -> Path:
-    from workers.policies.tiny import build_tiny_checkpoints
+    from workers.policies.presets import build_tiny_checkpoints
 
     models = WORK / "models"
-    build_tiny_checkpoints(models)
+    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny"])
     return models
 
 
-def run(targets: list[str], openvla_src: Path) -> list[Path]:
+def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
     models = build_models()
     py311 = find_python("11")
     written = []
@@ -55,10 +56,14 @@ def run(targets: list[str], openvla_src: Path) -> list[Path]:
         py = make_env(ENVS, "openpi-client", py311, openpi_images.REQUIREMENTS, link_torch=False,
                       no_deps=openpi_images.NO_DEPS)
         written.append(openpi_images.build(py, WORK))
-    if "pi0-lerobot" in targets:
-        py = make_env(ENVS, "lerobot", py311, pi0_lerobot.REQUIREMENTS, link_torch=True,
-                      no_deps=pi0_lerobot.NO_DEPS)
-        written.append(pi0_lerobot.build(py, models / "pi0-tiny", WORK))
+    if "openpi-norm" in targets:
+        py = make_env(ENVS, "openpi", py311, openpi_norm.REQUIREMENTS, link_torch=True, no_deps=openpi_norm.NO_DEPS)
+        written.append(openpi_norm.build(py, models / "pi0-tiny", openpi_src, WORK))
+    for name, v in pi0_lerobot.VARIANTS.items():
+        if name in targets:
+            py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch,
+                          no_deps=v.no_deps)
+            written.append(pi0_lerobot.build(v, py, models / "pi0-tiny", WORK))
     return written
 
 
@@ -69,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--only", action="append", choices=TARGETS, help="one reference (repeatable); default all")
     b.add_argument("--openvla-src", type=Path, default=DEFAULT_OPENVLA_SRC,
                    help="openvla/openvla git dir or checkout, or a folder with the three *_prismatic.py files")
+    b.add_argument("--openpi-src", type=Path, default=DEFAULT_OPENPI_SRC,
+                   help="Physical-Intelligence/openpi git dir or checkout")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    for path in run(args.only or list(TARGETS), args.openvla_src):
+    for path in run(args.only or list(TARGETS), args.openvla_src, args.openpi_src):
         print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
     return 0
 

@@ -6,26 +6,15 @@ fails at once with what to do, rather than as a numeric difference.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from ops.golden.fixture import REGENERATE, load_fixture
-from ops.golden.inputs import regenerate_images, weights_digest
-from tests.conftest import TEST_MODEL_DIR
-
-
-def checked_model_dir(name: str, meta: dict[str, Any]) -> Path:
-    path = TEST_MODEL_DIR / name
-    have = weights_digest(path)
-    if have != meta["weights_sha256"]:
-        pytest.fail(f"{path} holds other weights than the golden fixture was built on (sha256 {have[:12]} vs "
-                    f"{meta['weights_sha256'][:12]}). If workers/policies/tiny.py changed, regenerate: {REGENERATE}; "
-                    f"if .data/test-models is stale, delete it so the suite rebuilds it.")
-    return path
+from ops.golden.fixture import load_fixture
+from ops.golden.inputs import regenerate_images
+from tests.golden.helpers import checked_model_dir
 
 
 @pytest.fixture(scope="session")

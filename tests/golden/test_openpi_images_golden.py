@@ -13,9 +13,6 @@ from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
 from workers.policies import preprocess
 
-RESIZE_GAP = ("issue 13 item 4: pi0 resizes with PIL bicubic and round() where openpi uses bilinear resize-with-pad "
-              "(being fixed on the fidelity branch)")
-
 
 @pytest.fixture(scope="module")
 def golden():
@@ -38,7 +35,6 @@ def test_already_224_is_unchanged(golden) -> None:
         np.testing.assert_array_equal(preprocess.resize_with_pad(img, 224), want)
 
 
-@pytest.mark.xfail(strict=True, reason=RESIZE_GAP)
 def test_resize_with_pad_matches_openpi(golden) -> None:
     for i, img, want in _cases(golden, identity=False):
         np.testing.assert_array_equal(preprocess.resize_with_pad(img, 224), want, err_msg=f"image {i} {img.shape}")

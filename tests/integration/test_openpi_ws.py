@@ -2,6 +2,7 @@
 against the `openpi` process, PostgreSQL, Redis and real worker processes."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import msgpack
@@ -122,3 +123,19 @@ def test_rate_limit_and_deadline(ws_url, settings, workers):
         policy.infer(LIBERO)
     with pytest.raises(RuntimeError, match="429 rate_limited"):
         policy.infer(LIBERO)
+
+
+def test_connection_cap_and_health(tmp_path, key):
+    """OPENPI_MAX_CONNECTIONS bounds what one process holds: the next handshake is a 503, not a hang."""
+    port = free_port()
+    with serve(["web.compat.openpi", "--port", str(port)], port, tmp_path / "ws.log",
+               env={"OPENPI_MAX_CONNECTIONS": "1"}):
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).text == "OK\n"
+        url = f"ws://127.0.0.1:{port}/v1/openpi/pi0-tiny"
+        first = WebsocketClientPolicy(host=url, api_key=key)
+        with pytest.raises(websockets.exceptions.InvalidStatus) as exc:
+            WebsocketClientPolicy(host=url, api_key=key)
+        assert exc.value.response.status_code == 503
+        first._ws.close()
+        time.sleep(0.2)
+        assert WebsocketClientPolicy(host=url, api_key=key).get_server_metadata()["model"] == "pi0-tiny"

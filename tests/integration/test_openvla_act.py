@@ -132,3 +132,11 @@ def test_rate_limit_applies(live_url, settings, workers):
 def test_deadline_passes_is_504(live_url, key, workers):
     resp = _post(live_url, key, {"image": IMAGE, "instruction": "x", "deadline_ms": 1})
     assert resp.status_code == 504 and resp.json()["type"].endswith("deadline_exceeded")
+
+
+def test_rejected_action_is_a_problem_not_an_array(live_url, key, workers):
+    body = {"image": IMAGE, "instruction": "reach out", "robot_config": {"type": "widowx_250"},
+            "robot_state": {"ee_position": np.array([2.0, 2.0, 2.0])}, "safety": {"mode": "reject"}}
+    resp = _post(live_url, key, body)
+    assert resp.status_code == 422 and resp.json()["type"].endswith("action_rejected")
+    assert resp.json()["safety"]["decision"] == "rejected"

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from workers.wire.images import MAX_PIXELS
 
 from web.errors import ApiError
+from workers.wire.images import MAX_PIXELS
 
 _KINDS = {"u", "i", "f", "b"}
 MAX_DIMS = 4

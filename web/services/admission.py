@@ -14,14 +14,14 @@ from flask import current_app, g
 
 from web.auth import Principal, current
 from web.errors import ApiError
-from web.metrics import JOBS_SUBMITTED, REFUSED, queue_depth
+from web.metrics import queue_depth
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter
 from web.services import catalog, submit
 from workers.settings import Settings
 from workers.store.models import Job
-from workers.wire import notify
+from workers.wire import notify, telemetry
 from workers.wire.queues import infer_queue
 
 T = TypeVar("T")
@@ -68,7 +68,7 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
                                  req_hash=req_hash)
 
     job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create)
-    JOBS_SUBMITTED.labels(job.model, kind).inc()
+    telemetry.submitted(_redis(settings), job.model, kind)
     return job
 
 
@@ -103,15 +103,16 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     g.extra_headers = decision.headers()
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
-        REFUSED.labels(decision.refused_by or "rate").inc()
+        # minute -> rate; day and month -> quota (the fixed reasons of vla_requests_refused_total)
+        telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
         raise rate_limited(decision)
     try:
         if queue_depth(r, queue) >= settings.max_queue_depth:
-            REFUSED.labels("queue_full").inc()
+            telemetry.refused(r, "queue_full")
             raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly", headers={"Retry-After": "2"})
         inflight = InFlight(r)
         if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
-            REFUSED.labels("in_flight").inc()
+            telemetry.refused(r, "in_flight")
             raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in flight "
                            "for this customer; wait for one to finish", headers={"Retry-After": "1"})
         try:

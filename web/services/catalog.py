@@ -60,7 +60,8 @@ def workers_for(settings: Settings, name: str, *, fresh: bool = False) -> list[d
 
 def describe(settings: Settings, name: str) -> dict[str, Any]:
     beats = workers_for(settings, name, fresh=True)
-    ready = [b for b in beats if b.get("state") == "ready"]
+    # A worker that cannot consume (its watchdog's ping goes unanswered) serves nobody, whatever its model says.
+    ready = [b for b in beats if b.get("state") == "ready" and b.get("consuming", True) is not False]
     spec = next((b["spec"] for b in ready if "spec" in b), None)
     return {
         "name": name,

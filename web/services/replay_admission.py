@@ -21,14 +21,14 @@ from sqlalchemy.orm import Session
 
 from web.auth import Principal, current
 from web.errors import ApiError
-from web.metrics import REFUSED, queue_depth
+from web.metrics import queue_depth
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter
 from web.services import admission
 from workers.settings import Settings
 from workers.store.models import Replay
-from workers.wire import notify
+from workers.wire import notify, telemetry
 from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, infer_queue
 
 ACTIVE = ("queued", "running")
@@ -61,11 +61,11 @@ class Ticket:
         decision = RateLimiter(r).hit(p.customer_id, self._limits())
         g.extra_headers, g.usage = decision.headers(), decision.usage_block(p.tier)
         if not decision.allowed:
-            REFUSED.labels(decision.refused_by or "rate").inc()
+            telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
             raise admission.rate_limited(decision)
         self.request_decision = decision
         if not InFlight(r).acquire(p.customer_id, str(self.replay_id), p.max_in_flight, REPLAY_INFLIGHT_TTL_S):
-            REFUSED.labels("in_flight").inc()
+            telemetry.refused(r, "in_flight")
             raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in "
                            "flight for this customer; wait for one to finish", headers={"Retry-After": "1"})
         self.leased = True
@@ -84,28 +84,28 @@ class Ticket:
         active = session.execute(select(func.count()).select_from(Replay).where(
             Replay.customer_id == cid, Replay.state.in_(ACTIVE))).scalar_one()
         if active >= cap:
-            REFUSED.labels("replays").inc()
+            telemetry.refused(self._redis(), "replay_concurrency")
             raise ApiError(429, "too_many_replays", f"the {self.principal.tier} tier runs at most {cap} replay(s) "
                            "at a time; wait for one to finish", headers={"Retry-After": "10"})
 
     def check_queue(self, model: str) -> None:
         queue = infer_queue(model, "replay")
         if queue_depth(self._redis(), queue) >= self.settings.max_queue_depth:
-            REFUSED.labels("queue_full").inc()
+            telemetry.refused(self._redis(), "queue_full")
             raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly", headers={"Retry-After": "2"})
 
     def charge_steps(self, total: int, field_name: str) -> None:
         """The tier's step cap, then ceil(total / REPLAY_STEPS_PER_UNIT) units against the day and month."""
         p = self.principal
         if p.max_replay_steps and total > p.max_replay_steps:
-            REFUSED.labels("replay_steps").inc()
+            telemetry.refused(self._redis(), "replay_steps")
             raise ApiError(422, "replay_too_long", f"this replay has {total} steps; the {p.tier} tier allows "
                            f"{p.max_replay_steps} per replay: select fewer episodes or a step_range",
                            field=field_name, steps=total, max_steps=p.max_replay_steps)
         units = math.ceil(total / self.settings.replay_steps_per_unit)
         decision = RateLimiter(self._redis()).hit(p.customer_id, self._limits(steps=True), cost=units)
         if not decision.allowed:
-            REFUSED.labels(decision.refused_by or "quota").inc()
+            telemetry.refused(self._redis(), "quota")
             raise ApiError(429, "quota_exceeded", f"this replay costs {units} units ({total} steps); the "
                            f"{decision.refused_by or 'day'} quota has not that many left",
                            headers=decision.headers(), usage=decision.usage_block(p.tier), cost=units)

@@ -131,7 +131,8 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
               # Set here, not by the server default: now() is the transaction's start, which for a web
               # request is the authentication query, and would inflate queue_wait_ms.
               created_at=datetime.now(UTC))
-    payload = {**prepared.payload, "job_id": str(job.id)}
+    # created_at travels with the job so the workers can measure queue wait and total latency (telemetry).
+    payload = {**prepared.payload, "job_id": str(job.id), "created_at": job.created_at.timestamp()}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
     commit_then_enqueue(job, lambda: send_job(payload, safety_job), "job")
     return job

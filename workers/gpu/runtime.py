@@ -12,9 +12,11 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 
+from workers import liveness
 from workers.gpu.batcher import MicroBatcher
-from workers.policies.registry import load_policy, parse_enabled_models
+from workers.policies.registry import load_policy, parse_enabled_models, parse_model_options
 from workers.settings import Settings, get_settings
 from workers.wire import notify
 
@@ -39,6 +41,9 @@ class GpuRuntime:
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self.replay_slots = threading.BoundedSemaphore(REPLAY_SLOTS_PER_WORKER)
         self._stop = threading.Event()
+        # Called once, with the reason, when the model fails to load (celery_app stops consuming the queues).
+        self.on_failed: list[Callable[[str], None]] = []
+        self.stopped_consuming: str | None = None
         self.batcher = MicroBatcher(self._load, max_batch_size=settings.batch_max_size,
                                     max_wait_ms=settings.batch_max_wait_ms, name=model,
                                     max_background_per_batch=settings.batch_max_background or None)
@@ -58,23 +63,41 @@ class GpuRuntime:
             import torch
 
             torch.set_num_threads(s.torch_cpu_threads)
-        return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device)
+        return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
+                           options=parse_model_options(s.enabled_models)[self.model])
 
     def _heartbeat(self) -> None:
         r = notify.client(self.settings.redis_url)
         while not self._stop.is_set():
             b = self.batcher
-            info = {"state": b.state, "stats": b.stats()}
+            if b.state == "failed" and self.stopped_consuming is None:
+                self._failed(f"model {self.model} failed to load: {type(b.error).__name__}: {b.error}")
+            consuming = self.stopped_consuming is None and liveness.consuming()
+            info = {"state": b.state, "stats": b.stats(), "consuming": consuming}
             if b.ready:
                 info["spec"] = b.spec.to_dict()
             if b.state == "failed":
-                info["error"] = str(b.error)
+                info["error"] = self.stopped_consuming
             try:
                 notify.publish_heartbeat(r, self.model, self.hostname, info,
                                          ttl_s=self.settings.worker_heartbeat_s * 3)
             except Exception:  # Redis blips must not kill the heartbeat thread
                 log.warning("heartbeat failed", exc_info=True)
             self._stop.wait(self.settings.worker_heartbeat_s)
+
+    def _failed(self, reason: str) -> None:
+        self.stopped_consuming = reason
+        log.error("%s; this worker stops consuming its queues", reason)
+        for callback in self.on_failed:
+            try:
+                callback(reason)
+            except Exception:
+                log.exception("could not stop consuming")
+
+    def drain(self) -> None:
+        """SIGTERM: the forward pass in progress finishes; items not started fail with BatcherStopped, and
+        their tasks give their messages back to the queue (workers/tasks.py) for another worker."""
+        self.batcher.stop(timeout=self.settings.worker_drain_s, drain=False)
 
     def shutdown(self) -> None:
         """On a warm shutdown: stop the heartbeat and withdraw it at once, so /health stops counting us now."""
@@ -110,3 +133,10 @@ def shutdown() -> None:
     with _lock:
         if _current is not None:
             _current.shutdown()
+
+
+def drain() -> None:
+    with _lock:
+        rt = _current
+    if rt is not None:
+        rt.drain()

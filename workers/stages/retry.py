@@ -57,3 +57,8 @@ def retry_transient(fn: Callable[[], T], deadline: float, *, what: str, min_trie
             log.warning("%s: transient %s, retrying in %.2f s (try %d)", what, type(exc).__name__, pause, tries)
             time.sleep(pause)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+class HandBack(Exception):
+    """The work was not started and this worker is stopping: the task gives its message back to the queue
+    (workers/tasks.py turns this into Celery's Reject(requeue=True)) for another worker to run."""

@@ -9,6 +9,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from workers.settings import get_settings
+
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 
@@ -17,8 +19,16 @@ def get_engine(url: str) -> Engine:
     with _lock:
         engine = _engines.get(url)
         if engine is None:
+            s = get_settings()
             # pool_pre_ping: a worker that outlives a database restart must not fail its next job.
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # connect_timeout: an unreachable server fails a connect in seconds, not at the kernel's TCP
+            # timeout; statement_timeout: no query holds a connection (and a web thread) forever; pool_timeout:
+            # an exhausted pool raises (the web answers 503 with Retry-After) instead of queueing without end.
+            engine = create_engine(
+                url, pool_pre_ping=True, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
+                pool_timeout=s.db_pool_timeout_s,
+                connect_args={"connect_timeout": s.db_connect_timeout_s,
+                              "options": f"-c statement_timeout={s.db_statement_timeout_ms}"})
             _engines[url] = engine
         return engine
 

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from web import db, metrics
 from web.extensions import Blueprint
-from web.services import catalog
+from web.services import catalog, health
 from workers.wire import notify
 
 blp = Blueprint("system", __name__, description="Health and metrics")
@@ -29,6 +29,8 @@ class HealthSchema(Schema):
     redis = fields.Boolean()
     models = fields.Dict(keys=fields.String(), values=fields.Boolean(),
                          metadata={"description": "enabled model -> at least one ready worker"})
+    stages = fields.Dict(keys=fields.String(), values=fields.Boolean(),
+                         metadata={"description": "model:<name>, safety, reaper -> at least one live worker"})
     details = fields.Dict(metadata={"description": "only for the operator token: workers, states and errors"})
 
 
@@ -54,20 +56,22 @@ class Health(MethodView):
     @blp.doc(parameters=[{"in": "header", "name": OPS_HEADER, "required": False, "schema": {"type": "string"},
                           "description": "the operator token (OPS_TOKEN): adds per-model and error details"}])
     def get(self):
-        """Database, Redis and ready workers per enabled model: 200 when all can serve, else 503."""
+        """Database, Redis and every stage (GPU workers per model, safety, reaper): 200 when all are live, else 503."""
         settings = current_app.config["SETTINGS"]
         database = _check("database", lambda: db.session().execute(text("SELECT 1")))
         redis_ = _check("redis", lambda: notify.client(settings.redis_url).ping())
-        models = {}
+        models, stages = {}, {}
         if redis_["ok"]:
             for name in catalog.enabled_models(settings):
                 d = catalog.describe(settings, name)
                 models[name] = {k: d[k] for k in ("ready", "workers", "ready_workers", "states", "errors")}
-        healthy = database["ok"] and redis_["ok"] and all(m["ready"] for m in models.values())
+            stages = health.stages(settings)
+        healthy = database["ok"] and redis_["ok"] and bool(stages) and health.all_live(stages)
         body = {"status": "ok" if healthy else "degraded", "database": database["ok"], "redis": redis_["ok"],
-                "models": {name: m["ready"] for name, m in models.items()}}
+                "models": {name: m["ready"] for name, m in models.items()},
+                "stages": {name: st["live"] for name, st in stages.items()}}
         if _is_operator():
-            body["details"] = {"database": database, "redis": redis_, "models": models}
+            body["details"] = {"database": database, "redis": redis_, "models": models, "stages": stages}
         return body, 200 if healthy else 503
 
 

@@ -1,0 +1,200 @@
+"""The stack the fault drills run against: its own redis-server and PostgreSQL cluster (so killing them
+touches nobody else), and web, a GPU worker, a safety worker and the reaper, each under ops/supervise.py as
+`make run` runs them; plus a steady load of submissions through the real HTTP API.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from ops.faults import PostgresServer, RedisServer, children, free_port
+from ops.procfile import gpu_worker_argv, safety_worker_argv
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "openvla-tiny"
+PEPPER = "chaos-pepper"
+
+
+@dataclass
+class StackConfig:
+    deadline_ms: int = 5000
+    reaper_grace_s: float = 3.0
+    watchdog_s: float = 10.0
+    visibility_s: int = 30
+    redis_appendonly: bool = True  # as `make run`'s embedded Redis
+
+
+class Stack:
+    def __init__(self, cfg: StackConfig, work_dir: Path | None = None):
+        self.cfg = cfg
+        self.dir = Path(work_dir or tempfile.mkdtemp(prefix="vla-chaos-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root, and must reach its folder
+        self.redis = RedisServer(self.dir / "redis", appendonly=cfg.redis_appendonly)
+        self.pg = PostgresServer(self.dir / "pg")
+        self.web_port = free_port()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.db_url = ""
+        self.api_key = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def env(self) -> dict[str, str]:
+        from workers.settings import ROOT as SROOT
+
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env.update(DATABASE_URL=self.db_url, REDIS_URL=self.redis.url, ENABLED_MODELS=MODEL,
+                   MODEL_DIR=str(SROOT / ".data" / "models"), API_KEY_PEPPER=PEPPER, LOG_LEVEL="WARNING",
+                   WORKER_HEARTBEAT_S="1", WORKER_WATCHDOG_S=str(self.cfg.watchdog_s), WORKER_DRAIN_S="3",
+                   REAPER_INTERVAL_S="1", REAPER_GRACE_S=str(self.cfg.reaper_grace_s),
+                   BROKER_VISIBILITY_TIMEOUT_S=str(self.cfg.visibility_s), PYTHONPATH=str(ROOT),
+                   TORCH_CPU_THREADS="1", PYTHONUNBUFFERED="1")
+        return env
+
+    def start(self, timeout: float = 180.0) -> Stack:
+        self.redis.start()
+        self.pg.init().start()
+        self.db_url = self.pg.create_database("vlaapi")
+        self._prepare()
+        py = sys.executable
+        commands = {
+            "web": [py, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "32",
+                    "--bind", f"127.0.0.1:{self.web_port}", "web.app:create_app()"],
+            "gpu": [py, "-m", *gpu_worker_argv(MODEL, concurrency=8)],
+            "safety": [py, "-m", *safety_worker_argv(concurrency=4)],
+            "reaper": [py, "-m", "ops.reaper"],
+        }
+        env = self.env()
+        for name, cmd in commands.items():
+            if name == "gpu":
+                env = {**env, "WORKER_MODEL": MODEL}
+            log = open(self.dir / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen([py, "-m", "ops.supervise", "--", *cmd], cwd=ROOT, env=env,
+                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            env = self.env()
+        self.wait_healthy(timeout)
+        return self
+
+    def _prepare(self) -> None:
+        """Migrate, make sure the tiny checkpoint exists, and make an enterprise customer with a key."""
+        from web.accounts import service
+        from workers.policies.presets import build_tiny_checkpoints
+        from workers.settings import ROOT as SROOT
+        from workers.store.db import session_scope
+        from workers.store.migrate import upgrade
+
+        upgrade(self.db_url)
+        models = SROOT / ".data" / "models"
+        if not (models / MODEL / "config.json").exists():
+            build_tiny_checkpoints(models, [MODEL])
+        with session_scope(self.db_url) as s:
+            customer = service.create_customer(s, f"chaos-{uuid.uuid4().hex[:8]}", "enterprise")
+            _, self.api_key = service.create_key(s, customer, PEPPER)
+
+    def wait_healthy(self, timeout: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                if requests.get(self.base + "/health", timeout=5).status_code == 200:
+                    return time.monotonic() - t0
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"stack not healthy within {timeout} s; logs in {self.dir}")
+
+    def child(self, name: str) -> int:
+        """The pid of the process a supervisor runs now (its supervisor restarts it when it exits)."""
+        kids = children(self.procs[name].pid)
+        if not kids:
+            raise RuntimeError(f"{name} has no running child")
+        return kids[0]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.pg.stop()
+        self.redis.stop()
+
+
+def _png_b64() -> str:
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@dataclass
+class Submission:
+    at: float  # epoch seconds
+    status: int  # HTTP status; 0 when the web could not be reached
+    job_id: str | None
+
+
+@dataclass
+class Load:
+    """A steady stream of POST /v1/jobs from a few threads, every answer recorded."""
+
+    stack: Stack
+    rate: float = 5.0
+    threads: int = 4
+    submissions: list[Submission] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._body = {"model": MODEL, "image": _png_b64(), "instruction": "pick up the red block",
+                      "robot_config": {"type": "widowx_250"}, "safety": {"mode": "clamp"},
+                      "deadline_ms": self.stack.cfg.deadline_ms}
+        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
+
+    def start(self) -> Load:
+        for t in self._workers:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(30)
+
+    def _run(self) -> None:
+        http = requests.Session()
+        headers = {"Authorization": f"Bearer {self.stack.api_key}"}
+        period = self.threads / self.rate
+        while not self._stop.is_set():
+            t0 = time.time()
+            try:
+                resp = http.post(self.stack.base + "/v1/jobs", json=self._body, headers=headers, timeout=15)
+                job_id = resp.json().get("id") if resp.status_code == 202 else None
+                sub = Submission(t0, resp.status_code, job_id)
+            except (requests.RequestException, ValueError):
+                sub = Submission(t0, 0, None)
+            with self._lock:
+                self.submissions.append(sub)
+            self._stop.wait(max(0.0, period - (time.time() - t0)))
+
+    def since(self, t: float) -> list[Submission]:
+        with self._lock:
+            return [s for s in self.submissions if s.at >= t]

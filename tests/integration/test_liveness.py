@@ -1,0 +1,155 @@
+"""Liveness with real worker processes: /health reports every stage; a paused safety worker makes it degraded;
+a GPU worker whose model failed to load stops consuming and says why; a worker whose broker restarts consumes
+again (reconnecting, or exiting and being restarted by ops/supervise.py); SIGTERM drains a GPU worker."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import redis
+
+from ops.faults import RedisServer
+from ops.procfile import safety_worker_argv
+from ops.reaper import Reaper, ReaperConfig
+from tests.helpers import request_body
+from tests.integration.conftest import VISIBILITY_S
+from tests.integration.workers import ROOT, gpu_worker
+from web.metrics import queue_depth
+from workers.celery_app import app as celery_app
+from workers.tasks import infer
+from workers.wire import notify
+
+FAST = {"WORKER_HEARTBEAT_S": "1", "WORKER_WATCHDOG_S": "6", "WORKER_DRAIN_S": "3"}
+
+
+def _stage(client, name: str) -> dict:
+    return client.get("/health").get_json()["stages"][name]
+
+
+def _until(fn, timeout: float, what: str, step: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = fn()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def test_health_reports_each_stage(client, workers, settings):
+    Reaper(settings, ReaperConfig()).run_pass(sweep=False)
+    body = client.get("/health").get_json()
+    stages = body["stages"]
+    assert stages["model:openvla-tiny"]["live"] and stages["model:openvla-tiny"]["live_workers"] >= 1
+    assert stages["safety"]["live"] and stages["safety"]["live_workers"] >= 1
+    assert stages["reaper"]["live"]
+    assert not stages["model:openvla-slow"]["live"]  # enabled, no worker in this session
+    assert body["status"] == "degraded"
+
+
+def test_paused_safety_worker_makes_health_degraded(client, workers):
+    safety = workers[2]
+    os.kill(safety.proc.pid, signal.SIGSTOP)
+    try:
+        _until(lambda: not _stage(client, "safety")["live"], 15, "safety still reported live while paused")
+        assert client.get("/health").status_code == 503
+    finally:
+        os.kill(safety.proc.pid, signal.SIGCONT)
+    _until(lambda: _stage(client, "safety")["live"], 15, "safety not live again after SIGCONT")
+
+
+def test_gpu_worker_that_failed_to_load_stops_consuming(client, redis_client, log_dir, tmp_path, workers):
+    enabled = f"{os.environ['ENABLED_MODELS']},broken={tmp_path / 'no-such-checkpoint'}"
+    worker = gpu_worker("broken", log_dir, ENABLED_MODELS=enabled, **FAST).start()
+    try:
+        beat = _until(lambda: next((b for b in notify.read_heartbeats(redis_client, "broken")
+                                    if b.get("state") == "failed" and b.get("consuming") is False), None),
+                      60, "no failed heartbeat")
+        assert "failed to load" in beat["error"]
+        _until(lambda: celery_app.control.inspect(destination=[f"gpu-broken@{socket.gethostname()}"],
+                                                  timeout=2).active_queues(), 10, "worker not answering")
+        queues = celery_app.control.inspect(timeout=2).active_queues() or {}
+        assert queues.get(f"gpu-broken@{socket.gethostname()}") == []
+        # A message on its queue stays there: the worker takes no job only to fail it.
+        infer.apply_async(({"job_id": "00000000-0000-0000-0000-000000000000", "model": "broken",
+                            "deadline": time.time() + 30},), queue="infer.broken")
+        time.sleep(3)
+        assert queue_depth(redis_client, "infer.broken") == 1
+        assert worker.proc.poll() is None  # alive, reporting why
+    finally:
+        worker.stop()
+        for key in redis_client.keys("infer.broken*"):
+            redis_client.delete(key)
+
+
+def _supervised_safety(redis_url: str, log_path) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "ops.supervise", "--", sys.executable, "-m", *safety_worker_argv(concurrency=2)]
+    env = {**os.environ, **FAST, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def test_worker_consumes_again_after_redis_sigkill_and_restart(tmp_path, log_dir):
+    server = RedisServer(tmp_path / "redis").start()
+    r = redis.Redis.from_url(server.url)
+    proc = _supervised_safety(server.url, log_dir / "safety-supervised.log")
+
+    def consuming_pid():
+        beats = notify.read_heartbeats(r, "safety", key=notify.stage_key("safety"))
+        return next((b["hostname"] for b in beats if b.get("consuming")), None)
+
+    try:
+        _until(consuming_pid, 60, "supervised safety worker never consumed")
+        server.kill()
+        time.sleep(5)
+        server.start()
+        t0 = time.monotonic()
+        _until(consuming_pid, 30, "no worker consuming again within 30 s of the restart")
+        recovered_s = time.monotonic() - t0
+        assert recovered_s < 30
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        server.stop()
+
+
+def test_sigterm_drains_and_requeues_what_had_not_started(client, make_customer, redis_client, log_dir, workers,
+                                                          db_session):
+    """One item per pass, a dozen jobs: at SIGTERM the pass in progress finishes and the items still queued in
+    the batcher go back to the broker; a second worker then finishes every job, each exactly once."""
+    from sqlalchemy import func, select
+
+    from tests.integration.workers import wait_ready
+    from workers.store.models import Job, UsageRecord
+
+    headers = make_customer()[2]
+    env = {"BATCH_MAX_SIZE": "1", "BATCH_MAX_WAIT_MS": "0", "BROKER_VISIBILITY_TIMEOUT_S": VISIBILITY_S, **FAST}
+    first = gpu_worker("openvla-slow", log_dir, **env).start()
+    wait_ready(redis_client, "openvla-slow", worker=first)
+    ids = [client.post("/v1/jobs", json=request_body("openvla-slow", deadline_ms=120000, seed=i),
+                       headers=headers).get_json()["id"] for i in range(12)]
+
+    def states() -> list[str]:
+        db_session.expire_all()
+        return list(db_session.execute(select(Job.state).where(Job.id.in_(ids))).scalars())
+
+    _until(lambda: states().count("running") >= 4, 60, "jobs never claimed")
+    t0 = time.monotonic()
+    os.killpg(first.proc.pid, signal.SIGTERM)
+    assert first.proc.wait(timeout=30) == 0
+    assert time.monotonic() - t0 < 15  # it did not hold its jobs until their 120 s deadlines
+    handed_back = queue_depth(redis_client, "infer.openvla-slow")
+    assert handed_back >= 1 and "failed" not in states()
+    second = gpu_worker("openvla-slow", log_dir, **env).start()
+    try:
+        _until(lambda: set(states()) == {"succeeded"}, 90, "not every job succeeded after the restart")
+    finally:
+        second.stop()
+        first.stop()
+    usage = db_session.execute(select(func.count()).select_from(UsageRecord)
+                               .where(UsageRecord.job_id.in_(ids))).scalar_one()
+    assert usage == len(ids)

@@ -1,0 +1,116 @@
+"""A worker's proof that it still consumes, and the watchdog that ends it when it does not.
+
+A Celery worker can lose its broker connection and never consume again while its process stays alive (after
+a Redis restart kombu logged `Error on stopping Hub` and the worker sat idle: celery-notes.md, "Workers that
+stop consuming"). PID or TCP checks cannot see that. So every WORKER_HEARTBEAT_S the watchdog pings its own
+node through the broker (Celery's remote-control `ping`, answered by the consumer's event loop on the same
+connection and poller as the task queues). A reply proves the consumer runs; the stage heartbeat (safety
+workers) and the GPU runtime's heartbeat say `consuming` only while replies come. With no reply for
+WORKER_WATCHDOG_S the process stops (SIGTERM, then a hard exit) so its supervisor (ops/supervise.py under
+`make run`, systemd or Kubernetes in production) starts a fresh one, which connects cleanly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from workers.settings import Settings
+from workers.wire import notify
+
+log = logging.getLogger(__name__)
+EXIT_CODE = 70  # EX_SOFTWARE: the supervisor restarts it
+
+
+class Watchdog:
+    def __init__(self, app: Any, nodename: str, settings: Settings, *, stage: str | None = None):
+        self.app, self.nodename, self.settings, self.stage = app, nodename, settings, stage
+        self.interval_s = max(settings.worker_heartbeat_s, 0.5)
+        self.exit_after_s = settings.worker_watchdog_s
+        self.hostname = f"{socket.gethostname()}:{os.getpid()}"
+        self.last_ok = time.monotonic()
+        self._stop = threading.Event()
+
+    def start(self) -> Watchdog:
+        threading.Thread(target=self._loop, name="watchdog", daemon=True).start()
+        return self
+
+    def consuming(self) -> bool:
+        """True while the last reply is recent (two intervals plus a probe's timeout)."""
+        return time.monotonic() - self.last_ok <= 2 * self.interval_s + self._probe_timeout()
+
+    def _probe_timeout(self) -> float:
+        return max(1.0, self.interval_s)
+
+    def probe(self) -> bool:
+        try:
+            replies = self.app.control.ping(destination=[self.nodename], timeout=self._probe_timeout())
+        except Exception:  # the broker is down: no reply
+            log.warning("watchdog: ping failed", exc_info=True)
+            return False
+        return any(self.nodename in r for r in replies or [])
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self.probe():
+                self.last_ok = time.monotonic()
+            if self._stop.is_set():
+                return
+            self._publish()
+            silent = time.monotonic() - self.last_ok
+            if self.exit_after_s > 0 and silent > self.exit_after_s:
+                self._exit(silent)
+                return
+            self._stop.wait(self.interval_s)
+
+    def _publish(self) -> None:
+        if self.stage is None:
+            return
+        state = "ready" if self.consuming() else "not_consuming"
+        try:
+            notify.publish_heartbeat(notify.client(self.settings.redis_url), self.stage, self.hostname,
+                                     {"state": state, "consuming": state == "ready", "node": self.nodename},
+                                     ttl_s=self.interval_s * 3 + self._probe_timeout(),
+                                     key=notify.stage_key(self.stage))
+        except Exception:
+            log.warning("watchdog: heartbeat failed", exc_info=True)
+
+    def _exit(self, silent: float) -> None:
+        log.critical("watchdog: no proof of consumption for %.0f s; exiting so the supervisor restarts us", silent)
+        os.kill(os.getpid(), signal.SIGTERM)  # a warm stop first: in-flight work may still finish
+        timer = threading.Timer(self.settings.worker_drain_s + 5.0, os._exit, args=(EXIT_CODE,))
+        timer.daemon = True
+        timer.start()
+
+    def stop(self) -> None:
+        """Warm shutdown: consumption stops on purpose, so the watchdog must not count it; withdraw the beat."""
+        self._stop.set()
+        if self.stage is None:
+            return
+        try:
+            notify.withdraw_heartbeat(notify.client(self.settings.redis_url), self.stage, self.hostname,
+                                      key=notify.stage_key(self.stage))
+        except Exception:
+            log.warning("watchdog: could not withdraw the heartbeat", exc_info=True)
+
+
+_current: Watchdog | None = None
+
+
+def install(watchdog: Watchdog) -> Watchdog:
+    global _current
+    _current = watchdog.start()
+    return watchdog
+
+
+def current() -> Watchdog | None:
+    return _current
+
+
+def consuming() -> bool:
+    """For the GPU runtime's heartbeat: True unless a watchdog runs and has seen no reply lately."""
+    return _current is None or _current.consuming()
