@@ -15,6 +15,7 @@ import redis
 from ops.faults import RedisServer
 from ops.procfile import safety_worker_argv
 from ops.reaper import Reaper, ReaperConfig
+from tests.conftest import TEST_OPS_TOKEN
 from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
 from tests.integration.workers import ROOT, gpu_worker
@@ -26,8 +27,13 @@ from workers.wire import notify
 FAST = {"WORKER_HEARTBEAT_S": "1", "WORKER_WATCHDOG_S": "6", "WORKER_DRAIN_S": "3"}
 
 
+def _health(client) -> dict:
+    """The operator's /health: per-stage worker counts live under `details` (the public one is booleans)."""
+    return client.get("/health", headers={"X-Ops-Token": TEST_OPS_TOKEN}).get_json()
+
+
 def _stage(client, name: str) -> dict:
-    return client.get("/health").get_json()["stages"][name]
+    return _health(client)["details"]["stages"][name]
 
 
 def _until(fn, timeout: float, what: str, step: float = 0.2):
@@ -42,8 +48,9 @@ def _until(fn, timeout: float, what: str, step: float = 0.2):
 
 def test_health_reports_each_stage(client, workers, settings):
     Reaper(settings, ReaperConfig()).run_pass(sweep=False)
-    body = client.get("/health").get_json()
-    stages = body["stages"]
+    body = _health(client)
+    assert all(isinstance(v, bool) for v in body["stages"].values())  # public part: booleans only
+    stages = body["details"]["stages"]
     assert stages["model:openvla-tiny"]["live"] and stages["model:openvla-tiny"]["live_workers"] >= 1
     assert stages["safety"]["live"] and stages["safety"]["live_workers"] >= 1
     assert stages["reaper"]["live"]
