@@ -81,6 +81,7 @@ class _LiveGauges:
         yield depth
         yield ready
         yield _reaper_actions(r)
+        telemetry.flush()  # this process's own observations (submissions, refusals) are in the hash before we read
         yield from telemetry_families(telemetry.read(r), set(catalog.enabled_models(self.settings)))
 
 

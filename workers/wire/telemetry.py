@@ -1,11 +1,11 @@
 """Operator metrics that span processes and machines, kept in Redis and exported by the web's /metrics.
 
-Why Redis: GPU and safety workers are separate processes, often on other machines, and the openpi process
-is another; prometheus_client's multiprocess mode only spans one machine's processes and its files. Every
-process here already talks to Redis, so each observation is a few HINCRBY/HINCRBYFLOAT calls in one
-pipeline (one round trip, off the model's thread) on one hash, and any web process exports the same totals
-at scrape time. Counters survive worker restarts; a Redis flush resets them, which Prometheus handles as a
-counter reset. Job rows were the other option: exact, but a scrape would scan them, and refusals (no job)
+Why Redis: GPU and safety workers are separate processes, often on other machines, and the openpi process is
+another; prometheus_client's multiprocess mode only spans one machine's processes and its files. Every process
+here already talks to Redis, so each observation is a few HINCRBY/HINCRBYFLOAT calls on one hash, sent in a
+pipeline by a background thread (never on a request's or a job's path), and any web process exports the same
+totals at scrape time. Counters survive worker restarts; a Redis flush resets them, which Prometheus handles
+as a counter reset. Job rows were the other option: exact, but a scrape would scan them, and refusals (no job)
 would need a table of their own.
 
 Every label value comes from a fixed set (models from ENABLED_MODELS, the stage names, decisions, checks,
@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
+import queue
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -58,14 +61,80 @@ def _count(pipe: Any, metric: str, labels: Iterable[str], n: int = 1) -> None:
     pipe.hincrby(KEY, "|".join((metric, *labels, "n")), n)
 
 
-def _send(r: redis.Redis, fill) -> None:
-    """Metrics never fail a job: a Redis error here is logged and the observation dropped."""
+class _Sender:
+    """Sends observations from one background thread per process, so metrics never add a Redis round trip to a
+    request or a job (the hot path's cost is an append to a queue). Whatever is queued when the thread runs
+    goes in one pipeline per Redis client. Bounded: while Redis is unreachable, observations past MAX_PENDING
+    are dropped rather than held."""
+
+    MAX_PENDING = 10_000
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._pending = 0
+        threading.Thread(target=self._run, name="telemetry", daemon=True).start()
+
+    def put(self, r: redis.Redis, fill) -> None:
+        with self._cond:
+            if self._pending >= self.MAX_PENDING:
+                return
+            self._pending += 1
+        self._queue.put((r, fill))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far has been sent (or dropped); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            clients: dict[int, tuple[redis.Redis, list]] = {}
+            for r, fill in batch:
+                clients.setdefault(id(r), (r, []))[1].append(fill)
+            for r, fills in clients.values():
+                _execute(r, fills)
+            with self._cond:
+                self._pending -= len(batch)
+                self._cond.notify_all()
+
+
+def _execute(r: redis.Redis, fills: list) -> None:
+    """Metrics never fail anything: a Redis error here is logged and the observations dropped."""
     try:
         pipe = r.pipeline(transaction=False)
-        fill(pipe)
+        for fill in fills:
+            fill(pipe)
         pipe.execute()
-    except redis.RedisError as exc:
+    except Exception as exc:
         log.warning("metrics not recorded: %s", type(exc).__name__)
+
+
+_lock = threading.Lock()
+_sender: _Sender | None = None
+
+
+def _send(r: redis.Redis, fill) -> None:
+    global _sender
+    with _lock:
+        if _sender is None or _sender.pid != os.getpid():  # a forked child needs a thread of its own
+            _sender = _Sender()
+        sender = _sender
+    sender.put(r, fill)
+
+
+def flush(timeout: float = 2.0) -> bool:
+    """Send what this process has queued; /metrics calls it so a scrape sees this process's own observations."""
+    with _lock:
+        sender = _sender if _sender is not None and _sender.pid == os.getpid() else None
+    return True if sender is None else sender.flush(timeout)
 
 
 def inference_done(r: redis.Redis, model: str, job: dict[str, Any], timings_ms: dict[str, float],
