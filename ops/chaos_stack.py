@@ -102,7 +102,7 @@ class Stack:
     def _prepare(self) -> None:
         """Migrate, make sure the tiny checkpoint exists, and make an enterprise customer with a key."""
         from web.accounts import service
-        from workers.policies.tiny import build_tiny_checkpoints
+        from workers.policies.presets import build_tiny_checkpoints
         from workers.settings import ROOT as SROOT
         from workers.store.db import session_scope
         from workers.store.migrate import upgrade

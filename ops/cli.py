@@ -7,19 +7,24 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from ops import cli_replay, reaper
+from ops import cli_replay, reaper, stack
 from ops.cli_dev import dev
 from web.accounts import service
-from workers.settings import get_settings
+from workers.settings import get_settings, reload_settings
 from workers.store.db import session_scope
 from workers.store.models import ApiKey, Customer
 
 
 def _db_url() -> str:
-    url = get_settings().database_url
-    if not url:
-        raise click.ClickException("DATABASE_URL is not set (`make run` sets it up, or export it)")
-    return url
+    try:  # DATABASE_URL unset: the stack `make run` recorded, if it answers (ops/stack.py)
+        if stack.adopt_running_stack():
+            reload_settings()  # the URLs were exported after the settings were first read
+    except stack.StackNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    warning = stack.pepper_warning(get_settings().api_key_pepper)
+    if warning:
+        click.echo(warning, err=True)
+    return get_settings().database_url
 
 
 @click.group()
@@ -140,7 +145,7 @@ def models() -> None:
 @click.argument("out_dir", type=click.Path(path_type=Path))
 def models_build_tiny(out_dir: Path) -> None:
     """Write the tiny random-weight checkpoints (real formats) that tests and `make run` load."""
-    from workers.policies.tiny import build_tiny_checkpoints
+    from workers.policies.presets import build_tiny_checkpoints
 
     for name, path in build_tiny_checkpoints(out_dir).items():
         click.echo(f"{name}\t{path}")

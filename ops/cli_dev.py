@@ -35,12 +35,14 @@ def prepare_environment() -> dict[str, str]:
     reload_settings()
 
     upgrade(db_url)
-    return {"DATABASE_URL": db_url, "REDIS_URL": redis_url}
+    # make run is development mode: the web accepts the public default API_KEY_PEPPER (with a warning).
+    os.environ["VLAAPI_ENV"] = "development"
+    return {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "VLAAPI_ENV": "development"}
 
 
 def ensure_tiny_models() -> None:
+    from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
     from workers.policies.registry import parse_enabled_models
-    from workers.policies.tiny import TINY_NAMES, build_tiny_checkpoints
     from workers.settings import get_settings
 
     settings = get_settings()
@@ -91,7 +93,9 @@ def dev() -> None:
 @dev.command("services")
 def services() -> None:
     """Start (or find) PostgreSQL and Redis, migrate, and print their URLs as shell exports."""
-    for k, v in prepare_environment().items():
+    env = prepare_environment()
+    stack.write_state(stack.DATA, env)  # so `vlaapi customers ...` in another shell finds them
+    for k, v in env.items():
         click.echo(f"export {k}={v}")
 
 
@@ -116,10 +120,13 @@ def run(no_procs: bool) -> None:
     request = write_demo_request(models[0])
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
     bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
+    openpi = f"ws://{os.environ.get('OPENPI_HOST', '127.0.0.1')}:{os.environ.get('OPENPI_PORT', '8765')}/v1/openpi"
+    stack.write_state(stack.DATA, env, web=f"http://{bind}", openpi=openpi)  # read by the CLI in other shells
     click.echo(f"\nDemo API key (customer 'demo', tier pro): {key}\n")
     click.echo(f"curl -s -X POST http://{bind}/v1/inference -H 'Authorization: Bearer {key}' "
-               f"-H 'Content-Type: application/json' -d @{request.relative_to(ROOT)}\n")
-    click.echo(f"Docs: http://{bind}/docs   Flower: http://127.0.0.1:5555 ({flower_auth})\n")
+               f"-H 'Content-Type: application/json' -d @{os.path.relpath(request, ROOT)}\n")
+    click.echo(f"Docs: http://{bind}/docs   openpi: {openpi}/<model>   Flower: http://127.0.0.1:5555 ({flower_auth})")
+    click.echo("Other terminals: `vlaapi customers list`, `vlaapi keys create --customer demo` find this stack.\n")
     if no_procs:
         return
     prom = stack.DATA / "prometheus"

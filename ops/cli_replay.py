@@ -57,7 +57,8 @@ def replay(ctx: click.Context, api_url: str, api_key: str | None) -> None:
 @replay.command("submit")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", required=True)
-@click.option("--server-path", help="a dataset under the server's REPLAY_DATA_ROOT, instead of uploading PATH")
+@click.option("--server-path", help="a dataset in your folder on the server (REPLAY_DATA_ROOT/<customer>/), "
+                                         "instead of uploading PATH")
 @click.option("--episodes", help="comma-separated episode indices, e.g. 0,1")
 @click.option("--instruction", help="override the recorded instruction")
 @click.option("--robot-type", help="robot profile for the safety stage, e.g. widowx_250")

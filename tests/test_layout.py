@@ -84,7 +84,8 @@ def _violation(src: str, dst: str) -> str | None:
         return "workers.tasks is a leaf: nothing in workers imports it"
     if _under(dst, "workers.stages") and _under(src, "workers") and not _under(src, "workers.stages", "workers.tasks"):
         return "only tasks (and stages themselves) import stages"
-    if _under(src, "workers.store", "workers.wire") and _under(dst, "workers.gpu", "workers.stages", "workers.policies"):
+    shared_with_web = ("workers.store", "workers.wire")
+    if _under(src, *shared_with_web) and _under(dst, "workers.gpu", "workers.stages", "workers.policies"):
         return "store and wire are shared with the web: no torch, no GPU code"
     return None
 
@@ -126,9 +127,9 @@ def test_modules_are_small(name: str) -> None:
 
 
 def test_every_task_has_a_name_and_time_limits() -> None:
-    from workers import tasks
-
     from celery import Task
+
+    from workers import tasks
 
     found = [t for t in vars(tasks).values() if isinstance(t, Task)]
     assert {t.name for t in found} == {"vla.infer", "vla.safety", "vla.replay"}

@@ -11,13 +11,14 @@ import redis
 import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
-from web import cors, db, metrics
+from web import cors, db, docs_assets, input_guard, metrics
 from web.auth import authenticate
-from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected
+from web.compat import openvla as openvla_compat
+from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
-from web.services import admission
+from web.services import admission, dataset_probe
 from workers import logs
-from workers.settings import DEV_PEPPER, get_settings
+from workers.settings import DEV_PEPPER, Settings, get_settings
 
 log = logging.getLogger("web.access")
 
@@ -31,7 +32,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        # Swagger UI from the pinned swagger-ui-bundle wheel, served here (web/docs_assets.py): no CDN.
+        OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         JSON_SORT_KEYS=False,
         MAX_CONTENT_LENGTH=64 * 1024 * 1024,
     )
@@ -39,22 +41,40 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.setdefault("SETTINGS", get_settings())
     if not app.config.get("TESTING"):
         logs.configure(app.config["SETTINGS"].log_level)
-        if app.config["SETTINGS"].api_key_pepper == DEV_PEPPER:
-            log.warning("API_KEY_PEPPER is the development default: set a secret before issuing real keys")
+        dataset_probe.warm()
+    check_secrets(app.config["SETTINGS"])
     db.init_app(app)
+    docs_assets.init_app(app)
     # One Api per app: flask-smorest keeps the OpenAPI spec on the Api object, so a shared one would
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
+    # OpenVLA's /act: outside the OpenAPI document, its body is json-numpy rather than JSON Schema.
+    app.register_blueprint(openvla_compat.blp)
     app.register_error_handler(ApiError, from_api_error)
-    # sqlalchemy.exc.TimeoutError: every pooled connection is busy (the pool's timeout passed): retry shortly.
+    # sqlalchemy.exc.TimeoutError: the connection pool had no connection free in time (overload, not input).
     for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-                          redis.ConnectionError,
-                          redis.TimeoutError, kombu.exceptions.OperationalError):
+                          redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError):
         app.register_error_handler(backend_error, from_backend_down)
+    app.register_error_handler(sqlalchemy.exc.DataError, from_unstorable)
     app.register_error_handler(Exception, from_unexpected)
     app.before_request(_begin)
     app.after_request(_end)
     return app
+
+
+def check_secrets(settings: Settings) -> None:
+    """Refuse to serve with an empty API key pepper (every key check would fail) or, outside development
+    mode (VLAAPI_ENV=development, which `make run` sets), with the public default one."""
+    pepper = settings.api_key_pepper
+    if not pepper.strip():
+        raise RuntimeError("API_KEY_PEPPER is empty: set it to a long random secret, e.g. "
+                           "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    if pepper == DEV_PEPPER:
+        if settings.environment != "development":
+            raise RuntimeError("API_KEY_PEPPER is the public development default: set it to a long random secret "
+                               "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), or run with "
+                               "VLAAPI_ENV=development on a machine of your own")
+        log.warning("API_KEY_PEPPER is the development default: set a secret before issuing real keys")
 
 
 def _register_blueprints(api: Api) -> None:
@@ -67,18 +87,25 @@ def _register_blueprints(api: Api) -> None:
 
     for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp, replays_blp):
         api.register_blueprint(blp)
+    # The multipart replay's `spec` part refers to it by name.
+    from web.api.replays.schemas import ReplaySpecSchema
+
+    api.spec.components.schema("ReplaySpec", schema=ReplaySpecSchema)
 
 
 def _begin() -> Response | None:
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() else f"req_{uuid.uuid4().hex}"
+    # Only a printable ASCII id is echoed and stored: anything else gets one of ours.
+    g.request_id = (incoming if 8 <= len(incoming) <= 64 and incoming.isascii() and incoming.isprintable()
+                    else f"req_{uuid.uuid4().hex}")
     logs.bind(request_id=g.request_id, customer_id=None)
     preflight = cors.preflight()
     if preflight is not None:
         return preflight
     if request.path.startswith("/v1/"):
         authenticate()
+    input_guard.check_request()
     return None
 
 
@@ -89,6 +116,9 @@ def _end(response: Response) -> Response:
     for k, v in (g.get("extra_headers") or {}).items():
         response.headers.setdefault(k, v)
     cors.apply(response)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if request.path.startswith("/v1/"):
+        response.headers["Cache-Control"] = "no-store"  # per-customer answers: no shared cache may keep them
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     metrics.observe_request(request, response, elapsed)
     log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,

@@ -27,15 +27,24 @@ class Principal:
     per_day: int | None
     per_month: int | None
     max_in_flight: int | None
+    max_replay_steps: int | None = None
+    max_concurrent_replays: int | None = None
+    max_upload_mb: int | None = None
 
 
 def _unauthorized(detail: str) -> ApiError:
     return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": 'Bearer realm="vlaapi"'})
 
 
+def _as_bearer(value: str | None) -> str | None:
+    """openpi's clients send `Api-Key <key>`; it names the same key as `Bearer <key>`."""
+    scheme, _, rest = (value or "").strip().partition(" ")
+    return f"Bearer {rest}" if scheme.lower() == "api-key" else value
+
+
 def authenticate() -> Principal:
     try:
-        key = parse_bearer(request.headers.get("Authorization"))
+        key = parse_bearer(_as_bearer(request.headers.get("Authorization")))
     except KeyFormatError as exc:
         raise _unauthorized(str(exc)) from None
     s = db.session()
@@ -56,7 +65,8 @@ def authenticate() -> Principal:
         s.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=now))
         s.commit()
     principal = Principal(str(customer.id), customer.name, str(api_key.id), tier.name, tier.requests_per_minute,
-                          tier.requests_per_day, tier.requests_per_month, tier.max_in_flight)
+                          tier.requests_per_day, tier.requests_per_month, tier.max_in_flight,
+                          tier.max_replay_steps, tier.max_concurrent_replays, tier.max_upload_mb)
     g.principal = principal
     logs.bind(customer_id=principal.customer_id)
     return principal

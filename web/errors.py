@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from flask import Response, current_app, g, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://docs.vlaapi.dev/problems/"
@@ -48,6 +48,8 @@ def from_http_exception(error: HTTPException) -> Response:
     resp = problem(error.code or 500, code, error.name, detail, errors=errors)
     for k, v in (data.get("headers") or {}).items():
         resp.headers[k] = v
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        resp.headers["Allow"] = ", ".join(sorted(error.valid_methods))  # RFC 9110 §15.5.6: a 405 says what is
     return resp
 
 
@@ -67,6 +69,13 @@ def from_backend_down(error: Exception) -> Response:
                    "a backing service (database or queue) is unreachable or busy; retry shortly")
     resp.headers["Retry-After"] = "2"
     return resp
+
+
+def from_unstorable(error: Exception) -> Response:
+    """A value PostgreSQL refuses (out of a column's range, bytes it cannot store): the input guard should have
+    caught it, so log it as a gap in the guard, but the client still sent it: a 422, not a 500."""
+    log.warning("database refused a value: %s", type(error).__name__, exc_info=True)
+    return problem(422, "invalid_value", "Unprocessable Content", "a value in this request cannot be stored")
 
 
 def from_unexpected(error: Exception) -> Response:

@@ -1,17 +1,19 @@
 """Prometheus metrics: request latency histograms, jobs by state, queue depth per queue, ready workers,
-reaper actions.
+reaper actions, and the operator metrics workers and admission control record in Redis (workers/wire/telemetry.py):
+latency per model and stage, batch sizes, safety decisions and flags, refusals by reason, jobs finished by state.
 
-Counters and histograms live in prometheus_client (multi-process mode when PROMETHEUS_MULTIPROC_DIR is
-set, as under gunicorn with several workers); the gauges are read from PostgreSQL and Redis at scrape time
-so every web process reports the same truth.
+The web's own counters and histograms live in prometheus_client (multi-process mode when
+PROMETHEUS_MULTIPROC_DIR is set, as under gunicorn with several workers); everything else is read from
+PostgreSQL and Redis at scrape time, so every web process reports the same truth.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 from flask import Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
@@ -19,22 +21,26 @@ from web.services import catalog
 from workers.settings import Settings
 from workers.store.db import session_factory
 from workers.store.models import JOB_STATES, REPLAY_STATES, Job, Replay
-from workers.wire import notify
+from workers.wire import notify, telemetry
 from workers.wire.queues import SAFETY_QUEUE, infer_queue
 
 REQUEST_LATENCY = Histogram(
     "vla_http_request_duration_seconds", "HTTP request latency", ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
-JOBS_SUBMITTED = Counter("vla_jobs_submitted", "Jobs accepted, by model and kind", ["model", "kind"])
-REFUSED = Counter("vla_requests_refused", "Requests refused by admission control", ["reason"])
 # kombu's Redis transport keeps priority levels in sibling lists named queue + '\x06\x16' + level.
 _PRIORITY_SUFFIXES = ("",) + tuple(f"\x06\x16{p}" for p in (1, 2, 3, 4, 5, 6, 7, 8, 9))
 
 
+# Label values come from fixed sets: any other method is "other", so a client cannot mint series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(request: Request, response: Response, seconds: float) -> None:
     route = request.url_rule.rule if request.url_rule else "unmatched"
-    REQUEST_LATENCY.labels(request.method, route, str(response.status_code)).observe(seconds)
+    method = request.method if request.method in METHODS else "other"
+    status = str(response.status_code) if 100 <= response.status_code < 600 else "other"
+    REQUEST_LATENCY.labels(method, route, status).observe(seconds)
 
 
 def queue_depth(r, queue: str) -> int:
@@ -75,6 +81,47 @@ class _LiveGauges:
         yield depth
         yield ready
         yield _reaper_actions(r)
+        yield from telemetry_families(telemetry.read(r), set(catalog.enabled_models(self.settings)))
+
+
+# (exported name, help, stored metric, label names, histogram buckets or None for a counter)
+TELEMETRY = (
+    ("vla_inference_stage_seconds", "Job latency per model and stage (queue_wait, batch_wait, the policy's stages, "
+     "inference, safety, total)", "stage", ("model", "stage"), telemetry.LATENCY_BUCKETS_S),
+    ("vla_batch_size", "Requests per forward pass, per model", "batch", ("model",), telemetry.BATCH_BUCKETS),
+    ("vla_safety_decisions", "Safety stage decisions per model (allowed, modified, rejected)", "decision",
+     ("model", "decision"), None),
+    ("vla_safety_violations", "Actions flagged per model and check that raised the flag", "violation",
+     ("model", "check"), None),
+    ("vla_requests_refused", "Requests refused by admission control, by reason (telemetry.REASONS)", "refused",
+     ("reason",), None),
+    ("vla_jobs_finished", "Jobs ended by a worker, per model and final state", "finished", ("model", "state"), None),
+    ("vla_jobs_submitted", "Jobs accepted, per model and kind (interactive, replay), from the web and openpi "
+     "processes", "submitted", ("model", "kind"), None),
+)
+
+
+def telemetry_families(stored: dict, models: set[str]):
+    """Prometheus families from workers/wire/telemetry.py's hash; only enabled models are exported."""
+    for name, doc, metric, labels, buckets in TELEMETRY:
+        series = {k: v for k, v in stored.get(metric, {}).items() if "model" not in labels or k[0] in models}
+        if buckets is None:
+            # Every combination of the fixed label sets, zeros included, so rate() works from the first scrape.
+            domains = {"model": sorted(models), "decision": telemetry.DECISIONS, "check": telemetry.CHECKS,
+                       "reason": telemetry.REASONS, "state": telemetry.FINAL_STATES, "kind": telemetry.KINDS}
+            fam = CounterMetricFamily(name, doc, labels=list(labels))
+            for values in itertools.product(*(domains[label] for label in labels)):
+                fam.add_metric(list(values), series.get(values, {}).get("n", 0.0))
+        else:
+            fam = HistogramMetricFamily(name, doc, labels=list(labels))
+            for values, fields in sorted(series.items()):
+                cumulative, total = [], 0.0
+                for i, bound in enumerate(buckets):
+                    total += fields.get(f"b{i}", 0.0)
+                    cumulative.append((repr(float(bound)), total))
+                cumulative.append(("+Inf", fields.get("count", 0.0)))
+                fam.add_metric(list(values), cumulative, sum_value=fields.get("sum", 0.0))
+        yield fam
 
 
 def _reaper_actions(r) -> CounterMetricFamily:

@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover
     load_dotenv = None
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV_PEPPER = "dev-pepper-change-me"  # the default; create_app warns when a server runs with it
+DEV_PEPPER = "dev-pepper-change-me"  # the public default: create_app refuses it outside development
 
 
 def _env(name: str, default: str) -> str:
@@ -55,6 +55,12 @@ class Settings:
     max_queue_depth: int
     replay_data_root: Path = ROOT / ".data" / "datasets"
     replay_upload_dir: Path = ROOT / ".data" / "uploads"
+    replay_steps_per_unit: int = 10  # REPLAY_STEPS_PER_UNIT: a replay costs ceil(steps / this) quota units
+    replay_probe_memory_mb: int = 1024  # REPLAY_PROBE_MEMORY_MB: address space of the dataset-reading child
+    replay_probe_seconds: float = 20.0  # REPLAY_PROBE_SECONDS: its CPU time and wall-clock limit
+    replay_shared_dir: str = ""  # REPLAY_SHARED_DIR: a folder under the data root every customer may read
+    ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
+    environment: str = "production"  # VLAAPI_ENV: "development" (make run) relaxes the secrets check
     db_connect_timeout_s: int = 5
     db_statement_timeout_ms: int = 30000
     db_pool_size: int = 10
@@ -98,6 +104,12 @@ class Settings:
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),
+            replay_shared_dir=_env("REPLAY_SHARED_DIR", "").strip(),
+            replay_steps_per_unit=max(1, int(_env("REPLAY_STEPS_PER_UNIT", "10"))),
+            replay_probe_memory_mb=int(_env("REPLAY_PROBE_MEMORY_MB", "1024")),
+            replay_probe_seconds=float(_env("REPLAY_PROBE_SECONDS", "20")),
+            ops_token=_env("OPS_TOKEN", ""),
+            environment=_env("VLAAPI_ENV", "production").strip().lower(),
             db_connect_timeout_s=int(_env("DB_CONNECT_TIMEOUT_S", "5")),
             db_statement_timeout_ms=int(_env("DB_STATEMENT_TIMEOUT_MS", "30000")),
             db_pool_size=int(_env("DB_POOL_SIZE", "10")),

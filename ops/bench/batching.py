@@ -36,7 +36,7 @@ def _policy(args: argparse.Namespace):
 def _tiny_dir() -> Path:
     model_dir = ROOT / ".data" / "models"
     if not (model_dir / "openvla-tiny" / "config.json").exists():
-        from workers.policies.tiny import build_tiny_checkpoints
+        from workers.policies.presets import build_tiny_checkpoints
 
         build_tiny_checkpoints(model_dir, ["openvla-tiny"])
     return model_dir / "openvla-tiny"

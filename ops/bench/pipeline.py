@@ -47,11 +47,13 @@ def setup(model: str) -> dict[str, str]:
     upgrade(db_url)
     model_dir = ROOT / ".data" / "models"
     if not (model_dir / model / "config.json").exists():
-        from workers.policies.tiny import build_tiny_checkpoints
+        from workers.policies.presets import build_tiny_checkpoints
 
         build_tiny_checkpoints(model_dir, [model])
     return {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "NAIVE_REDIS_URL": naive_url, "ENABLED_MODELS": model,
-            "MODEL_DIR": str(model_dir), "NAIVE_MODEL": model, "LOG_LEVEL": "WARNING"}
+            "MODEL_DIR": str(model_dir), "NAIVE_MODEL": model, "LOG_LEVEL": "WARNING",
+            # a scratch stack on this machine: the web accepts the development pepper here only
+            "VLAAPI_ENV": "development"}
 
 
 def bench_key(env: dict[str, str]) -> str:

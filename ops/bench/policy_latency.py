@@ -8,7 +8,9 @@ random weights directly on the device; prompts use the tiny tokenizers (their id
 vocabularies; the OpenVLA prompt comes out a few tokens shorter than with Llama-2's tokenizer).
 The floor is the time to stream the weights each batch must read: OpenVLA reads vision + projector once
 and the LLM once per generated token (7); pi0 reads the VLM once and the action expert once per flow
-step. The last line printed is one JSON object with every figure.
+step. Beside ours, each batch size also times the stock path (ops/bench/stock.py: transformers' generate with
+a dynamic cache for OpenVLA, transformers' sample_actions for pi0) on the same inputs and prints ours/stock.
+The last line printed is one JSON object with every figure.
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ops.bench.stock import stock_call
 from workers.policies.base import Observation, Policy
 from workers.policies.checkpoint import default_dtype
 from workers.policies.common import load_tokenizer
@@ -30,8 +34,10 @@ from workers.policies.openvla.config import OpenVLAConfig
 from workers.policies.openvla.model import OpenVLAModel
 from workers.policies.openvla.policy import OpenVLAPolicy
 from workers.policies.pi0 import Pi0Policy
+from workers.policies.pi0_flow import keep_fp32_islands
+from workers.policies.presets import build_tiny_checkpoints
 from workers.policies.registry import load_policy
-from workers.policies.tiny import PI0_NORM_STATS, build_tiny_checkpoints, openvla_tiny_config
+from workers.policies.tiny import PI0_NORM_STATS, openvla_tiny_config
 
 INSTRUCTIONS = ["pick up the red block", "put the spoon on the towel", "open the drawer then close it slowly"]
 FULL_LLAMA = {"vocab_size": 32064, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
@@ -57,6 +63,7 @@ def full_pi0(tiny_dir: Path, device: torch.device, dtype: torch.dtype) -> Policy
     cfg._attn_implementation = "sdpa"
     with torch.device(device), default_dtype(dtype):
         model = PI0ForConditionalGeneration(cfg).eval()
+    keep_fp32_islands(model)
     return Pi0Policy("pi0-random", model, load_tokenizer(tiny_dir / "pi0-tiny"), PI0_NORM_STATS, device)
 
 
@@ -91,24 +98,41 @@ def floor_bytes(policy: Policy) -> tuple[int, int]:
     return total, (total - _nbytes(dit)) + expert * model.config.num_inference_steps
 
 
-def time_policy(policy: Policy, batch_sizes: list[int], iters: int, warmup: int) -> dict[str, dict[str, float]]:
+def _timed(fn: Callable[[list[Observation]], Any], obs: list[Observation]) -> float:
+    t0 = time.perf_counter()
+    fn(obs)  # returns host data, so the device work is finished when it returns
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def _p(samples: list[float], q: int) -> float:
+    return round(float(np.percentile(samples, q)), 2)
+
+
+def time_policy(policy: Policy, batch_sizes: list[int], iters: int, warmup: int,
+                stock: bool = True) -> dict[str, dict[str, float]]:
+    """Ours (policy.predict) and the stock path on the same inputs, alternating call by call so a busy
+    machine's drift lands on both alike."""
     out = {}
+    fns = [policy.predict] + ([stock_call(policy)] if stock else [])
     for bs in batch_sizes:
         obs = observations(policy, bs)
         for o in obs:
             policy.validate(o)
         for _ in range(warmup):
-            policy.predict(obs)
-        samples = []
+            for fn in fns:
+                fn(obs)
+        samples: list[list[float]] = [[] for _ in fns]
         for _ in range(iters):
-            t0 = time.perf_counter()
-            policy.predict(obs)  # returns numpy, so the device work is finished when it returns
-            samples.append((time.perf_counter() - t0) * 1000.0)
-        row = {"p50_ms": round(float(np.percentile(samples, 50)), 2),
-               "p90_ms": round(float(np.percentile(samples, 90)), 2)}
+            for fn, acc in zip(fns, samples, strict=True):
+                acc.append(_timed(fn, obs))
+        row = {"p50_ms": _p(samples[0], 50), "p90_ms": _p(samples[0], 90)}
+        line = f"  {policy.spec.name:20s} batch {bs:3d}: p50 {row['p50_ms']:9.2f} ms  p90 {row['p90_ms']:9.2f} ms"
+        if stock:
+            row.update(stock_p50_ms=_p(samples[1], 50), stock_p90_ms=_p(samples[1], 90))
+            row["ratio_p50"] = round(row["p50_ms"] / row["stock_p50_ms"], 3)
+            line += f"  | stock p50 {row['stock_p50_ms']:9.2f} ms  ours/stock {row['ratio_p50']:.3f}"
         out[str(bs)] = row
-        print(f"  {policy.spec.name:20s} batch {bs:3d}: p50 {row['p50_ms']:9.2f} ms  p90 {row['p90_ms']:9.2f} ms",
-              flush=True)
+        print(line, flush=True)
     return out
 
 
@@ -118,7 +142,8 @@ def bench_one(policy: Policy, args: argparse.Namespace, bandwidth: float, build_
     print(f"{policy.spec.name}: {total / 1e9:.4f} GB weights ({policy.spec.dtype}), floor {floor_ms:.4f} ms "
           f"at {bandwidth} GB/s, built in {build_s:.1f} s", flush=True)
     return {"weight_bytes": total, "streamed_bytes_per_batch": streamed, "floor_ms": round(floor_ms, 4),
-            "build_s": round(build_s, 2), "batches": time_policy(policy, args.batch_sizes, args.iters, args.warmup)}
+            "build_s": round(build_s, 2),
+            "batches": time_policy(policy, args.batch_sizes, args.iters, args.warmup, stock=not args.no_stock)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,6 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bandwidth-gbs", type=float, default=None,
                    help="memory bandwidth for the floor; default 3350 (H100 SXM HBM3) on CUDA, 20 on CPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-stock", action="store_true", help="skip the stock-path timings (transformers' own loops)")
     return p.parse_args(argv)
 
 
@@ -148,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "tiny": args.tiny, "bandwidth_gbs": bandwidth, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tiny_dir = Path(tmp)
-        build_tiny_checkpoints(tiny_dir)
+        build_tiny_checkpoints(tiny_dir, ("openvla-tiny", "pi0-tiny"))
         for family in args.models.split(","):
             t0 = time.perf_counter()
             if args.tiny:

@@ -23,12 +23,13 @@ from ops.bench.common import ROOT, emit, free_port, machine, png_b64, stop, summ
 
 MODEL = "openvla-tiny"
 DATASETS = ROOT / ".data" / "bench-datasets"
+SHARED = "_bench"  # the datasets sit in a shared folder (REPLAY_SHARED_DIR): any bench customer may replay them
 
 
 def write_npz(steps: int, name: str) -> str:
     rng = np.random.default_rng(0)
-    DATASETS.mkdir(parents=True, exist_ok=True)
-    np.savez(DATASETS / name, images=rng.integers(0, 255, (steps, 64, 64, 3), dtype=np.uint8),
+    (DATASETS / SHARED).mkdir(parents=True, exist_ok=True)
+    np.savez(DATASETS / SHARED / name, images=rng.integers(0, 255, (steps, 64, 64, 3), dtype=np.uint8),
              actions=rng.normal(0, 0.01, (steps, 7)), instruction=np.array("pick up the red block"),
              episode_index=np.arange(steps) // 100)
     return name
@@ -106,7 +107,8 @@ def main() -> None:
     ap.add_argument("--max-background", type=int, default=None,
                     help="BATCH_MAX_BACKGROUND for the worker (default: the shipped setting)")
     args = ap.parse_args()
-    env = {**P.setup(MODEL), "REPLAY_DATA_ROOT": str(DATASETS), "BATCH_MAX_SIZE": str(args.batch)}
+    env = {**P.setup(MODEL), "REPLAY_DATA_ROOT": str(DATASETS), "REPLAY_SHARED_DIR": SHARED,
+           "BATCH_MAX_SIZE": str(args.batch)}
     if args.max_background is not None:
         env["BATCH_MAX_BACKGROUND"] = str(args.max_background)
     key = P.bench_key(env)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.live import free_port, gunicorn_argv, serve
 from tests.integration.replay_helpers import DataRoot
 from tests.integration.workers import gpu_worker, safety_worker, wait_ready
 
@@ -30,14 +31,28 @@ def workers(redis_client, log_dir):
 
 
 @pytest.fixture()
-def headers(make_customer):
-    """Auth headers of a fresh enterprise customer."""
-    return make_customer("enterprise")[2]
+def customer(make_customer):
+    """A fresh enterprise customer: (name, key, headers)."""
+    return make_customer("enterprise")
 
 
 @pytest.fixture()
-def data_root(settings):
-    """The allow-listed replay dataset root, emptied after the test."""
-    root = DataRoot(settings.replay_data_root)
+def headers(customer):
+    """Auth headers of the test's customer."""
+    return customer[2]
+
+
+@pytest.fixture()
+def data_root(settings, customer):
+    """A folder in the test customer's own dataset root (REPLAY_DATA_ROOT/<customer>/), removed after."""
+    root = DataRoot(settings.replay_data_root / customer[0])
     yield root
     root.remove()
+
+
+@pytest.fixture(scope="session")
+def live_url(tmp_path_factory):
+    """The web app under a real gunicorn, for clients that speak HTTP over a socket."""
+    port = free_port()
+    with serve(gunicorn_argv(port), port, tmp_path_factory.mktemp("gunicorn") / "web.log"):
+        yield f"http://127.0.0.1:{port}"

@@ -57,7 +57,7 @@ def upload_bytes(path: Path, archive: str = "zip") -> tuple[io.BytesIO, str]:
 
 
 class DataRoot:
-    """A fresh folder under the server's REPLAY_DATA_ROOT; `rel` gives the names the API accepts."""
+    """A fresh folder under a customer's dataset root; `rel` gives the names the API accepts from them."""
 
     def __init__(self, base: Path):
         self.base = base.resolve()
@@ -69,6 +69,8 @@ class DataRoot:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.base.is_dir() and not any(self.base.iterdir()):
+            self.base.rmdir()
 
 
 def poll_replay(client, headers, replay_id: str, timeout: float = 60.0, until=("succeeded", "failed", "canceled"),

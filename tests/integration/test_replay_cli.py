@@ -50,8 +50,13 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture()
-def data_root(settings):
-    root = DataRoot(settings.replay_data_root)
+def customer(make_customer):
+    return make_customer("enterprise")
+
+
+@pytest.fixture()
+def data_root(settings, customer):
+    root = DataRoot(settings.replay_data_root / customer[0])
     yield root
     root.remove()
 
@@ -61,8 +66,8 @@ def _run(server, key, *args):
     return result
 
 
-def test_cli_upload_wait_results_plot(server, make_customer, data_root, workers, tmp_path):
-    key = make_customer("enterprise")[1]
+def test_cli_upload_wait_results_plot(server, customer, data_root, workers, tmp_path):
+    key = customer[1]
     path, total = write_dataset("jsonl", data_root.dir, episodes=2, steps=6)  # a directory: zipped on the fly
     res = _run(server, key, "submit", str(path), "--model", "openvla-tiny", "--episodes", "0,1",
                "--robot-type", "widowx_250", "--wait")
@@ -82,12 +87,12 @@ def test_cli_upload_wait_results_plot(server, make_customer, data_root, workers,
     assert res.exit_code == 0 and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_server_path_and_errors(server, make_customer, data_root, workers):
-    key = make_customer("enterprise")[1]
+def test_cli_server_path_and_errors(server, customer, data_root, workers):
+    key = customer[1]
     path, total = write_dataset("npz", data_root.dir, episodes=1, steps=5)
     res = _run(server, key, "submit", "--server-path", data_root.rel(path), "--model", "openvla-tiny", "--wait")
     assert res.exit_code == 0, res.output
     res = _run(server, key, "submit", "--server-path", "../outside.npz", "--model", "openvla-tiny")
-    assert res.exit_code != 0 and "422" in res.output and "dataset.path" in res.output
+    assert res.exit_code != 0 and "404" in res.output and "dataset.path" in res.output
     res = _run(server, "vla_live_bogus", "submit", "--server-path", data_root.rel(path), "--model", "openvla-tiny")
     assert res.exit_code != 0 and "401" in res.output

@@ -1,11 +1,13 @@
 """The operator CLI against the real database: customers, keys, and the dev stack's set-up step."""
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
 from click.testing import CliRunner
 
+from ops import stack
 from ops.cli import main
 from web.accounts.keys import check_format
 
@@ -43,8 +45,11 @@ def test_cli_errors_are_messages_not_tracebacks():
     assert result.exit_code != 0 and "--create-customer" in result.output
 
 
-def test_dev_run_sets_up_and_prints_a_working_key(client):
+def test_dev_run_sets_up_and_prints_a_working_key(client, monkeypatch, tmp_path):
+    # Its own .data: the suite must not overwrite the stack file of a `make run` going on in this checkout.
+    monkeypatch.setattr(stack, "DATA", tmp_path)
     out = _run("dev", "run", "--no-procs")
     key = KEY.search(out).group(0)
     assert "curl -s -X POST" in out and "/v1/inference" in out
+    assert stack.read_state(tmp_path)["DATABASE_URL"] == os.environ["DATABASE_URL"]  # for other terminals
     assert client.get("/v1/usage", headers={"Authorization": f"Bearer {key}"}).get_json()["tier"] == "pro"

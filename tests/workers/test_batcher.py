@@ -16,7 +16,7 @@ import pytest
 
 from workers.gpu.batcher import BACKGROUND, MicroBatcher
 from workers.gpu.items import BatcherStopped, DeadlineExceeded, ModelUnavailable
-from workers.policies import registry, tiny
+from workers.policies import presets, registry
 from workers.policies.base import Observation, Policy
 from workers.policies.errors import CheckpointError, PolicyInputError
 
@@ -27,7 +27,7 @@ RESULT_TIMEOUT_S = 30.0
 @pytest.fixture(scope="session")
 def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
     model_dir = tmp_path_factory.mktemp("models")
-    tiny.build_tiny_checkpoints(model_dir, names=(MODEL,))
+    presets.build_tiny_checkpoints(model_dir, names=(MODEL,))
     return registry.load_policy(MODEL, None, model_dir=model_dir, dtype="float32", device="cpu")
 
 

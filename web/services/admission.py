@@ -1,11 +1,11 @@
-"""Admission control in front of the queue: validate, then rate limit and quota, in-flight cap, and
-queue depth, in that order. A request refused after it was counted gets its unit back.
-
-Validation comes first on purpose: a malformed request costs the customer nothing, and is cheap for us.
+"""Admission control in front of the queue: charge first, then work. The schema has already checked the
+body's shape (no I/O); then rate limit and quota, queue depth and the in-flight cap are counted; only then are
+the images checked (from their headers) and the rest of the request prepared. A request refused after it was
+counted gets its unit back, so a malformed request still costs the customer nothing, while a customer over
+its limits cannot make us do any work beyond the count.
 """
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,14 +14,14 @@ from flask import current_app, g
 
 from web.auth import Principal, current
 from web.errors import ApiError
-from web.metrics import JOBS_SUBMITTED, REFUSED, queue_depth
+from web.metrics import queue_depth
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter
-from web.services import submit
+from web.services import catalog, submit
 from workers.settings import Settings
 from workers.store.models import Job
-from workers.wire import notify
+from workers.wire import notify, telemetry
 from workers.wire.queues import infer_queue
 
 T = TypeVar("T")
@@ -56,22 +56,23 @@ def usage_headers(p: Principal) -> dict[str, str]:
 def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_key: str | None = None,
                req_hash: str | None = None) -> Job:
     settings = current_app.config["SETTINGS"]
-    prepared = submit.prepare(settings, data, g.request_id, kind)
+    catalog.require_model(settings, data["model"])  # a name lookup: an unknown model has no queue to count
     # The lease is keyed by the job id from the start, so the worker can release it when the job ends.
     job_id = uuid.uuid4()
-    ttl = max(prepared.deadline_at.timestamp() - time.time(), 0.0) + 30.0
+    ttl = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms) / 1000 + 30.0
 
     def create(inflight_key: str) -> Job:
+        prepared = submit.prepare(settings, data, g.request_id, kind)  # images from headers, robot config
         prepared.payload["inflight_key"] = inflight_key
         return submit.create_job(current(), prepared, g.request_id, job_id=job_id, idempotency_key=idempotency_key,
                                  req_hash=req_hash)
 
-    job = admit_counted(infer_queue(prepared.payload["model"], kind), str(job_id), ttl, create)
-    JOBS_SUBMITTED.labels(job.model, kind).inc()
+    job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create)
+    telemetry.submitted(_redis(settings), job.model, kind)
     return job
 
 
-def _rate_limited(decision: Decision) -> ApiError:
+def rate_limited(decision: Decision) -> ApiError:
     which = decision.refused_by or "minute"
     code = "quota_exceeded" if which == "month" else "rate_limited"
     return ApiError(429, code, f"the {which} limit for this customer is used up", headers=decision.headers(),
@@ -86,8 +87,8 @@ def accepted(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]
 def ended(row: Job | Any, state: str) -> None:
     """The web ended a job or replay (cancel, expiry): wake its waiters and free its in-flight slot."""
     r = _redis(current_app.config["SETTINGS"])
-    notify.announce_done(r, str(row.id), state)
-    InFlight(r).release(str(row.customer_id), str(row.id))
+    # The same path the workers take (workers/wire/notify.py), in one round trip.
+    notify.ended(r, str(row.id), state, InFlight(r).key(str(row.customer_id)))
 
 
 def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T]) -> T:
@@ -102,15 +103,16 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     g.extra_headers = decision.headers()
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
-        REFUSED.labels(decision.refused_by or "rate").inc()
-        raise _rate_limited(decision)
+        # minute -> rate; day and month -> quota (the fixed reasons of vla_requests_refused_total)
+        telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
+        raise rate_limited(decision)
     try:
         if queue_depth(r, queue) >= settings.max_queue_depth:
-            REFUSED.labels("queue_full").inc()
+            telemetry.refused(r, "queue_full")
             raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly", headers={"Retry-After": "2"})
         inflight = InFlight(r)
         if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
-            REFUSED.labels("in_flight").inc()
+            telemetry.refused(r, "in_flight")
             raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in flight "
                            "for this customer; wait for one to finish", headers={"Retry-After": "1"})
         try:

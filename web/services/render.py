@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import url_for
 
+from web.services.public_errors import public_error
 from workers.store.jobs import latencies
 from workers.store.models import Job
 
@@ -29,7 +30,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "request": job.request,
         "result": job.result,
-        "error": job.error,
+        "error": public_error(job.error),
         "performance": latencies(job),
         "links": {
             "self": url_for("jobs.JobById", job_id=jid),

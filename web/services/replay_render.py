@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import url_for
 
+from web.services.public_errors import public_error
 from web.services.render import iso
 from workers.store.models import Replay
 
@@ -37,7 +38,7 @@ def replay_json(replay: Replay) -> dict[str, Any]:
         "started_at": iso(replay.started_at),
         "finished_at": iso(replay.finished_at),
         "summary": replay.summary,
-        "error": replay.error,
+        "error": public_error(replay.error),
         "links": {
             "self": url_for("replays.ReplayById", replay_id=rid),
             "results": url_for("replays.ReplayResults", replay_id=rid),

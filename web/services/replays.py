@@ -1,13 +1,14 @@
-"""Submit a replay: parse (JSON or multipart), check the dataset, admit, write the row, enqueue slice 0.
+"""Submit a replay: charged first (replay_admission), then parsed (JSON or multipart), checked, priced by
+its steps, written and enqueued (slice 0).
 
 Everything checkable is checked before anything is queued: the model, the robot config, the dataset's
-path (under the allow-listed root, or a safely unpacked upload), its structure and the selection. A bad
-dataset is a 422 naming the field or file, with no row written and nothing queued.
+path (the caller's own root, or an upload copied under the tier's cap), its structure and the selection,
+read by a bounded child process (dataset_probe). A bad dataset is a 422 naming the field or file, with no
+row written, nothing queued, the upload deleted and every unit refunded.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import uuid
 from pathlib import Path
@@ -20,16 +21,21 @@ from werkzeug.datastructures import FileStorage
 
 from safety import validate_robot_config
 from safety.errors import SafetyConfigError
+from web import db, input_guard
 from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
 from web.errors import ApiError
-from web.services import admission, catalog, idempotency, submit
+from web.services import catalog, dataset_access, dataset_probe, idempotency, submit
+from web.services.replay_admission import Ticket
 from web.services.submit import commit_then_enqueue
-from workers.replays import DatasetError, open_dataset, resolve_dataset_path, save_upload
+from workers.replays import DatasetError
+from workers.replays.uploads import MAX_EXTRACTED_BYTES, MAX_UPLOAD_BYTES, save_raw
 from workers.settings import Settings
 from workers.store.models import Replay
 from workers.tasks import start_replay
-from workers.wire.queues import REPLAY_INFLIGHT_TTL_S, infer_queue
+
+# An upload may unpack to this many times the tier's upload cap (and never past MAX_EXTRACTED_BYTES).
+EXTRACT_FACTOR = 8
 
 
 def parse() -> tuple[dict[str, Any], FileStorage | None]:
@@ -38,12 +44,9 @@ def parse() -> tuple[dict[str, Any], FileStorage | None]:
         upload = request.files.get("file")
         if upload is None or not upload.filename:
             raise ApiError(422, "validation_error", "a multipart replay needs a `file` part", field="file")
-        try:
-            raw = json.loads(request.form.get("spec") or "{}")
-        except json.JSONDecodeError as exc:
-            raise ApiError(422, "validation_error", f"spec is not JSON: {exc.msg}", field="spec") from None
-        return _load(ReplaySpecSchema(), raw), upload
-    return _load(ReplayRequestSchema(), request.get_json(silent=True)), None
+        input_guard.check_text(upload.filename, "file")
+        return _load(ReplaySpecSchema(), input_guard.loads(request.form.get("spec") or "{}", "spec")), upload
+    return _load(ReplayRequestSchema(), input_guard.json_body()), None
 
 
 def _load(schema, raw: Any) -> dict[str, Any]:
@@ -66,13 +69,20 @@ def request_hash(data: dict[str, Any], upload: FileStorage | None) -> str:
     return submit.request_hash({**data, "file": {"name": upload.filename, "sha256": digest.hexdigest()}})
 
 
-def submit_replay(data: dict[str, Any], upload: FileStorage | None) -> Replay:
-    """Submit, honouring Idempotency-Key: the same key and body return the first replay."""
-    return idempotency.submit_once(Replay, lambda: request_hash(data, upload),
-                                   lambda key, req_hash: _submit(data, upload, key, req_hash))
+def submit_replay(data: dict[str, Any], upload: FileStorage | None, ticket: Ticket) -> Replay:
+    """Submit, honouring Idempotency-Key: the same key and body return the first replay (and this
+    request's charge is given back, as it made nothing)."""
+    replay = idempotency.submit_once(Replay, lambda: request_hash(data, upload),
+                                     lambda key, req_hash: _submit(data, upload, key, req_hash, ticket))
+    if replay.id != ticket.replay_id:
+        ticket.refund()
+    return replay
 
 
-def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, req_hash: str | None) -> Replay:
+def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, req_hash: str | None,
+            ticket: Ticket) -> Replay:
+    """Cheap checks, then the dataset (copied under the tier's cap, read by a bounded child), then the
+    steps are charged, then the row. The ticket (request unit, slot) was charged before the body was read."""
     settings: Settings = current_app.config["SETTINGS"]
     catalog.require_model(settings, data["model"])
     if data.get("robot_config") is not None:
@@ -80,47 +90,46 @@ def _submit(data: dict[str, Any], upload: FileStorage | None, key: str | None, r
             validate_robot_config(data["robot_config"])
         except SafetyConfigError as exc:
             raise ApiError(422, "invalid_robot_config", exc.message, field=exc.field) from None
-    root, path = _locate(settings, data, upload)
+    ticket.check_queue(data["model"])
+    root, path, archive = _locate(settings, data, upload, ticket)
     try:
-        dataset, total = _check_dataset(settings, data, root, path)
-        replay_id = uuid.uuid4()
-
-        def create(inflight_key: str) -> Replay:
-            return _create(settings, replay_id, data, dataset, total, key, req_hash, inflight_key)
-
-        queue = infer_queue(data["model"], "replay")
-        return admission.admit_counted(queue, str(replay_id), REPLAY_INFLIGHT_TTL_S, create)
+        dataset, total = _check_dataset(settings, data, root, path, archive, ticket)
+        ticket.charge_steps(total, "step_range" if data.get("step_range") else "episodes")
+        return _create(settings, ticket, data, dataset, total, key, req_hash)
     except BaseException:
         if upload is not None:
             shutil.rmtree(path.parent, ignore_errors=True)  # nothing keeps an upload we refused
         raise
 
 
-def _locate(settings: Settings, data: dict[str, Any], upload: FileStorage | None) -> tuple[str, Path]:
+def _locate(settings: Settings, data: dict[str, Any], upload: FileStorage | None,
+            ticket: Ticket) -> tuple[str, Path, str | None]:
+    if upload is None:
+        return "data", dataset_access.locate(settings, current().customer_name, data["dataset"]["path"]), None
+    cap_mb = ticket.principal.max_upload_mb or MAX_UPLOAD_BYTES // 2**20
     try:
-        if upload is None:
-            return "data", resolve_dataset_path(data["dataset"]["path"], settings.replay_data_root)
         settings.replay_upload_dir.mkdir(parents=True, exist_ok=True)
-        return "upload", save_upload(upload.stream, upload.filename or "", settings.replay_upload_dir)
+        raw, archive = save_raw(upload.stream, upload.filename or "", settings.replay_upload_dir, cap_mb * 2**20)
+        return "upload", raw, archive
     except DatasetError as exc:
-        field = "dataset.path" if upload is None else "file"
-        raise ApiError(422, "invalid_dataset", exc.message, field=field) from None
+        raise ApiError(422, "invalid_dataset", exc.message, field="file") from None
 
 
-def _check_dataset(settings: Settings, data: dict[str, Any], root: str, path: Path) -> tuple[dict[str, Any], int]:
+def _check_dataset(settings: Settings, data: dict[str, Any], root: str, path: Path, archive: str | None,
+                   ticket: Ticket) -> tuple[dict[str, Any], int]:
     episodes, step_range = data.get("episodes"), data.get("step_range")
-    try:
-        with open_dataset(path, instruction=data.get("instruction")) as ds:
-            total = ds.validate(episodes, tuple(step_range) if step_range else None)
-            cameras = {c for sel in ds.select(episodes, tuple(step_range) if step_range else None)
-                       for c in sel.info.cameras}
-            fmt = ds.format
-    except DatasetError as exc:
-        raise ApiError(422, "invalid_dataset", exc.message, field=exc.field) from None
+    cap_mb = ticket.principal.max_upload_mb or MAX_UPLOAD_BYTES // 2**20
+    answer = dataset_probe.probe(
+        path, archive=archive, max_extracted_bytes=min(cap_mb * 2**20 * EXTRACT_FACTOR, MAX_EXTRACTED_BYTES),
+        memory_mb=settings.replay_probe_memory_mb, seconds=settings.replay_probe_seconds, episodes=episodes,
+        step_range=step_range, instruction=data.get("instruction"),
+        field="file" if root == "upload" else "dataset.path")
+    cameras = set(answer["cameras"])
     _check_against_model(settings, data, cameras)
     base = settings.replay_upload_dir if root == "upload" else settings.replay_data_root
-    return {"format": fmt, "root": root, "path": str(path.resolve().relative_to(base.resolve())), "episodes": episodes,
-            "step_range": step_range, "camera_map": data.get("camera_map"), "cameras": sorted(cameras)}, total
+    rel = str(Path(answer["path"]).resolve().relative_to(base.resolve()))
+    return {"format": answer["format"], "root": root, "path": rel, "episodes": episodes, "step_range": step_range,
+            "camera_map": data.get("camera_map"), "cameras": sorted(cameras)}, int(answer["total"])
 
 
 def _check_against_model(settings: Settings, data: dict[str, Any], cameras: set[str]) -> None:
@@ -138,9 +147,12 @@ def _check_against_model(settings: Settings, data: dict[str, Any], cameras: set[
                        f"{spec['cameras']}", field="camera_map")
 
 
-def _create(settings: Settings, replay_id: uuid.UUID, data: dict[str, Any], dataset: dict[str, Any], total: int,
-            key: str | None, req_hash: str | None, inflight_key: str) -> Replay:
-    """Write the row, then enqueue its first slice; if the broker refuses, the row goes: nothing half-made."""
+def _create(settings: Settings, ticket: Ticket, data: dict[str, Any], dataset: dict[str, Any], total: int,
+            key: str | None, req_hash: str | None) -> Replay:
+    """Write the row, then enqueue its first slice; if the broker refuses, the row goes: nothing half-made.
+    The concurrent-replay cap is checked under a per-customer lock held until this row commits."""
+    replay_id, inflight_key = ticket.replay_id, ticket.inflight_key
+    ticket.check_concurrency(db.session())
     options = {k: data.get(k) for k in ("instruction", "robot_config", "robot_state_source", "safety",
                                         "unnorm_key")}
     replay = Replay(id=replay_id, customer_id=uuid.UUID(current().customer_id), model=data["model"], state="queued",

@@ -131,7 +131,8 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
               # Set here, not by the server default: now() is the transaction's start, which for a web
               # request is the authentication query, and would inflate queue_wait_ms.
               created_at=datetime.now(UTC))
-    payload = {**prepared.payload, "job_id": str(job.id)}
+    # created_at travels with the job so the workers can measure queue wait and total latency (telemetry).
+    payload = {**prepared.payload, "job_id": str(job.id), "created_at": job.created_at.timestamp()}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
     commit_then_enqueue(job, lambda: send_job(payload, safety_job), "job")
     return job
@@ -146,9 +147,9 @@ def commit_then_enqueue(row: Any, send: Callable[[], None], what: str) -> None:
     s.commit()
     try:
         send()
-    except Exception as exc:
+    except Exception:
         s.delete(row)
         s.commit()
         current_app.logger.warning("enqueue failed", exc_info=True)
-        raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}: {type(exc).__name__}",
+        raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}; retry shortly",
                        headers={"Retry-After": "1"}) from None

@@ -48,6 +48,7 @@ class ItemTrace:
     finished_at: float | None = None
     batch_id: int | None = None
     batch_size: int | None = None
+    batch_index: int | None = None  # its place in the batch: 0 reports the batch's size once (telemetry)
 
 
 class BatchFuture(Future[PolicyResult]):

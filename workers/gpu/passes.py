@@ -101,9 +101,10 @@ def _run_one_by_one(policy: Policy, items: list[QueueItem], batch_exc: Exception
 
 def _mark_started(items: list[QueueItem], stats: PassStats) -> float:
     started, batch_id = time.monotonic(), next(stats.batch_ids)
-    for item in items:
+    for index, item in enumerate(items):
         trace = item.future.trace
         trace.started_at, trace.batch_id, trace.batch_size = started, batch_id, len(items)
+        trace.batch_index = index
     return started
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from workers import liveness
 from workers.gpu.batcher import MicroBatcher
-from workers.policies.registry import load_policy, parse_enabled_models
+from workers.policies.registry import load_policy, parse_enabled_models, parse_model_options
 from workers.settings import Settings, get_settings
 from workers.wire import notify
 
@@ -63,7 +63,8 @@ class GpuRuntime:
             import torch
 
             torch.set_num_threads(s.torch_cpu_threads)
-        return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device)
+        return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
+                           options=parse_model_options(s.enabled_models)[self.model])
 
     def _heartbeat(self) -> None:
         r = notify.client(self.settings.redis_url)

@@ -78,6 +78,10 @@ class Policy(abc.ABC):
         for cam, img in obs.images.items():
             check_image(f"images.{cam}", img)
 
+    def self_check(self) -> None:  # noqa: B027 - optional: wrappers and test doubles have nothing to check
+        """Raise PolicySelfCheckError if the serving path disagrees with its reference computation.
+        Every backend overrides it (OpenVLA, pi0); the worker calls it before it reports ready."""
+
     @abc.abstractmethod
     def predict(self, observations: list[Observation]) -> list[PolicyResult]:
         """Run one batched forward pass over already validated observations."""

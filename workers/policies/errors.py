@@ -32,3 +32,15 @@ class ModelNotFound(PolicyError, LookupError):
 
 class CheckpointError(PolicyError):
     """A checkpoint directory that is missing, incomplete or does not match its architecture."""
+
+
+class PolicySelfCheckError(PolicyError):
+    """The load-time self-check found the serving path disagreeing with its reference computation
+    (cached decode vs full recompute, batch vs singles): the worker must refuse to serve. `check` names
+    which comparison failed; the message carries the measured difference and the tolerance."""
+
+    def __init__(self, model: str, check: str, detail: str):
+        super().__init__(f"{model}: self-check {check!r} failed: {detail}")
+        self.model = model
+        self.check = check
+        self.detail = detail

@@ -1,13 +1,16 @@
-"""pi0 on transformers' native PI0ForConditionalGeneration, loaded through our strict loader.
+"""pi0 on transformers' native PI0ForConditionalGeneration modules, loaded through our strict loader from any
+of the layouts in pi0_layouts (transformers-native, LeRobot, openpi's PyTorch conversion).
 
-Checkpoint directory: config.json (a PI0Config), safetensors, tokenizer files, and norm_stats.json in
-openpi's layout ({"norm_stats": {"state": {mean, std}, "actions": {mean, std}}}); optional top-level
-"cameras", "action_type" and "units" there describe the robot (a transformers checkpoint has no place
-for them). pi0 normalises with z-scores (pi0.5/FAST use quantiles; not this class).
+Native statistics live in norm_stats.json in openpi's layout ({"norm_stats": {"state": {mean, std},
+"actions": {mean, std}}}); optional top-level "cameras", "action_type" and "units" there describe the robot
+(a transformers checkpoint has no place for them). pi0 normalises with z-scores (pi0.5/FAST use quantiles;
+not this class), with the epsilon and inverse of the layout's own reference (openpi 1e-6 both ways;
+LeRobot 1e-8 forward, none on the inverse).
 """
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +19,18 @@ import torch
 from transformers import PI0Config, PI0ForConditionalGeneration
 
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
-from workers.policies.checkpoint import read_json, require_dir
+from workers.policies.checkpoint import require_dir
 from workers.policies.common import EE_DELTA_UNITS, build_and_load, check_state, load_tokenizer, timings_copy
 from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
 from workers.policies.errors import CheckpointError, PolicyInputError
-from workers.policies.pi0_flow import checkpoint_to_module_name, row_noise, sample_actions_timed
+from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
+from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
 from workers.policies.preprocess import normalize, resize_with_pad
+from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
 OPENPI_CAMERAS = ["base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"]
-EPS = 1e-8  # the processor adds it to std; the inverse must use the same std + eps
+EPS = OPENPI_EPS  # the native layout's epsilon (openpi's)
 MAX_TOKEN_LEN = 48  # openpi's max_token_len for pi0 (text part: BOS + prompt + "\n")
 
 
@@ -41,14 +46,14 @@ class Stats:
 
 
 class Pi0Policy(Policy):
-    def __init__(
-        self, name: str, model: PI0ForConditionalGeneration, tokenizer: Any, meta: dict[str, Any], device: torch.device
-    ):
-        self.model, self.tokenizer, self.device = model, tokenizer, device
+    def __init__(self, name: str, model: PI0ForConditionalGeneration, tokenizer: Any, meta: dict[str, Any],
+                 device: torch.device, *, eps: float = EPS, inverse_eps: bool = True, layout: str = "native"):
+        self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
         self.cfg: PI0Config = model.config
-        self.dtype = next(model.parameters()).dtype
+        self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
         stats = meta.get("norm_stats", meta)
         self.state_stats, self.action_stats = Stats(stats["state"], "state"), Stats(stats["actions"], "actions")
+        self.eps, self.inverse_eps = eps, inverse_eps
         self.image_token_id = int(self.cfg.vlm_config.image_token_id)
         self.image_size = int(self.cfg.vlm_config.vision_config.image_size)
         self.tokens_per_image = (self.image_size // int(self.cfg.vlm_config.vision_config.patch_size)) ** 2
@@ -57,25 +62,28 @@ class Pi0Policy(Policy):
             raise CheckpointError("norm_stats are wider than the model's max_action_dim/max_state_dim")
         self.spec = PolicySpec(
             name=name, family="pi0", action_dim=dim, chunk_length=int(self.cfg.chunk_size),
-            cameras=list(meta.get("cameras", OPENPI_CAMERAS)), unnorm_keys=[], default_unnorm_key=None,
+            cameras=list(meta.get("cameras") or OPENPI_CAMERAS), unnorm_keys=[], default_unnorm_key=None,
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
             state_dim=len(self.state_stats.mean), dtype=dtype_name(self.dtype), device=str(device),
         )
 
     @classmethod
-    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto") -> Pi0Policy:
+    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
+             options: Mapping[str, str] | None = None) -> Pi0Policy:
         path = require_dir(path)
-        try:
-            cfg = PI0Config.from_json_file(str(path / "config.json"))
-        except Exception as exc:  # @strict config validation raises several types
-            raise CheckpointError(f"{str(path / 'config.json')!r} is not a valid PI0Config: {exc}") from exc
+        unknown = sorted(set(options or {}) - {"asset_id"})
+        if unknown:
+            raise CheckpointError(f"unknown pi0 option(s) {unknown}; known: ['asset_id'] (openpi layout)")
+        layout = detect(path, asset_id=(options or {}).get("asset_id"))
+        cfg = _config(path, layout)
         cfg._attn_implementation = "sdpa"  # flash-attn would drop the bidirectional mask (see transformers)
         dev = resolve_device(device)
         model = build_and_load(lambda: PI0ForConditionalGeneration(cfg), path, dev, resolve_dtype(dtype, dev),
-                               rename=checkpoint_to_module_name)
-        meta = read_json(path / "norm_stats.json")
-        return cls(name, model, load_tokenizer(path), meta, dev)
+                               rename=layout.rename, ignorable=layout.ignorable)
+        keep_fp32_islands(model)
+        return cls(name, model, load_tokenizer(path), layout.stats, dev, eps=layout.eps,
+                   inverse_eps=layout.inverse_eps, layout=layout.name)
 
     def validate(self, obs: Observation) -> None:
         super().validate(obs)
@@ -90,45 +98,63 @@ class Pi0Policy(Policy):
         ids = [self.tokenizer.bos_token_id, *self.tokenizer(clean + "\n", add_special_tokens=False)["input_ids"]]
         return ids[:MAX_TOKEN_LEN]
 
+    def image(self, img: np.ndarray) -> torch.Tensor:
+        """openpi: resize-with-pad (bilinear, black bars) to the tower's size, then [-1, 1]."""
+        return normalize(resize_with_pad(img, self.image_size), (0.5,) * 3, (0.5,) * 3)
+
     def _prefix(self, observations: list[Observation]) -> dict[str, torch.Tensor]:
-        """Right-padded ids with 256 image placeholders per *present* camera; absent slots are zero images
-        masked out by pixel_attention_mask."""
-        blank = torch.zeros(3, self.image_size, self.image_size)
-        pixels, cam_mask, rows = [], [], []
+        """Right-padded ids with 256 image placeholders per *present* camera, and only the present cameras'
+        images (row-major): an empty slot is neither embedded nor attended to."""
+        images, rows = [], []
         for obs in observations:
-            present = [c in obs.images for c in self.spec.cameras]
-            pixels.append(torch.stack([
-                normalize(resize_with_pad(obs.images[c], self.image_size), (0.5,) * 3, (0.5,) * 3) if p else blank
-                for c, p in zip(self.spec.cameras, present, strict=True)]))
-            cam_mask.append(present)
-            rows.append([self.image_token_id] * (self.tokens_per_image * sum(present)) + self.text_ids(obs.instruction))
+            present = [c for c in self.spec.cameras if c in obs.images]
+            images += [self.image(obs.images[c]) for c in present]
+            rows.append([self.image_token_id] * (self.tokens_per_image * len(present)) + self.text_ids(obs.instruction))
         length = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows])
         mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows])
+        size = self.image_size
+        stacked = torch.stack(images) if images else torch.zeros(0, 3, size, size)
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
-                "pixel_values": torch.stack(pixels).to(self.device, self.dtype),
-                "pixel_attention_mask": torch.tensor(cam_mask, device=self.device)}
+                "images": stacked.to(self.device)}
 
     def _state(self, observations: list[Observation]) -> torch.Tensor:
         s = self.state_stats
-        z = np.stack([(np.asarray(o.state, dtype=np.float64) - s.mean) / (s.std + EPS) for o in observations])
+        z = np.stack([(np.asarray(o.state, dtype=np.float64) - s.mean) / (s.std + self.eps) for o in observations])
         out = torch.zeros(len(observations), self.cfg.max_state_dim)
         out[:, : z.shape[1]] = torch.from_numpy(z).float()
-        return out.to(self.device, self.dtype)
+        return out.to(self.device)
+
+    def unnormalize(self, y: np.ndarray) -> np.ndarray:
+        a = self.action_stats
+        return y[..., : len(a.mean)] * (a.std + (self.eps if self.inverse_eps else 0.0)) + a.mean
 
     @torch.inference_mode()
-    def predict(self, observations: list[Observation]) -> list[PolicyResult]:
+    def predict(self, observations: list[Observation], *, recompute_prefix: bool = False) -> list[PolicyResult]:
         timings: dict[str, float] = {}
         watch = Stopwatch(self.device)
         seeds = [o.options.get("seed", secrets.randbits(63)) for o in observations]
-        noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device, self.dtype)
+        noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device)
         inputs = self._prefix(observations)
         state = self._state(observations)
         watch.lap(timings, "preprocess")
-        y = sample_actions_timed(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
-                                 timings=timings, **inputs)
-        a = self.action_stats
-        actions = y[..., : len(a.mean)].double().cpu().numpy() * (a.std + EPS) + a.mean
+        y = sample_actions(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
+                           timings=timings, recompute_prefix=recompute_prefix, **inputs)
+        actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]
+
+    def self_check(self) -> None:
+        """Raise PolicySelfCheckError unless a batch equals its singles and the cached flow equals a flow
+        that recomputes the prefix at every step."""
+        check_pi0(self)
+
+
+def _config(path: Path, layout: Layout) -> PI0Config:
+    try:
+        if layout.name == "native":
+            return PI0Config.from_json_file(str(path / "config.json"))
+        return PI0Config(**layout.config)
+    except Exception as exc:  # @strict config validation raises several types
+        raise CheckpointError(f"{str(path / 'config.json')!r} does not give a valid PI0Config: {exc}") from exc

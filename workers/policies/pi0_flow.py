@@ -1,35 +1,37 @@
-"""pi0 pieces around transformers' PI0ForConditionalGeneration: checkpoint key names, per-row noise and
-a timed copy of `sample_actions` (same maths: one prefix pass, then Euler steps on the expert with the
-prefix cache cropped back after each step)."""
+"""pi0 inference on transformers' native PI0ForConditionalGeneration modules, written out here so that
+
+- the vision tower runs only on the cameras a row actually has (empty slots cost nothing: issue 15);
+- the fp32 islands LeRobot and openpi keep stay fp32 when the rest runs in bf16: the vision tower and
+  projector, every RMSNorm weight, the state/action/time projections, the velocity head and the Euler
+  integration (LeRobot PaliGemmaWithExpertModel.to_bfloat16_for_selected_params; PI0Pytorch.denoise_step);
+- the KV-cache argument is passed under the name this transformers version declares (hf_compat).
+
+Same maths as `PI0ForConditionalGeneration.sample_actions`: one prefix pass, then Euler steps on the
+expert, the prefix cache cropped back after each step so steps never attend to each other.
+"""
 from __future__ import annotations
 
 import torch
 from transformers import PI0ForConditionalGeneration
 
+from workers.policies.hf_compat import cache_kwarg, output_cache
 from workers.policies.timing import Stopwatch
 
-# LeRobot / openpi-PyTorch names -> transformers' native names (the reference's table, §4); the same
-# renames transformers registers in conversion_mapping.py, applied here because we load safetensors
-# ourselves to get the strict check.
-_PREFIX_MAP = (
-    ("paligemma_with_expert.paligemma.model.", "model.vlm."),
-    ("paligemma_with_expert.paligemma.lm_head.", "model.vlm.language_model.embed_tokens."),
-    ("paligemma_with_expert.gemma_expert.model.", "model.dit."),
-    ("paligemma_with_expert.gemma_expert.lm_head.", "model.dit.embed_tokens."),
-    ("state_proj.", "embed_action_time.state_proj."),
-    ("action_in_proj.", "embed_action_time.action_in_proj."),
-    ("action_time_mlp_in.", "embed_action_time.action_time_mlp_in."),
-    ("action_time_mlp_out.", "embed_action_time.action_time_mlp_out."),
-)
+FP32_NAMES = ("vision_tower", "multi_modal_projector", "input_layernorm", "post_attention_layernorm", "norm.",
+              "embed_action_time", "action_out_proj")
 
 
-def checkpoint_to_module_name(name: str) -> str:
-    if name.startswith("model.paligemma_with_expert.") or name.startswith("model.state_proj."):
-        name = name[len("model."):]  # LeRobot policy state dicts carry the policy's own "model." too
-    for old, new in _PREFIX_MAP:
-        if name.startswith(old):
-            return new + name[len(old):]
-    return name
+def keep_fp32_islands(model: PI0ForConditionalGeneration) -> None:
+    """Cast the parameters the references keep in fp32 back to fp32 (a no-op for an fp32 model)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if any(part in name for part in FP32_NAMES):
+                param.data = param.data.float()
+
+
+def stream_dtype(model: PI0ForConditionalGeneration) -> torch.dtype:
+    """The dtype the transformer blocks run in (the islands aside)."""
+    return model.model.dit.layers[0].self_attn.q_proj.weight.dtype
 
 
 def row_noise(seeds: list[int], chunk: int, dim: int) -> torch.Tensor:
@@ -42,40 +44,66 @@ def row_noise(seeds: list[int], chunk: int, dim: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def embed_prefix(model: PI0ForConditionalGeneration, input_ids: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Text embeddings with the image placeholders replaced by the features of `images`: only the present
+    cameras, (n_present, 3, H, W) in row-major order, the order their placeholders appear in."""
+    vlm = model.model.vlm
+    embeds = vlm.get_input_embeddings()(input_ids.masked_fill(input_ids == model.config.vlm_config.image_token_id, 0))
+    placeholders = input_ids == model.config.vlm_config.image_token_id
+    if images.shape[0]:
+        tower_dtype = vlm.vision_tower.embeddings.patch_embedding.weight.dtype
+        feats = vlm.get_image_features(images.to(tower_dtype)).pooler_output
+        embeds = embeds.masked_scatter(placeholders[..., None], feats.to(embeds.dtype))
+    return embeds
+
+
+def prefix_cache(model: PI0ForConditionalGeneration, embeds: torch.Tensor, attention_mask: torch.Tensor):
+    vlm = model.model.vlm
+    out = vlm(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=attention_mask.cumsum(-1) - 1,
+              token_type_ids=torch.zeros_like(attention_mask), use_cache=True)
+    return output_cache(out)
+
+
+def velocity(model: PI0ForConditionalGeneration, state: torch.Tensor, x: torch.Tensor, t: torch.Tensor,
+             attention_mask: torch.Tensor, cache) -> torch.Tensor:
+    """v(x, t) in fp32: projections in their own (fp32) dtype, the expert in the stream dtype."""
+    head = model.embed_action_time
+    suffix = head(state.to(head.state_proj.weight.dtype), x.to(head.action_in_proj.weight.dtype), t)
+    out = model.model(action_embeds=suffix.to(stream_dtype(model)), attention_mask=attention_mask,
+                      **cache_kwarg(model.model, cache))
+    hidden = out.last_hidden_state[:, -model.config.chunk_size:]
+    return model.action_out_proj(hidden.to(model.action_out_proj.weight.dtype)).float()
+
+
 @torch.inference_mode()
-def sample_actions_timed(
+def sample_actions(
     model: PI0ForConditionalGeneration,
     *,
     state: torch.Tensor,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    pixel_values: torch.Tensor,
-    pixel_attention_mask: torch.Tensor,
+    images: torch.Tensor,
     noise: torch.Tensor,
     num_steps: int,
-    timings: dict[str, float],
+    timings: dict[str, float] | None = None,
+    recompute_prefix: bool = False,
 ) -> torch.Tensor:
-    """`PI0ForConditionalGeneration.sample_actions`, split so vision, prefill and flow are timed apart."""
+    """Euler integration from t=1 (noise) to t=0 in fp32. `recompute_prefix` rebuilds the prefix cache at
+    every step instead of cropping one back: slower, and the self-check's reference."""
     watch = Stopwatch(input_ids.device)
-    inputs_embeds = model.model.embed_prefix(input_ids, pixel_values, pixel_attention_mask)
+    embeds = embed_prefix(model, input_ids, images)
     watch.lap(timings, "vision")
-    cache = model.model.vlm(
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        position_ids=attention_mask.cumsum(-1) - 1,
-        token_type_ids=torch.zeros_like(inputs_embeds)[:, :, 0],
-        use_cache=True,
-    ).cache
+    cache = prefix_cache(model, embeds, attention_mask)
     prefix_length = cache.get_seq_length()
     watch.lap(timings, "prefill")
-    batch = input_ids.shape[0]
     dt = -1.0 / num_steps
-    x = noise
+    x = noise.float()
     for step in range(num_steps):
-        t = torch.full((batch,), 1.0 + step * dt, dtype=torch.float32, device=input_ids.device)
-        out = model(state=state, noise=x, timestep=t, pixel_attention_mask=pixel_attention_mask,
-                    attention_mask=attention_mask, cache=cache)
+        t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
+        if recompute_prefix and step:
+            cache = prefix_cache(model, embeds, attention_mask)
+        v = velocity(model, state, x, t, attention_mask, cache)
         cache.crop(prefix_length - cache.get_seq_length())  # steps must not attend to each other
-        x = x + dt * out.logits
+        x = x + dt * v
     watch.lap(timings, "flow")
     return x

@@ -1,4 +1,5 @@
-"""Image preprocessing shared by the backends (PIL bicubic, as the models were trained with)."""
+"""Image preprocessing shared by the backends, each as its reference does it (OpenVLA: PIL bicubic;
+pi0: openpi's PIL bilinear resize-with-pad)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,15 +17,16 @@ def resize_naive(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:
-    """Bicubic fit inside size x size keeping the aspect ratio, centred on black (openpi's resize_with_pad)."""
+    """openpi_client.image_tools.resize_with_pad: PIL bilinear to fit inside size x size keeping the aspect
+    ratio (sides truncated, not rounded: int(side / ratio)), pasted at the truncated half-offsets on black."""
     h, w = img.shape[:2]
     if h == size and w == size:
         return img
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BICUBIC))
+    ratio = max(w / size, h / size)
+    nh, nw = int(h / ratio), int(w / ratio)
+    resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BILINEAR))
     out = np.zeros((size, size, 3), dtype=np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
+    top, left = max(0, int((size - nh) / 2)), max(0, int((size - nw) / 2))
     out[top : top + nh, left : left + nw] = resized
     return out
 

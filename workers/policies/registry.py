@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from workers.policies.base import Policy
 from workers.policies.checkpoint import read_json, require_dir
 from workers.policies.errors import CheckpointError, ModelNotFound
-from workers.policies.tiny import TINY_NAMES, build_tiny_checkpoints
+from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
 
 log = logging.getLogger(__name__)
 
 # Names we know how to serve; the value says what the checkpoint directory must be (for messages).
 KNOWN_MODELS: dict[str, str] = {
     "openvla-7b": "openvla/openvla-7b from the hub (config.json, 3 safetensors shards + index, tokenizer)",
-    "pi0": "a transformers-format PI0 checkpoint (PI0Config config.json, safetensors, tokenizer, norm_stats.json)",
+    "pi0": "a PI0 checkpoint in the transformers, LeRobot or openpi layout, plus the PaliGemma tokenizer files "
+           "(see docs/models.md)",
     "openvla-tiny": "random-weight OpenVLA at toy size, built locally",
     "pi0-tiny": "random-weight pi0 at toy size, built locally",
+    "pi0-tiny-lerobot": "pi0-tiny's weights in LeRobot's layout (lerobot/pi0_base naming, processor statistics)",
+    "pi0-tiny-lerobot-v0": "pi0-tiny's weights in LeRobot's v0 layout (first lerobot/pi0 naming, buffer statistics)",
+    "pi0-tiny-openpi": "pi0-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
 }
 
 
@@ -36,11 +40,28 @@ def _unknown(name: str) -> ModelNotFound:
     return ModelNotFound(name, difflib.get_close_matches(name, known, n=3, cutoff=0.5), known)
 
 
+def parse_model_options(spec: str) -> dict[str, dict[str, str]]:
+    """"a=/p?center_crop=true&crop_scale=0.9,b" -> {"a": {"center_crop": "true", "crop_scale": "0.9"}, "b": {}}.
+    Options a checkpoint's own config.json states win over these (see docs/models.md)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in (part.strip() for part in (spec or "").split(",")):
+        if item:
+            head, _, query = item.partition("?")
+            if query and "=" not in head:  # web/services/catalog.py reads the name up to the first "="
+                raise ValueError(f"ENABLED_MODELS entry {item!r}: options need the NAME=PATH?key=value form")
+            pairs = [p.partition("=") for p in query.split("&") if p]
+            if any(not k.strip() or not sep for k, sep, _ in pairs):
+                raise ValueError(f"bad options in ENABLED_MODELS entry {item!r}: expected ?key=value&key=value")
+            out[head.partition("=")[0].strip()] = {k.strip(): v.strip() for k, _, v in pairs}
+    return out
+
+
 def parse_enabled_models(spec: str) -> dict[str, Path | None]:
     """"a=/p,b" -> {"a": Path("/p"), "b": None}. Unknown bare names raise ModelNotFound with suggestions;
-    a name given with an explicit path may be anything (a fine-tune), its family comes from config.json."""
+    a name given with an explicit path may be anything (a fine-tune), its family comes from config.json.
+    Options after "?" are parse_model_options' business."""
     out: dict[str, Path | None] = {}
-    for item in (part.strip() for part in (spec or "").split(",")):
+    for item in (part.strip().partition("?")[0] for part in (spec or "").split(",")):
         if not item:
             continue
         name, sep, path = (s.strip() for s in item.partition("="))
@@ -77,14 +98,37 @@ def resolve_path(name: str, path: Path | None, model_dir: Path) -> Path:
     return path
 
 
-def load_policy(name: str, path: Path | None, *, model_dir: Path, dtype: str = "auto", device: str = "auto") -> Policy:
-    """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type."""
+def family_of(config: dict) -> str | None:
+    """transformers configs say model_type; LeRobot's say "type"; openpi's conversion names Gemma variants."""
+    if "model_type" in config:
+        return config["model_type"]
+    if config.get("type") == "pi0" or "paligemma_variant" in config:
+        return "pi0"
+    return None
+
+
+def load_policy(
+    name: str,
+    path: Path | None,
+    *,
+    model_dir: Path,
+    dtype: str = "auto",
+    device: str = "auto",
+    self_check: bool = True,
+    options: Mapping[str, str] | None = None,
+) -> Policy:
+    """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type,
+    then run the policy's self-check (PolicySelfCheckError if the serving path disagrees with its reference):
+    the worker calls this before it reports ready, so a failing check becomes the worker's /health error."""
     ckpt = require_dir(resolve_path(name, path, model_dir))
-    model_type = read_json(ckpt / "config.json").get("model_type")
+    model_type = family_of(read_json(ckpt / "config.json"))
     loaders = _loaders()
     if model_type not in loaders:
         raise CheckpointError(
             f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
         )
     log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
-    return loaders[model_type](name, ckpt, dtype=dtype, device=device)
+    policy = loaders[model_type](name, ckpt, dtype=dtype, device=device, options=options or {})
+    if self_check:
+        policy.self_check()
+    return policy

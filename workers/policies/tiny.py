@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,6 @@ from workers.policies.checkpoint import save_sharded, write_json
 from workers.policies.tiny_tokenizer import save_tokenizer, train_bpe
 
 log = logging.getLogger(__name__)
-TINY_NAMES = ("openvla-tiny", "pi0-tiny")
 SEED = 1234
 OPENVLA_BASE_VOCAB = 512  # V: ids 256..511 are the action ids, <PAD> = 512, 64 padding rows above
 PI0_BASE_VOCAB = 512  # <image> = 512 = text vocab_size, the same layout as PaliGemma's 257152
@@ -145,35 +141,3 @@ def build_pi0_tiny(out_dir: Path) -> Path:
     save_tokenizer(tok, out_dir, bos="<bos>", eos="<eos>", unk="<unk>", pad="<pad>", extra_special=["<image>"],
                    add_bos=False, max_length=2048)
     return out_dir
-
-
-_BUILDERS = {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny}
-
-
-def build_tiny_checkpoints(
-    out_dir: Path, names: tuple[str, ...] | list[str] = TINY_NAMES, *, overwrite: bool = True
-) -> dict[str, Path]:
-    """Write each named tiny checkpoint to out_dir/<name> and return name -> directory.
-
-    Each is built in a temporary sibling and renamed into place, so a worker that starts while another
-    is building never sees a half-written checkpoint. With overwrite=False an existing one is kept.
-    """
-    out: dict[str, Path] = {}
-    for name in names:
-        if name not in _BUILDERS:
-            raise ValueError(f"no tiny preset {name!r}; known: {sorted(_BUILDERS)}")
-        target = Path(out_dir) / name
-        out[name] = target
-        if target.exists() and not overwrite:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        log.info("building tiny checkpoint %s into %s", name, target)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-        _BUILDERS[name](tmp)
-        if target.exists() and overwrite:
-            shutil.rmtree(target)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race; its checkpoint is identical (fixed seed)
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -1,4 +1,7 @@
-"""Summary metrics between predicted and recorded actions, accumulated step by step.
+"""Summary metrics between the model's predicted and the recorded actions, accumulated step by step.
+
+They compare the model's raw prediction (before the safety stage), so a rejected or clamped step still
+measures the model; what the safety stage did is counted separately, under "safety".
 
 The accumulator holds only sums and counts, so it can be updated per step, merged across workers or
 chunks, serialised into the job row, and rebuilt from stored rows when a replay resumes. Each dimension
@@ -53,10 +56,10 @@ class ActionMetrics:
         self.modified += row.modified
         self.rejected += row.rejected
         self.flags.update(row.safety_flags)
-        if row.predicted_action is None:
+        if row.model_action is None:
             self.missing_predictions += 1
             return
-        pred, rec = np.asarray(row.predicted_action, float), np.asarray(row.recorded_action, float)
+        pred, rec = np.asarray(row.model_action, float), np.asarray(row.recorded_action, float)
         self.dim_mismatches += pred.size != rec.size
         d = min(pred.size, rec.size)
         if d == 0:
@@ -126,6 +129,7 @@ class ActionMetrics:
         total = sum(self.count)
         return {
             "steps": self.steps,
+            "compared_on": "raw_prediction",
             "compared_steps": self.compared,
             "missing_predictions": self.missing_predictions,
             "dim_mismatches": self.dim_mismatches,

@@ -23,7 +23,7 @@ DIM_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 def plot_replay(rows: Iterable[Any], out: BinaryIO, *, title: str | None = None, dpi: int = 80) -> None:
     """Write a PNG to `out`. Steps are laid end to end in row order; episode starts get a dotted line."""
     data = [as_row(r) for r in rows]
-    dims = max([len(r.recorded_action) for r in data] + [len(r.predicted_action or []) for r in data] + [1])
+    dims = max([len(r.recorded_action) for r in data] + [len(r.model_action or []) for r in data] + [1])
     fig = Figure(figsize=(10, 1.8 * dims + 0.6), dpi=dpi)
     FigureCanvasAgg(fig)
     axes = fig.subplots(dims, 1, sharex=True, squeeze=False)[:, 0]
@@ -49,7 +49,7 @@ def _matrix(data: list[ReplayRow], dims: int, predicted: bool) -> np.ndarray:
     # NaN where a value is missing (no prediction, shorter vector): matplotlib leaves a gap there.
     out = np.full((len(data), dims), np.nan)
     for i, row in enumerate(data):
-        values = row.predicted_action if predicted else row.recorded_action
+        values = row.model_action if predicted else row.recorded_action
         if values:
             out[i, : len(values)] = values[:dims]
     return out

@@ -11,8 +11,8 @@ from typing import Any
 
 MODIFIED_DECISIONS = frozenset({"clamp", "clamped", "modified", "modify"})
 REJECTED_DECISIONS = frozenset({"reject", "rejected"})
-FIELDS = ("episode", "step", "predicted_action", "recorded_action", "safety_decision", "safety_flags",
-          "latency_ms")
+FIELDS = ("episode", "step", "predicted_action", "raw_action", "recorded_action", "safety_decision",
+          "safety_flags", "latency_ms")
 
 
 @dataclass
@@ -24,6 +24,14 @@ class ReplayRow:
     safety_decision: str | None = None  # "pass" | "clamp" | "reject" (synonyms above accepted)
     safety_flags: list[str] = field(default_factory=list)
     latency_ms: float | None = None
+    # What the model itself said, before the safety stage: kept when the delivered action was rejected or
+    # clamped, so an evaluation always compares the model (None where inference failed or expired).
+    raw_action: list[float] | None = None
+
+    @property
+    def model_action(self) -> list[float] | None:
+        """The prediction metrics compare: the raw one, else (rows stored before raw_action) the delivered one."""
+        return self.raw_action if self.raw_action is not None else self.predicted_action
 
     @property
     def modified(self) -> bool:
@@ -45,7 +53,7 @@ def as_row(row: ReplayRow | Mapping[str, Any] | Any) -> ReplayRow:
     if isinstance(row, ReplayRow):
         return row
     get = row.get if isinstance(row, Mapping) else (lambda k, d=None: getattr(row, k, d))
-    predicted = get("predicted_action")
+    predicted, raw = get("predicted_action"), get("raw_action")
     latency = get("latency_ms")
     return ReplayRow(
         episode=int(get("episode")),
@@ -55,6 +63,7 @@ def as_row(row: ReplayRow | Mapping[str, Any] | Any) -> ReplayRow:
         safety_decision=get("safety_decision"),
         safety_flags=[str(f) for f in (get("safety_flags") or [])],
         latency_ms=None if latency is None else float(latency),
+        raw_action=None if raw is None else _floats(raw),
     )
 
 

@@ -43,6 +43,26 @@ def save_upload(stream: BinaryIO, filename: str, dest_dir: Path, *, max_bytes: i
         raise
 
 
+ARCHIVE_KINDS = {".zip": "zip", ".tar": "tar", ".tar.gz": "gz", ".tgz": "gz"}
+
+
+def save_raw(stream: BinaryIO, filename: str, dest_dir: Path, max_bytes: int) -> tuple[Path, str | None]:
+    """Only copy the upload, under `max_bytes`, into a fresh folder: (the file, its archive kind or None).
+
+    Unpacking and parsing are left to a bounded child process (workers.replays.probe)."""
+    name = PurePosixPath(str(filename).replace("\\", "/")).name
+    suffix = _suffix(name)
+    target = Path(dest_dir) / uuid.uuid4().hex
+    target.mkdir(parents=True)
+    try:
+        raw = target / ("upload" + suffix)
+        _copy_limited(stream, raw, max_bytes)
+        return raw, ARCHIVE_KINDS.get(suffix)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+
+
 def _suffix(name: str) -> str:
     lower = name.lower()
     for suffix in ARCHIVE_SUFFIXES + FILE_SUFFIXES:

@@ -10,7 +10,7 @@ from workers.settings import Settings
 from workers.stages.retry import retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
-from workers.wire import notify
+from workers.wire import notify, telemetry
 from workers.wire.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ def finish_job(settings: Settings, job: dict[str, Any], state: str, *, result: d
     changed = retry_transient(transition, job["deadline"], what="finish job")
     if changed:
         _wake(settings, job, state)
+        telemetry.job_finished(notify.client(settings.redis_url), job, state, result,
+                               timings.safety_check_ms if timings else None)
         log.info("job finished", extra={"job_id": job["job_id"], "state": state})
     return changed
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from workers.gpu import runtime
 from workers.gpu.decode import to_observation
-from workers.gpu.items import BatcherStopped, DeadlineExceeded, ModelUnavailable
+from workers.gpu.items import BatcherStopped, DeadlineExceeded, ItemTrace, ModelUnavailable
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
 from workers.settings import Settings
@@ -17,6 +17,7 @@ from workers.stages.finish import announce_expired, finish_job
 from workers.stages.retry import HandBack, retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
+from workers.wire import notify, telemetry
 from workers.wire.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,9 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if claim.state == "expired":
             announce_expired(settings, job)
         return {"skip": claim.state}
-    t0 = time.perf_counter()
+    claimed_at, t0 = time.time(), time.perf_counter()
     try:
-        result = _predict(job, claim.deadline_at)
+        result, trace = _predict(job, claim.deadline_at)
     except PolicyInputError as exc:
         return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
     except BatcherStopped as exc:  # draining (SIGTERM) before this item reached a forward pass
@@ -52,19 +53,21 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         log.exception("inference failed", extra={"job_id": job_id})
         return _end(settings, job, "failed", JobError("inference_error"))
     inference_ms = (time.perf_counter() - t0) * 1000.0
+    telemetry.inference_done(notify.client(settings.redis_url), job["model"], {**job, "claimed_at": claimed_at},
+                             result.timings_ms, inference_ms, trace.batch_size, trace.batch_index == 0)
     log.info("inference done", extra={"job_id": job_id, "model": job["model"], "inference_ms": round(inference_ms, 3)})
     # No database write here: the timing travels to the safety task and lands with the final state.
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
-def _predict(job: dict[str, Any], deadline_at: datetime) -> PolicyResult:
+def _predict(job: dict[str, Any], deadline_at: datetime) -> tuple[PolicyResult, ItemTrace]:
     obs = to_observation(job)  # the one place a job's images are decoded
     batcher = runtime.get_batcher()
     remaining = (deadline_at - datetime.now(UTC)).total_seconds()
     priority = 1 if job.get("kind") == "replay" else 0
     future = batcher.submit(obs, priority=priority, deadline=time.monotonic() + remaining, job_id=job["job_id"])
     try:
-        return future.result(timeout=max(remaining, 0.001))
+        return future.result(timeout=max(remaining, 0.001)), future.trace
     except FutureTimeout:
         future.cancel()
         raise

@@ -49,13 +49,6 @@ def done_key(job_id: str) -> str:
     return f"job:{job_id}:done"
 
 
-def announce_done(r: redis.Redis, job_id: str, state: str) -> None:
-    pipe = r.pipeline()
-    pipe.rpush(done_key(job_id), state)
-    pipe.expire(done_key(job_id), DONE_TTL_S)
-    pipe.execute()
-
-
 def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None) -> None:
     """The one "it ended" path for jobs and replays: wake the waiters and free the customer's in-flight slot
     (its key travels in the task's message, so workers need not know how the web names it)."""
@@ -78,7 +71,7 @@ def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> bool:
     got = r.blpop([done_key(job_id)], timeout=timeout_s)
     if got is None:
         return False
-    announce_done(r, job_id, got[1].decode())
+    ended(r, job_id, got[1].decode(), None)  # put the token back for the next waiter
     return True
 
 

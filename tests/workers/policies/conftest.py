@@ -10,7 +10,7 @@ import torch
 from workers.policies.base import Observation
 from workers.policies.openvla.policy import OpenVLAPolicy
 from workers.policies.pi0 import Pi0Policy
-from workers.policies.tiny import build_tiny_checkpoints
+from workers.policies.presets import build_tiny_checkpoints
 
 
 @pytest.fixture(scope="session")

@@ -84,3 +84,19 @@ def test_dimension_mismatch_compares_the_common_prefix() -> None:
 def test_empty_accumulator() -> None:
     s = ActionMetrics().summary()
     assert s["steps"] == 0 and s["mse"] is None and s["per_dim"] == [] and s["gripper_agreement"] is None
+
+
+def test_metrics_compare_the_raw_prediction_even_when_safety_rejected_it() -> None:
+    rows = [
+        {"episode": 0, "step": 0, "predicted_action": None, "raw_action": [0.1] * 7, "recorded_action": [0.1] * 7,
+         "safety_decision": "rejected", "safety_flags": ["workspace"]},
+        {"episode": 0, "step": 1, "predicted_action": [0.05] * 7, "raw_action": [0.3] * 7,
+         "recorded_action": [0.3] * 7, "safety_decision": "modified", "safety_flags": ["velocity"]},
+        {"episode": 0, "step": 2, "predicted_action": None, "raw_action": None, "recorded_action": [0.0] * 7},
+    ]
+    summary = ActionMetrics.from_rows(rows).summary()
+    assert summary["compared_on"] == "raw_prediction"
+    assert summary["compared_steps"] == 2 and summary["missing_predictions"] == 1
+    assert summary["mse"] == 0.0  # the model matched the record; the safety stage's edits are counted apart
+    assert summary["safety"] == {"flagged_steps": 2, "modified": 1, "rejected": 1, "violations": 2,
+                                 "by_flag": {"workspace": 1, "velocity": 1}}

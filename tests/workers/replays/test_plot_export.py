@@ -21,11 +21,12 @@ def make_rows(n: int = 40, flagged: range = range(0)) -> list[dict]:
     rows = []
     for i in range(n):
         bad = i in flagged
-        rows.append({"episode": i // 20, "step": i % 20, "predicted_action": rng.normal(size=7).round(4).tolist(),
-                     "recorded_action": rng.normal(size=7).round(4).tolist(),
+        predicted = rng.normal(size=7).round(4).tolist()
+        rows.append({"episode": i // 20, "step": i % 20, "predicted_action": None if bad else predicted,
+                     "raw_action": predicted, "recorded_action": rng.normal(size=7).round(4).tolist(),
                      "safety_decision": "reject" if bad else "pass", "safety_flags": ["workspace"] if bad else [],
                      "latency_ms": float(10 + i)})
-    rows[3]["predicted_action"] = None  # a step whose inference failed
+    rows[3]["predicted_action"] = rows[3]["raw_action"] = None  # a step whose inference failed
     return rows
 
 

@@ -1,38 +1,27 @@
 """POST /v1/inference: submit and wait, answering in the specification's response shape."""
 from __future__ import annotations
 
-from flask import current_app, g
+from flask import g
 from flask.views import MethodView
 
-from web.api.jobs.schemas import InferenceRequestSchema
-from web.errors import ApiError
+from web.api.jobs.schemas import InferenceRequestSchema, JobSchema
 from web.extensions import Blueprint
-from web.services import admission, render
-from web.services.waiting import wait_for
+from web.services import inference, render
 
 blp = Blueprint("inference", __name__, url_prefix="/v1", description="Synchronous inference for control loops")
-
-_FAILURES = {
-    "invalid_input": (422, "the model could not use this input"),
-    "deadline_exceeded": (504, "the deadline passed before an action was ready; no action is returned"),
-    "model_unavailable": (503, "the model's worker cannot serve it"),
-}
 
 
 @blp.route("/inference")
 class Inference(MethodView):
     @blp.arguments(InferenceRequestSchema)
     @blp.response(200)
+    @blp.alt_response(202, schema=JobSchema, description="The wait ran out first: the job, to poll or wait on")
+    @blp.alt_response(504, response="DEFAULT_ERROR", description="The deadline passed before an action was ready")
     def post(self, data):
         """Run one inference and wait for its safety-checked action (202 with the job if the wait runs out)."""
-        job = admission.submit_job(data)
-        settings = current_app.config["SETTINGS"]
-        job = wait_for(job, settings.wait_max_s)
+        job = inference.submit_and_wait(data)
         if job.state == "succeeded":
             return render.inference_json(job, g.get("usage"))
         if job.state in ("queued", "running"):
             return render.job_json(job), 202, {"Location": render.job_json(job)["links"]["self"]}
-        code = (job.error or {}).get("code", job.state)
-        status, title = _FAILURES.get(code, (502, "the job did not complete"))
-        raise ApiError(status, code, f"{title}: {(job.error or {}).get('detail', job.state)}",
-                       field=(job.error or {}).get("field"), job_id=str(job.id), state=job.state)
+        inference.raise_for_failure(job)

@@ -3,40 +3,55 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from web.api.schemas import StrictSchema
+from web.api.schemas import BASE64, NON_BLANK, JsonBoolean, JsonFloat, JsonInteger, StrictSchema
 
 SAFETY_MODES = ("reject", "clamp", "monitor")
 
 
 class RobotStateSchema(StrictSchema):
-    ee_position = fields.List(fields.Float(allow_nan=False), required=True, validate=validate.Length(equal=3),
+    ee_position = fields.List(JsonFloat(allow_nan=False), required=True, validate=validate.Length(equal=3),
                               metadata={"description": "end-effector position, metres, robot base frame"})
-    ee_orientation = fields.List(fields.Float(allow_nan=False), validate=validate.Length(equal=3),
+    ee_orientation = fields.List(JsonFloat(allow_nan=False), validate=validate.Length(equal=3),
                                  metadata={"description": "roll, pitch, yaw in radians"})
-    gripper = fields.Float(allow_nan=False)
+    gripper = JsonFloat(allow_nan=False)
 
 
 class SafetyOptionsSchema(StrictSchema):
     mode = fields.String(validate=validate.OneOf(SAFETY_MODES))
-    enable_classifier = fields.Boolean()
-    safety_threshold = fields.Float(validate=validate.Range(min=0.0, max=1.0))
+    enable_classifier = JsonBoolean()
+    safety_threshold = JsonFloat(validate=validate.Range(min=0.0, max=1.0))
+
+
+# A request the tiny development models accept: Swagger UI's "Try it out" and schemathesis's examples phase
+# start from it (and, through the submission's links, read, wait on and cancel the job it makes).
+EXAMPLE_REQUEST = {
+    "model": "openvla-tiny", "instruction": "pick up the red block", "unnorm_key": "bridge_orig",
+    "image": "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGUlEQVR4nGOssJFjIAUwkaR6VMOohiGlAQC2BADyLZTzIAAAAABJ"
+             "RU5ErkJggg==",
+    "robot_state": {"ee_position": [0.3, 0.0, 0.15]}, "safety": {"mode": "clamp"},
+}
 
 
 class InferenceRequestSchema(StrictSchema):
+    OPENAPI_EXTRA = {"oneOf": [{"required": ["image"]}, {"required": ["images"]}], "example": EXAMPLE_REQUEST}
+
     model = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    image = fields.String(metadata={"description": "base64 PNG/JPEG of the primary camera"})
-    images = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)), values=fields.String(),
+    image = fields.String(validate=validate.Length(min=1),
+                          metadata={"description": "base64 PNG/JPEG of the primary camera", "pattern": BASE64})
+    images = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)),
+                         values=fields.String(validate=validate.Length(min=1), metadata={"pattern": BASE64}),
                          validate=validate.Length(min=1, max=8),
                          metadata={"description": "base64 images keyed by camera name, for multi-camera models"})
-    instruction = fields.String(required=True, validate=validate.Length(min=1, max=2000))
-    state = fields.List(fields.Float(allow_nan=False), validate=validate.Length(min=1, max=64),
+    instruction = fields.String(required=True, validate=validate.Length(min=1, max=2000),
+                                metadata={"pattern": NON_BLANK})
+    state = fields.List(JsonFloat(allow_nan=False), validate=validate.Length(min=1, max=64),
                         metadata={"description": "proprioceptive state, for models that take it (pi0)"})
     unnorm_key = fields.String(validate=validate.Length(min=1, max=200))
-    seed = fields.Integer(validate=validate.Range(min=0, max=2**31 - 1))
+    seed = JsonInteger(validate=validate.Range(min=0, max=2**31 - 1))
     robot_config = fields.Dict(metadata={"description": "robot type, workspace_bounds, velocity_limits, ..."})
     robot_state = fields.Nested(RobotStateSchema)
     safety = fields.Nested(SafetyOptionsSchema)
-    deadline_ms = fields.Integer(validate=validate.Range(min=1),
+    deadline_ms = JsonInteger(validate=validate.Range(min=1),
                                  metadata={"description": "the job expires if not finished this many ms after submit"})
 
     @validates_schema

@@ -20,7 +20,7 @@ from web.api.replays.schemas import (
 from web.auth import current, load_owned
 from web.errors import ApiError
 from web.extensions import Blueprint
-from web.services import admission, replays
+from web.services import admission, replay_admission, replays
 from web.services.replay_render import replay_json
 from workers.replays import discard_upload
 from workers.replays.export import MEDIA_TYPES, stream_rows
@@ -39,17 +39,20 @@ def load_replay(replay_id: str, *, lock: bool = False) -> Replay:
 
 @blp.route("")
 class Replays(MethodView):
-    @blp.doc(requestBody={"content": {
+    @blp.doc(requestBody={"required": True, "content": {
         "application/json": {"schema": ReplayRequestSchema},
-        "multipart/form-data": {"schema": {"type": "object", "properties": {
-            "file": {"type": "string", "format": "binary", "description": ".zip/.tar(.gz) of a dataset directory, "
-                                                                          "or .hdf5/.h5/.npz"},
-            "spec": {"type": "string", "description": "JSON: the JSON body's keys except dataset"}}}}}})
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": ["file", "spec"], "properties": {
+                "file": {"type": "string", "format": "binary",
+                         "description": ".zip/.tar(.gz) of a dataset directory, or .hdf5/.h5/.npz"},
+                "spec": {"$ref": "#/components/schemas/ReplaySpec"}}},
+            "encoding": {"spec": {"contentType": "application/json"}}}}})
     @blp.response(202, ReplaySchema)
     def post(self):
         """Submit a replay of a dataset under the server's root (JSON) or an uploaded one (multipart)."""
-        data, upload = replays.parse()
-        return admission.accepted(replay_json(replays.submit_replay(data, upload)))
+        with replay_admission.charged() as ticket:  # before the body is read: the rate, quota and slot
+            data, upload = replays.parse()
+            return admission.accepted(replay_json(replays.submit_replay(data, upload, ticket)))
 
     @blp.arguments(ReplayListArgsSchema, location="query")
     @blp.response(200, ReplayPageSchema)
@@ -85,6 +88,9 @@ class ReplayById(MethodView):
 class ReplayResults(MethodView):
     @blp.arguments(ResultsArgsSchema, location="query")
     @blp.response(200, content_type="application/x-ndjson")
+    @blp.doc(responses={"200": {"description": "the rows, in the requested format",
+                                "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                            for t in MEDIA_TYPES.values()}}})
     def get(self, args, replay_id):
         """The per-step rows, ordered by (episode, step), as JSON lines, CSV or Parquet (streamed)."""
         replay = load_replay(replay_id)

@@ -1,10 +1,10 @@
 """Request and response schemas for /v1/replays."""
 from __future__ import annotations
 
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from web.api.jobs.schemas import SAFETY_MODES
-from web.api.schemas import StrictSchema
+from web.api.schemas import NON_BLANK, JsonInteger, StrictSchema
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 STATE_SOURCES = ("none", "dataset")
@@ -23,13 +23,12 @@ class ReplaySpecSchema(StrictSchema):
     """What a replay runs with; the multipart form's `spec` field (the dataset is the uploaded file)."""
 
     model = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    episodes = fields.List(fields.Integer(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=100_000),
+    episodes = fields.List(JsonInteger(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=100_000),
                            metadata={"description": "episode indices to replay (default: all)"})
-    step_range = fields.List(fields.Integer(allow_none=True, validate=validate.Range(min=0)),
-                             validate=validate.Length(equal=2),
-                             metadata={"description": "[start, stop) within each episode; stop may be null"})
+    step_range = fields.List(JsonInteger(validate=validate.Range(min=0)), validate=validate.Length(min=1, max=2),
+                             metadata={"description": "[start, stop) within each episode, or [start] to its end"})
     instruction = fields.String(validate=validate.Length(min=1, max=2000),
-                                metadata={"description": "overrides the recorded instruction"})
+                                metadata={"description": "overrides the recorded instruction", "pattern": NON_BLANK})
     robot_config = fields.Dict(metadata={"description": "robot type etc. for the safety stage (none: not judged)"})
     robot_state_source = fields.String(load_default="none", validate=validate.OneOf(STATE_SOURCES),
                                        metadata={"description": "'dataset': state[:3] is ee_position, [3:6] "
@@ -47,8 +46,15 @@ class ReplaySpecSchema(StrictSchema):
         if "instruction" in data and not data["instruction"].strip():
             raise ValidationError("instruction must not be blank", field_name="instruction")
         rng = data.get("step_range")
-        if rng and (rng[0] is None or (rng[1] is not None and rng[1] <= rng[0])):
+        if rng and len(rng) == 2 and rng[1] <= rng[0]:
             raise ValidationError("expected [start, stop) with start < stop", field_name="step_range")
+
+    @post_load
+    def _open_range(self, data, **_):
+        """[start] is [start, None] from here on: the stored form the replay driver reads."""
+        if data.get("step_range") and len(data["step_range"]) == 1:
+            data["step_range"] = [data["step_range"][0], None]
+        return data
 
 
 class ReplayRequestSchema(ReplaySpecSchema):

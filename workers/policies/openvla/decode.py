@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from workers.policies.hf_compat import cache_kwarg
 from workers.policies.openvla.model import OpenVLAModel
 from workers.policies.timing import Stopwatch
 
@@ -62,7 +63,7 @@ def greedy_decode(
     watch = Stopwatch(inputs_embeds.device)
     cache = DynamicCache(config=llm.config)
     out = llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-              cache=cache, use_cache=True)
+              use_cache=True, **cache_kwarg(llm, cache))
     tokens = [_next_token(model, out.last_hidden_state[:, -1], allowed)]
     watch.lap(timings, "prefill")
     pos = position_ids[:, -1:]
@@ -70,7 +71,7 @@ def greedy_decode(
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         pos = pos + 1
         out = llm(inputs_embeds=embed(tokens[-1][:, None]), attention_mask=attention_mask, position_ids=pos,
-                  cache=cache, use_cache=True)
+                  use_cache=True, **cache_kwarg(llm, cache))
         tokens.append(_next_token(model, out.last_hidden_state[:, -1], allowed))
     watch.lap(timings, "decode")
     return torch.stack(tokens, dim=1)

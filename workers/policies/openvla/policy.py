@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,24 @@ from workers.policies.openvla.action_tokenizer import ActionStats, ActionTokeniz
 from workers.policies.openvla.config import OpenVLAConfig
 from workers.policies.openvla.decode import greedy_decode, splice_inputs
 from workers.policies.openvla.model import OpenVLAModel, checkpoint_to_module_name, unused_checkpoint_key
+from workers.policies.openvla.options import OpenVLAOptions, center_crop, resolve
+from workers.policies.openvla.static_decode import StaticDecodePool, bucket_for
 from workers.policies.preprocess import normalize, resize_naive
+from workers.policies.selfcheck import check_openvla
 from workers.policies.timing import Stopwatch
 
 log = logging.getLogger(__name__)
 CAMERA = "primary"
-PROMPT = "In: What action should the robot take to {}?\nOut:"
 
 
 class OpenVLAPolicy(Policy):
-    def __init__(self, name: str, cfg: OpenVLAConfig, model: OpenVLAModel, tokenizer: Any, device: torch.device):
+    def __init__(self, name: str, cfg: OpenVLAConfig, model: OpenVLAModel, tokenizer: Any, device: torch.device,
+                 options: OpenVLAOptions | None = None):
         self.cfg, self.model, self.tokenizer, self.device = cfg, model, tokenizer, device
+        self.options = options or resolve(cfg.raw, {})
+        # The serving decode: static KV cache per batch bucket (CUDA graphs on CUDA); greedy_decode's dynamic
+        # cache stays the reference and serves batches above the largest bucket.
+        self.static = StaticDecodePool(model)
         self.dtype = next(model.parameters()).dtype
         self.stats = {k: ActionStats.from_norm_stats(v, k) for k, v in cfg.norm_stats.items()}
         self.action_tokenizer = ActionTokenizer(cfg.base_vocab_size, cfg.n_action_bins)
@@ -44,9 +52,11 @@ class OpenVLAPolicy(Policy):
         )
 
     @classmethod
-    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto") -> OpenVLAPolicy:
+    def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
+             options: Mapping[str, Any] | None = None) -> OpenVLAPolicy:
         path = require_dir(path)
         cfg = OpenVLAConfig.from_dir(path)
+        opts = resolve(cfg.raw, options or {})  # before the weights: a bad option fails fast
         if (path / "dataset_statistics.json").is_file():
             # deploy.py replaces norm_stats with a fine-tune's dataset_statistics.json; so do we.
             cfg.norm_stats = read_json(path / "dataset_statistics.json")
@@ -62,7 +72,7 @@ class OpenVLAPolicy(Policy):
         ignorable = _LazyIgnorable(depths)
         model = build_and_load(factory, path, dev, resolve_dtype(dtype, dev),
                                rename=checkpoint_to_module_name, ignorable=ignorable)
-        return cls(name, cfg, model, load_tokenizer(path), dev)
+        return cls(name, cfg, model, load_tokenizer(path), dev, opts)
 
     def unnorm_key(self, obs: Observation) -> str:
         return select_unnorm_key(self.cfg.norm_stats, obs.options.get("unnorm_key") or self.spec.default_unnorm_key)
@@ -74,7 +84,8 @@ class OpenVLAPolicy(Policy):
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """BOS + prompt, then the bare word-boundary piece (29871 for Llama-2) if the text did not end with it."""
-        ids = list(self.tokenizer(PROMPT.format(instruction.lower()), add_special_tokens=True)["input_ids"])
+        text = self.options.prompt.format(instruction.lower())
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         bos = self.tokenizer.bos_token_id
         if not ids or ids[0] != bos:
             ids.insert(0, bos)
@@ -83,14 +94,17 @@ class OpenVLAPolicy(Policy):
         return ids
 
     def pixels(self, img: np.ndarray) -> torch.Tensor:
-        """6 channels: the same image normalised for DINOv2 (0-2) and for SigLIP (3-5)."""
+        """6 channels: the same image normalised for DINOv2 (0-2) and for SigLIP (3-5), center-cropped
+        first for augmentation-trained fine-tunes."""
+        if self.options.center_crop:
+            img = center_crop(img, self.options.crop_scale)
         pairs = zip(self.cfg.image_sizes, self.pixel_norms, strict=True)
         parts = [normalize(resize_naive(img, size), m, s) for size, (m, s) in pairs]
         return torch.cat(parts, dim=0)
 
     @torch.inference_mode()
-    def predict(self, observations: list[Observation]) -> list[PolicyResult]:
-        timings: dict[str, float] = {}
+    def decode_tokens(self, observations: list[Observation], timings: dict[str, float] | None = None) -> torch.Tensor:
+        """The serving path up to the action token ids: (B, n_steps), n_steps = the widest row's action_dim."""
         watch = Stopwatch(self.device)
         keys = [self.unnorm_key(o) for o in observations]
         rows = [self.prompt_ids(o.instruction) for o in observations]
@@ -101,8 +115,20 @@ class OpenVLAPolicy(Policy):
         watch.lap(timings, "vision")
         embeds, mask, positions = splice_inputs(self.model, patches, rows)
         n_steps = max(self.stats[k].action_dim for k in keys)
-        tokens = greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+        if bucket_for(len(observations)) is None:
+            return greedy_decode(self.model, embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+        return self.static.decode(embeds, mask, positions, n_steps, self._allowed_ids(), timings)
+
+    @torch.inference_mode()
+    def predict(self, observations: list[Observation]) -> list[PolicyResult]:
+        timings: dict[str, float] = {}
+        keys = [self.unnorm_key(o) for o in observations]
+        tokens = self.decode_tokens(observations, timings)
         return self._results(tokens.cpu().numpy(), keys, timings)
+
+    def self_check(self) -> None:
+        """Raise PolicySelfCheckError unless cached (batched and single) decode equals a full recompute."""
+        check_openvla(self)
 
     def _allowed_ids(self) -> tuple[int, int]:
         # We restrict the argmax to the n_action_bins action ids (upstream does not). An unrestricted

@@ -23,6 +23,9 @@ class Tier(Base):
     requests_per_day: Mapped[int | None] = mapped_column(Integer)
     requests_per_month: Mapped[int | None] = mapped_column(Integer)
     max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    max_replay_steps: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent_replays: Mapped[int | None] = mapped_column(Integer)
+    max_upload_mb: Mapped[int | None] = mapped_column(Integer)
 
 
 class Customer(Base):

@@ -1,0 +1,5 @@
+import sys
+
+from ops.golden.build import main
+
+sys.exit(main())

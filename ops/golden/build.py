@@ -1,0 +1,87 @@
+"""`python -m ops.golden build`: reference envs, tiny checkpoints, runs, fixtures under tests/golden/.
+
+Each reference gets its own venv under .data/golden-envs (its own pinned stack; see envs.py) and runs
+a script from ops/golden/runners/ that imports only that reference. Nothing here is needed by the
+tests: they read the committed fixture files.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import sys
+from pathlib import Path
+
+from ops.golden import openpi_images, openpi_norm, openvla, pi0_lerobot
+from ops.golden.envs import make_env
+
+ROOT = Path(__file__).resolve().parents[2]
+ENVS = ROOT / ".data" / "golden-envs"
+WORK = ROOT / ".data" / "golden-work"
+DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
+DEFAULT_OPENPI_SRC = Path("/work/.mirror/Physical-Intelligence+openpi/repo")
+TARGETS = ("openvla", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS)
+log = logging.getLogger("ops.golden")
+
+
+def find_python(minor: str) -> str:
+    """A python3.<minor> interpreter: pyenv's, else one on PATH."""
+    found = sorted(glob.glob(str(Path.home() / f".pyenv/versions/3.{minor}.*/bin/python")))
+    if found:
+        return found[-1]
+    import shutil
+
+    exe = shutil.which(f"python3.{minor}")
+    if not exe:
+        raise SystemExit(f"no Python 3.{minor} found (pyenv or PATH); it is needed for a reference env")
+    return exe
+
+
+def build_models() -> Path:
+    from workers.policies.presets import build_tiny_checkpoints
+
+    models = WORK / "models"
+    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny"])
+    return models
+
+
+def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
+    models = build_models()
+    py311 = find_python("11")
+    written = []
+    if "openvla" in targets:
+        py = make_env(ENVS, "openvla", py311, openvla.REQUIREMENTS, link_torch=True)
+        written.append(openvla.build(py, models / "openvla-tiny", openvla_src, WORK))
+    if "openpi-images" in targets:
+        py = make_env(ENVS, "openpi-client", py311, openpi_images.REQUIREMENTS, link_torch=False,
+                      no_deps=openpi_images.NO_DEPS)
+        written.append(openpi_images.build(py, WORK))
+    if "openpi-norm" in targets:
+        py = make_env(ENVS, "openpi", py311, openpi_norm.REQUIREMENTS, link_torch=True, no_deps=openpi_norm.NO_DEPS)
+        written.append(openpi_norm.build(py, models / "pi0-tiny", openpi_src, WORK))
+    for name, v in pi0_lerobot.VARIANTS.items():
+        if name in targets:
+            py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch,
+                          no_deps=v.no_deps)
+            written.append(pi0_lerobot.build(v, py, models / "pi0-tiny", WORK))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops.golden", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="(re)create the reference envs and regenerate the fixtures")
+    b.add_argument("--only", action="append", choices=TARGETS, help="one reference (repeatable); default all")
+    b.add_argument("--openvla-src", type=Path, default=DEFAULT_OPENVLA_SRC,
+                   help="openvla/openvla git dir or checkout, or a folder with the three *_prismatic.py files")
+    b.add_argument("--openpi-src", type=Path, default=DEFAULT_OPENPI_SRC,
+                   help="Physical-Intelligence/openpi git dir or checkout")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    for path in run(args.only or list(TARGETS), args.openvla_src, args.openpi_src):
+        print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""pi0 golden fixtures: LeRobot's pi0 policy on our tiny pi0 weights renamed to LeRobot's layout, with
+fixed noise, in two versions: 0.3.3 (the code behind the `lerobot/pi0` checkpoint; Python 3.11, the
+project's torch) and 0.6.1 (the openpi port behind `lerobot/pi0_base`, with openpi's fp32 islands and
+its processor pipeline; Python 3.12 and its own torch 2.11 / transformers 5.5 from the registry)."""
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ops.golden.fixture import REGENERATE, save_fixture
+from ops.golden.inputs import image_arrays, weights_digest
+
+REQUIREMENTS_03 = ["transformers==4.52.4", "huggingface-hub<1.0", "datasets<4", "draccus==0.10.0", "jsonlines",
+                "imageio", "deepdiff", "pyserial", "av", "einops", "safetensors", "pillow", "termcolor",
+                "gymnasium<1.0", "pytest"]
+RUNNERS = Path(__file__).resolve().parent / "runners"
+CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
+ITEMS = (  # (instruction, cameras present, noise seed)
+    ("pick up the cup", (True, True, True), 11),
+    ("put the red block in the bowl", (True, True, False), 12),
+    ("close the drawer", (True, True, True), 13),
+)
+BATCH_ROWS = (0, 2)  # LeRobot batches rows that share a camera set
+ADAPTATIONS_03 = [
+    "PaliGemmaWithExpertConfig (hard-coded 2B/300M sizes) given the tiny checkpoint's sizes",
+    "tokenizer: the tiny checkpoint's, BOS prepended as PaliGemma's does (hub id unreachable)",
+    "weights renamed transformers-native -> LeRobot 0.3.3 names, every LeRobot tensor found with its shape",
+    "images given at 224x224 (LeRobot 0.3.3 pads top-left with bilinear resize; that is not openpi's "
+    "convention, see openpi_images.npz), so its resize is the identity",
+    "float32 run: LeRobot pi0 modules see torch.bfloat16 as float32 (0.3.3 hard-codes bf16 casts); "
+    "shipped_*: its own bf16 casts kept",
+]
+ADAPTATIONS_06 = [
+    "get_gemma_config gives the tiny VLM/expert sizes for gemma_2b/gemma_300m; the PaliGemma and expert "
+    "classes get the tiny vision tower, projector width and vocabulary (0.6.1 hard-codes them)",
+    "tokenizer step: the tiny checkpoint's tokenizer, BOS prepended as PaliGemma's does (hub id unreachable)",
+    "weights renamed transformers-native -> LeRobot 0.6.1 names, strict load",
+    "images given at 224x224, so its resize is the identity (openpi's resize is openpi_images.npz)",
+    "float32 run: PI0Config(dtype='float32'); shipped_*: dtype='bfloat16' with its fp32 islands",
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    fixture: str
+    env: str
+    python_minor: str
+    requirements: list[str]
+    runner: str
+    adaptations: list[str]
+    reference: str
+    no_deps: list[str] = field(default_factory=list)
+    link_torch: bool = True
+
+
+VARIANTS = {
+    "pi0-lerobot": Variant(
+        "pi0_lerobot", "lerobot", "11", REQUIREMENTS_03, "lerobot_pi0_ref.py", ADAPTATIONS_03,
+        "lerobot 0.3.3 PI0Policy.select_action(batch, noise=...)", no_deps=["lerobot==0.3.3"]),
+    "pi0-lerobot06": Variant(
+        "pi0_lerobot06", "lerobot06", "12", ["lerobot[pi]==0.6.1"], "lerobot06_pi0_ref.py", ADAPTATIONS_06,
+        "lerobot 0.6.1 preprocessor -> PI0Policy.predict_action_chunk(batch, noise=...) -> postprocessor",
+        link_torch=False),
+}
+
+
+def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(what the fixture stores, what the runner gets: the same plus the images themselves)."""
+    from workers.policies.pi0_flow import row_noise
+
+    specs = [(300 + 10 * n + c, 224, 224, 3.0) for n in range(len(ITEMS)) for c in range(len(CAMERAS))]
+    arrays, images = image_arrays("input", specs)
+    seeds = [seed for _, _, seed in ITEMS]
+    arrays.update(
+        instructions=np.array([s for s, _, _ in ITEMS]), seeds=np.array(seeds, dtype=np.int64),
+        state=np.stack([np.linspace(-1.0, 1.0, 8) * (n + 1) + 0.1 * n for n in range(len(ITEMS))]),
+        noise=row_noise(seeds, 50, 32).numpy(), batch_rows=np.array(BATCH_ROWS, dtype=np.int64),
+        **{f"present_{c}": np.array([p[i] for _, p, _ in ITEMS]) for i, c in enumerate(CAMERAS)})
+    runner = dict(arrays)
+    for i, c in enumerate(CAMERAS):
+        runner[f"image_{c}"] = np.stack([images[n * len(CAMERAS) + i] for n in range(len(ITEMS))])
+    return arrays, runner
+
+
+def build(variant: Variant, py: Path, model_dir: Path, work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    stored, runner_inputs = inputs()
+    np.savez(work / "pi0-inputs.npz", **runner_inputs)
+    out = work / f"{variant.fixture}-out.npz"
+    subprocess.run([str(py), str(RUNNERS / variant.runner), str(model_dir), str(work / "pi0-inputs.npz"), str(out)],
+                   check=True)
+    with np.load(out) as ref:
+        json_keys = [k for k in ref.files if k in ("versions", "prompt_ids") or k.endswith("param_dtypes")]
+        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in json_keys}}
+        extra = {k: json.loads(str(ref[k])) for k in json_keys}
+    versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
+    meta = {"reference": variant.reference, "versions": versions, "adaptations": variant.adaptations,
+            "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny", "weights_sha256": weights_digest(model_dir),
+            "regenerate": REGENERATE, **extra}
+    return save_fixture(variant.fixture, arrays, meta)

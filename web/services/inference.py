@@ -1,0 +1,67 @@
+"""Submit one inference request and wait for its safety-checked action: the path shared by
+`POST /v1/inference` and the compatibility adapters (OpenVLA's `/act`, openpi's websocket)."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from marshmallow import ValidationError
+
+from web.api.jobs.schemas import InferenceRequestSchema
+from web.errors import ApiError
+from web.services import admission
+from web.services.public_errors import public_error
+from web.services.waiting import wait_for
+from workers.store.models import Job
+
+FAILURES = {
+    "invalid_input": (422, "the model could not use this input"),
+    "deadline_exceeded": (504, "the deadline passed before an action was ready; no action is returned"),
+    "model_unavailable": (503, "the model's worker cannot serve it"),
+}
+
+
+def load_request(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a request body built by an adapter with the same schema as the REST endpoint."""
+    try:
+        return InferenceRequestSchema().load(body)
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                           for k, v in sorted(messages.items(), key=lambda kv: str(kv[0])))
+        first = str(min(messages, key=str))
+        raise ApiError(422, "validation_error", f"invalid request: {detail}", field=first) from None
+
+
+def submit_and_wait(data: dict[str, Any]) -> Job:
+    """Admit (key already checked; limits, quota, in-flight, queue depth), enqueue, and block until the job
+    is final, its deadline passes, or WAIT_MAX_S runs out."""
+    job = admission.submit_job(data)
+    return wait_for(job, current_app.config["SETTINGS"].wait_max_s)
+
+
+def raise_for_failure(job: Job) -> None:
+    """The job's failure as a problem document; nothing for a job that succeeded or is still running."""
+    if job.state in ("succeeded", "queued", "running"):
+        return
+    # Our code and sentence only: the stored detail may carry exception text (public_errors).
+    err = public_error(job.error) or {"code": job.state, "detail": f"the job ended {job.state}"}
+    status, title = FAILURES.get(err["code"], (502, "the job did not complete"))
+    raise ApiError(status, err["code"], f"{title}: {err['detail']}", field=err.get("field"),
+                   job_id=str(job.id), state=job.state)
+
+
+def final_action(job: Job) -> dict[str, Any]:
+    """The action of a finished job, for adapters that can only answer with actions: a job still running
+    after the wait, or an action the safety stage rejected, is a problem document instead."""
+    raise_for_failure(job)
+    if job.state != "succeeded":
+        raise ApiError(504, "still_running", f"job {job.id} did not finish within the wait; fetch it later",
+                       job_id=str(job.id), state=job.state)
+    result = job.result or {}
+    action = result.get("action") or {}
+    if action.get("values") is None:
+        safety = result.get("safety") or {}
+        raise ApiError(422, "action_rejected", "the safety stage rejected this action; no action is returned",
+                       job_id=str(job.id), safety=safety)
+    return action

@@ -1,0 +1,113 @@
+"""Unpack and check a customer's dataset in a process of its own, under hard limits: `python -m
+workers.replays.probe` reads one JSON request on stdin and writes one JSON answer on stdout.
+
+The web runs this instead of opening uploads itself, so a decompression bomb, a pathological HDF5 file or a
+parser bug costs at most this child: its address space (RLIMIT_AS), CPU time (RLIMIT_CPU), file sizes it may
+write (RLIMIT_FSIZE, above the extraction cap) and open files are capped before any customer byte is read,
+and the parent kills it at a wall-clock limit. The answer reports the child's own peak memory.
+
+Request:  {"path", "uploaded", "archive": null | "zip" | "tar" | "gz", "max_extracted_bytes", "episodes",
+           "step_range", "instruction", "memory_mb", "cpu_seconds"}
+Answer:   {"ok": true, "path", "format", "total", "cameras", "maxrss_kb"}
+          or {"ok": false, "field", "message", "maxrss_kb"}
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _limit(memory_mb: int, cpu_seconds: float, max_file_bytes: int) -> None:
+    mem = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+    cpu = max(1, int(cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _unpack(path: Path, archive: str | None, max_bytes: int) -> Path:
+    """The raw upload unpacked next to it as `dataset/` (archive.py: contained, counted, capped)."""
+    if not archive:
+        return path
+    from workers.replays.archive import extract_tar, extract_zip
+
+    out = path.parent / "dataset"
+    out.mkdir()
+    if archive == "zip":
+        _check_zip_container(path, max_bytes)  # what the central directory declares, before inflating
+        extract_zip(path, out, max_bytes)
+    else:
+        extract_tar(path, out, max_bytes, compression="" if archive == "tar" else "gz")
+    path.unlink()
+    return out
+
+
+def _check_zip_container(path: Path, max_bytes: int) -> None:
+    """An NPZ is a zip: its members' declared sizes are read from the central directory (cheap) and held
+    to the rules archives are unpacked under, before any member is inflated. A member that inflates
+    beyond what it declared fails in zipfile's own CRC/size checks."""
+    import zipfile
+
+    from workers.replays.archive import MAX_MEMBERS, MAX_RATIO, RATIO_FLOOR, _zip_declared_count
+    from workers.replays.errors import DatasetError
+
+    if _zip_declared_count(path) > MAX_MEMBERS:  # from the end record, before the index is parsed
+        raise DatasetError("file", f"{path.name} has more than {MAX_MEMBERS} members")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a (readable) zip: the reader that opens it says what is wrong
+    if declared > max_bytes:
+        raise DatasetError("file", f"{path.name} inflates to {declared} bytes; at most {max_bytes} allowed")
+    if declared > RATIO_FLOOR and declared > MAX_RATIO * path.stat().st_size:
+        raise DatasetError("file", f"{path.name} expands more than {MAX_RATIO}:1; refusing a compression bomb")
+
+
+def check(req: dict[str, Any]) -> dict[str, Any]:
+    from workers.replays.formats import open_dataset
+
+    path = _unpack(Path(req["path"]), req.get("archive"), int(req["max_extracted_bytes"]))
+    if req.get("uploaded") and path.is_file():  # an operator's own NPZ on the server may be any size
+        _check_zip_container(path, int(req["max_extracted_bytes"]))
+    step_range = tuple(req["step_range"]) if req.get("step_range") else None
+    with open_dataset(path, instruction=req.get("instruction")) as ds:
+        total = ds.validate(req.get("episodes"), step_range)
+        cameras = sorted({c for sel in ds.select(req.get("episodes"), step_range) for c in sel.info.cameras})
+        return {"ok": True, "path": str(path), "format": ds.format, "total": total, "cameras": cameras}
+
+
+def run(req: dict[str, Any]) -> dict[str, Any]:
+    """Limit this process, then check: meant to run in a child that exits afterwards (limits stay set)."""
+    _limit(int(req["memory_mb"]), float(req["cpu_seconds"]), int(req["max_extracted_bytes"]) + (1 << 20))
+    from workers.replays.errors import DatasetError
+
+    try:
+        out = check(req)
+    except DatasetError as exc:
+        out = {"ok": False, "field": exc.field, "message": exc.message}
+    except MemoryError:
+        out = {"ok": False, "field": "file", "message": "reading this dataset needs more memory than allowed"}
+    except Exception as exc:  # a parser's surprise is the file's fault here: refuse it, say what kind
+        out = {"ok": False, "field": "file", "message": f"the dataset could not be read ({type(exc).__name__})"}
+    out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return out
+
+
+def child(conn: Any, req: dict[str, Any]) -> None:
+    """Entry point of a forked probe (multiprocessing): the answer goes back through `conn`."""
+    conn.send(run(req))
+    conn.close()
+
+
+def main() -> None:
+    sys.stdout.write(json.dumps(run(json.loads(sys.stdin.read()))))
+
+
+if __name__ == "__main__":
+    main()
