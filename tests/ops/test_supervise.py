@@ -37,5 +37,5 @@ def test_restarts_a_child_that_exits_and_forwards_sigterm(tmp_path):
 def test_make_run_procfile_is_supervised():
     text = procfile.expand((ROOT / "Procfile").read_text(), ["openvla-tiny"])
     lines = [ln for ln in text.splitlines() if ln]
-    assert {ln.split(":", 1)[0] for ln in lines} == {"web", "safety", "reaper", "flower", "gpu_openvla_tiny"}
+    assert {"web", "safety", "reaper", "flower", "gpu_openvla_tiny"} <= {ln.split(":", 1)[0] for ln in lines}
     assert all(ln.split(":", 1)[1].strip().startswith(procfile.SUPERVISE) for ln in lines)
