@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=5.0)
     p.add_argument("--deadline-ms", type=int, default=5000)
     p.add_argument("--stuck-after", type=float, default=60.0)
+    p.add_argument("--keep", action="store_true", help="keep each stack's folder (data and logs) even on success")
     args = p.parse_args(argv)
     drills = args.drills.split(",")
     unknown = [d for d in drills if d not in DRILLS]
@@ -193,18 +194,24 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         stack.start()
         print(f"stack up in {time.monotonic() - t0:.1f} s (logs in {stack.dir})", flush=True)
+        ok = False
         try:
             for name in group:
                 result = run_drill(stack, name, cfg)
                 result["healthy_again_s"] = round(stack.wait_healthy(120), 1)
                 print(format_row(result), flush=True)
                 results.append(result)
+            ok = not any(_off(r) for r in results)
         finally:
-            stack.stop()
+            stack.stop(remove=ok and not args.keep)  # a failed drill keeps its logs
     print(json.dumps({"drills": results}))
-    bad = [r for r in results if r["stuck_after_60s"] or r["duplicate_usage_rows"] or r["non_503_5xx"]
-           or r["late_past_deadline_plus_10s"]]
-    return 1 if bad else 0
+    return 1 if any(_off(r) for r in results) else 0
+
+
+def _off(r: dict[str, Any]) -> bool:
+    """A drill that missed a target of issue 12."""
+    return bool(r["stuck_after_60s"] or r["duplicate_usage_rows"] or r["non_503_5xx"]
+                or r["late_past_deadline_plus_10s"])
 
 
 if __name__ == "__main__":

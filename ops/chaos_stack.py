@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,7 +134,8 @@ class Stack:
             raise RuntimeError(f"{name} has no running child")
         return kids[0]
 
-    def stop(self) -> None:
+    def stop(self, *, remove: bool = False) -> None:
+        """Stop every process and both servers; `remove` also deletes the folder (data and logs)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -146,6 +148,8 @@ class Stack:
         self.redis.stop()
         if self.cluster:
             self.cluster.stop()
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _png_b64() -> str:

@@ -3,6 +3,7 @@ finds the master from a `sentinel://` URL and the new one after the master is SI
 (kombu's sentinel transport) is drilled under load by `python -m ops.chaos --drills sentinel`."""
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -37,3 +38,4 @@ def test_client_follows_a_failover():
         assert time.monotonic() - t0 < 30
     finally:
         cluster.stop()
+        shutil.rmtree(cluster.dir, ignore_errors=True)
