@@ -39,13 +39,14 @@ def test_development_mode_accepts_the_default_pepper(settings):
 def test_public_health_is_booleans_and_operators_get_details(settings):
     app = _app(settings, ops_token="ops-" + uuid.uuid4().hex)
     public = app.test_client().get("/health").get_json()
-    assert set(public) == {"status", "database", "redis", "models"}
-    assert all(isinstance(v, bool) for v in (public["database"], public["redis"], *public["models"].values()))
+    assert set(public) == {"status", "database", "redis", "models", "stages"}
+    assert all(isinstance(v, bool) for v in (public["database"], public["redis"], *public["models"].values(),
+                                             *public["stages"].values()))
     wrong = app.test_client().get("/health", headers={"X-Ops-Token": "nope"}).get_json()
     assert "details" not in wrong
     token = app.config["SETTINGS"].ops_token
     ops = app.test_client().get("/health", headers={"X-Ops-Token": token}).get_json()
-    assert set(ops["details"]) == {"database", "redis", "models"}
+    assert set(ops["details"]) == {"database", "redis", "models", "stages"}
 
 
 def test_health_with_database_down_says_false_not_why(settings):
