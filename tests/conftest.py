@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # rarely meet; TEST_REDIS_DB pins it.
 TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", str(1 + os.getpid() % 14)))
 TEST_MODEL_DIR = ROOT / ".data" / "test-models"
+TEST_OPS_TOKEN = "test-ops-token"  # /health details (X-Ops-Token) for the tests that read worker counts
 
 
 def _redis_url_for_tests(url: str) -> str:
@@ -41,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ENABLED_MODELS=f"openvla-tiny,pi0-tiny,openvla-slow={TEST_MODEL_DIR / 'openvla-tiny'},"
                        f"openvla-replay={TEST_MODEL_DIR / 'openvla-tiny'}",
         API_KEY_PEPPER="test-pepper",
+        OPS_TOKEN=TEST_OPS_TOKEN,
         LOG_LEVEL="WARNING",
         BATCH_MAX_WAIT_MS="2",
     )

@@ -39,6 +39,16 @@ def npz_bomb(rows: int = 40_000_000) -> tuple[str, bytes]:
     return "bomb.npz", buf.getvalue()
 
 
+def npz_pixel_bomb() -> tuple[str, bytes]:
+    """An NPZ whose image array declares 10 frames of 20000x20000 (12 GB) in a few hundred bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("actions.npy", _npy_header((10, 7), "<f4") + bytes(280))
+        zf.writestr("images.npy", _npy_header((10, 20_000, 20_000, 3), "|u1"))
+        zf.writestr("instruction.npy", _npy_header((1,), "<U4") + "pick".encode("utf-32-le"))
+    return "pixels.npz", buf.getvalue()
+
+
 def zip_ratio_bomb(mb: int = 512) -> tuple[str, bytes]:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("data/episodes.jsonl", "w",
@@ -116,7 +126,8 @@ def eps_image() -> str:
     return base64.b64encode(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n").decode()
 
 
-UPLOADS = {"npz ratio bomb (320 MB at 1000:1)": npz_bomb, "zip ratio bomb (512 MB)": zip_ratio_bomb,
+UPLOADS = {"npz ratio bomb (320 MB at 1000:1)": npz_bomb, "npz declaring 20000x20000 frames": npz_pixel_bomb,
+           "zip ratio bomb (512 MB)": zip_ratio_bomb,
            "zip of 100k members": zip_many_members, "zip traversal (//tmp, ..)": zip_traversal,
            "tar.xz named .tar.gz": tar_xz_as_gz, "LeRobot str.format bomb": lerobot_format_bomb,
            "HDF5 magic + garbage": hdf5_garbage}

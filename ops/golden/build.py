@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ops.golden import openpi_images, openpi_norm, openvla, pi0_lerobot
+from ops.golden import openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot
 from ops.golden.envs import make_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ ENVS = ROOT / ".data" / "golden-envs"
 WORK = ROOT / ".data" / "golden-work"
 DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
 DEFAULT_OPENPI_SRC = Path("/work/.mirror/Physical-Intelligence+openpi/repo")
-TARGETS = ("openvla", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS)
+TARGETS = ("openvla", "openvla-crop", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS)
 log = logging.getLogger("ops.golden")
 
 
@@ -52,6 +52,9 @@ def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
     if "openvla" in targets:
         py = make_env(ENVS, "openvla", py311, openvla.REQUIREMENTS, link_torch=True)
         written.append(openvla.build(py, models / "openvla-tiny", openvla_src, WORK))
+    if "openvla-crop" in targets:
+        py = make_env(ENVS, "openvla-tf", py311, openvla_crop.REQUIREMENTS, link_torch=False)
+        written.append(openvla_crop.build(py, openvla_src, WORK))
     if "openpi-images" in targets:
         py = make_env(ENVS, "openpi-client", py311, openpi_images.REQUIREMENTS, link_torch=False,
                       no_deps=openpi_images.NO_DEPS)

@@ -16,6 +16,8 @@ from ops.golden.inputs import openvla_inputs, weights_digest
 FILES = ("configuration_prismatic.py", "modeling_prismatic.py", "processing_prismatic.py")
 REQUIREMENTS = ["transformers==4.40.1", "timm==0.9.10", "tokenizers==0.19.1", "numpy<2", "safetensors", "pillow"]
 RUNNER = Path(__file__).resolve().parent / "runners" / "openvla_ref.py"
+PROMPT_RUNNER = Path(__file__).resolve().parent / "runners" / "openvla_prompt_ref.py"
+PROMPT_INSTRUCTIONS = ("pick up the red block", "Put The Carrot ON the plate", "open the drawer, then stop")
 ADAPTATIONS = [
     "tiny llm_backbone_id registered in PrismaticConfig's tables (metaclass llama, as llama2-7b-pure)",
     "timm.create_model given the checkpoint's timm_model_kwargs (tower sizes) for the real timm ids",
@@ -27,25 +29,40 @@ ADAPTATIONS = [
 
 
 def write_sources(src: Path, dest: Path) -> dict[str, str]:
-    """Copy the three upstream files from `src` into `dest`; returns provenance (commit or file hashes).
+    """Copy the three upstream files (and vla-scripts/deploy.py, for the prompts) from `src` into `dest`;
+    returns provenance (commit or file hashes).
 
     `src` is a git directory of openvla/openvla (files read at HEAD), a checkout of it, or a folder
-    holding the three files (e.g. a download of the openvla/openvla-7b hub repo)."""
+    holding the three files (e.g. a download of the openvla/openvla-7b hub repo; no deploy.py there)."""
     dest.mkdir(parents=True, exist_ok=True)
     prov: dict[str, str] = {"source": str(src)}
+    wanted = {name: f"prismatic/extern/hf/{name}" for name in FILES} | {"deploy.py": "vla-scripts/deploy.py"}
     if (src / "HEAD").is_file() and (src / "objects").is_dir():
         git = ["git", f"--git-dir={src}"]
         prov["commit"] = subprocess.check_output([*git, "rev-parse", "HEAD"], text=True).strip()
-        for name in FILES:
-            text = subprocess.check_output([*git, "show", f"HEAD:prismatic/extern/hf/{name}"], text=True)
-            (dest / name).write_text(text)
+        for name, rel in wanted.items():
+            (dest / name).write_text(subprocess.check_output([*git, "show", f"HEAD:{rel}"], text=True))
     else:
-        base = src / "prismatic" / "extern" / "hf" if (src / "prismatic").is_dir() else src
-        for name in FILES:
-            (dest / name).write_text((base / name).read_text())
-    for name in FILES:
-        prov[f"sha256:{name}"] = hashlib.sha256((dest / name).read_bytes()).hexdigest()
+        for name, rel in wanted.items():
+            found = [p for p in (src / rel, src / name) if p.is_file()]
+            if found:
+                (dest / name).write_text(found[0].read_text())
+            elif name != "deploy.py":
+                raise FileNotFoundError(f"{name} not found under {src}")
+    for name in wanted:
+        if (dest / name).is_file():
+            prov[f"sha256:{name}"] = hashlib.sha256((dest / name).read_bytes()).hexdigest()
     return prov
+
+
+def upstream_prompts(py: Path, work: Path) -> dict[str, list[str]]:
+    """deploy.py's get_openvla_prompt for openvla-7b and openvla-v01-7b paths ({} without deploy.py)."""
+    deploy = work / "openvla-src" / "deploy.py"
+    if not deploy.is_file():
+        return {}
+    out = work / "openvla-prompts.json"
+    subprocess.run([str(py), str(PROMPT_RUNNER), str(deploy), str(out), *PROMPT_INSTRUCTIONS], check=True)
+    return {"instructions": list(PROMPT_INSTRUCTIONS), **json.loads(out.read_text())}
 
 
 def build(py: Path, model_dir: Path, src: Path, work: Path) -> Path:
@@ -62,6 +79,7 @@ def build(py: Path, model_dir: Path, src: Path, work: Path) -> Path:
         "reference": "OpenVLAForActionPrediction.predict_action + PrismaticProcessor (upstream remote code)",
         "upstream": prov, "versions": versions, "adaptations": ADAPTATIONS,
         "checkpoint": "openvla-tiny", "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE,
+        "deploy_prompts": upstream_prompts(py, work),
     }
     return save_fixture("openvla", arrays, meta)
 

@@ -42,19 +42,3 @@ def require_same_weights(policy: Any, reference: Any, what: str) -> None:
                     f"{TEST_MODEL_DIR} so the suite rebuilds both with the same transformers")
 
 
-def _expert_vocab_untied() -> bool:
-    from transformers import PI0Config
-
-    sizes = {"hidden_size": 64, "num_hidden_layers": 1, "intermediate_size": 64, "num_attention_heads": 1,
-             "num_key_value_heads": 1, "head_dim": 64}
-    cfg = PI0Config(dit_config=sizes, vlm_config={"text_config": {"model_type": "gemma", "vocab_size": 512}})
-    return cfg.dit_config.vocab_size != 512
-
-
-# Found by these tests on transformers 5.18 (the lowest allowed): the LeRobot/openpi layout loader builds a
-# PI0Config whose dit_config has no vocab_size; 5.24 ties it to the VLM's, 5.18 defaults to 256000, so
-# the expert's lm_head/embed_tokens (257152 real, 512 tiny) is a shape mismatch and the checkpoint does not load.
-EXPERT_VOCAB_GAP = pytest.mark.xfail(
-    _expert_vocab_untied(), strict=True,
-    reason="issue 13 item 1/3: on this transformers PI0Config does not tie dit vocab_size to the VLM's and the "
-           "LeRobot/openpi layout loader does not set it (workers/policies/pi0_layouts.py), so those layouts fail")

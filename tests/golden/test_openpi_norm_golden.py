@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ops.golden.fixture import load_fixture
-from tests.golden.helpers import EXPERT_VOCAB_GAP, checked_model_dir, tiny_layout
+from tests.golden.helpers import checked_model_dir, tiny_layout
 from workers.policies.base import Observation
 
 
@@ -23,7 +23,7 @@ def golden():
     return load_fixture("openpi_norm")
 
 
-@pytest.fixture(scope="module", params=["pi0-tiny", pytest.param("pi0-tiny-openpi", marks=EXPERT_VOCAB_GAP)])
+@pytest.fixture(scope="module", params=["pi0-tiny", "pi0-tiny-openpi"])
 def policy(request, golden):
     from workers.policies.pi0 import Pi0Policy
 

@@ -114,3 +114,14 @@ def test_fixture_provenance(golden_openvla) -> None:
     assert meta["versions"]["tokenizers"] == "0.19.1"
     assert all(meta["upstream"][f"sha256:{f}"] for f in
                ("configuration_prismatic.py", "modeling_prismatic.py", "processing_prismatic.py"))
+
+
+def test_prompts_match_upstream_deploy(golden_openvla) -> None:
+    """The prompt text for each backbone family against upstream vla-scripts/deploy.py's get_openvla_prompt
+    (recorded in the fixture's meta, exact): openvla-7b (llama2-7b-pure) and openvla-v01-7b (vicuna-v15-7b)."""
+    from workers.policies.openvla.options import prompt_for
+
+    prompts = golden_openvla[1]["deploy_prompts"]
+    for i, instruction in enumerate(prompts["instructions"]):
+        assert prompt_for("llama2-7b-pure").format(instruction.lower()) == prompts["pure"][i]
+        assert prompt_for("vicuna-v15-7b").format(instruction.lower()) == prompts["v01"][i]

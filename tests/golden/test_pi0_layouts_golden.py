@@ -15,7 +15,7 @@ import torch
 
 from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
-from tests.golden.helpers import EXPERT_VOCAB_GAP, checked_model_dir, require_same_weights, tiny_layout
+from tests.golden.helpers import checked_model_dir, require_same_weights, tiny_layout
 from tests.golden.test_pi0_golden import ATOL_FP32, observations
 
 LAYOUTS = ("pi0-tiny-lerobot", "pi0-tiny-lerobot-v0", "pi0-tiny-openpi")
@@ -35,7 +35,6 @@ def native(golden):
     return Pi0Policy.load("pi0-tiny", checked_model_dir("pi0-tiny", golden[1]), dtype="float32", device="cpu")
 
 
-@EXPERT_VOCAB_GAP
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_layout_matches_lerobot(golden, native, layout: str) -> None:
     from workers.policies.pi0 import Pi0Policy

@@ -15,11 +15,11 @@ import redis
 from ops.faults import RedisServer
 from ops.procfile import safety_worker_argv
 from ops.reaper import Reaper, ReaperConfig
+from tests.conftest import TEST_OPS_TOKEN
 from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
 from tests.integration.workers import ROOT, WorkerProcess, gpu_worker
 from web.metrics import queue_depth
-from web.services import health
 from workers.celery_app import app as celery_app
 from workers.tasks import infer
 from workers.wire import notify
@@ -27,9 +27,13 @@ from workers.wire import notify
 FAST = {"WORKER_HEARTBEAT_S": "1", "WORKER_WATCHDOG_S": "6", "WORKER_DRAIN_S": "3"}
 
 
-def _live(client, name: str) -> bool:
-    """The public /health answer for one stage (a boolean; the counts are for the operator token)."""
-    return client.get("/health").get_json()["stages"][name]
+def _health(client) -> dict:
+    """The operator's /health: per-stage worker counts live under `details` (the public one is booleans)."""
+    return client.get("/health", headers={"X-Ops-Token": TEST_OPS_TOKEN}).get_json()
+
+
+def _stage(client, name: str) -> dict:
+    return _health(client)["details"]["stages"][name]
 
 
 def _until(fn, timeout: float, what: str, step: float = 0.2):
@@ -44,24 +48,25 @@ def _until(fn, timeout: float, what: str, step: float = 0.2):
 
 def test_health_reports_each_stage(client, workers, settings):
     Reaper(settings, ReaperConfig()).run_pass(sweep=False)
-    body = client.get("/health").get_json()
-    assert body["stages"] == {"model:openvla-tiny": True, "model:pi0-tiny": True, "model:openvla-slow": False,
-                              "model:openvla-replay": False, "safety": True, "reaper": True}
-    assert body["status"] == "degraded"  # openvla-slow and openvla-replay have no worker in this session
-    stages = health.stages(settings)  # what an operator's details show
-    assert stages["model:openvla-tiny"]["live_workers"] >= 1 and stages["safety"]["live_workers"] >= 1
-    assert stages["reaper"]["live_workers"] >= 1 and stages["model:openvla-slow"]["workers"] == 0
+    body = _health(client)
+    assert all(isinstance(v, bool) for v in body["stages"].values())  # public part: booleans only
+    stages = body["details"]["stages"]
+    assert stages["model:openvla-tiny"]["live"] and stages["model:openvla-tiny"]["live_workers"] >= 1
+    assert stages["safety"]["live"] and stages["safety"]["live_workers"] >= 1
+    assert stages["reaper"]["live"]
+    assert not stages["model:openvla-slow"]["live"]  # enabled, no worker in this session
+    assert body["status"] == "degraded"
 
 
 def test_paused_safety_worker_makes_health_degraded(client, workers):
     safety = workers[2]
     os.kill(safety.proc.pid, signal.SIGSTOP)
     try:
-        _until(lambda: not _live(client, "safety"), 15, "safety still reported live while paused")
+        _until(lambda: not _stage(client, "safety")["live"], 15, "safety still reported live while paused")
         assert client.get("/health").status_code == 503
     finally:
         os.kill(safety.proc.pid, signal.SIGCONT)
-    _until(lambda: _live(client, "safety"), 15, "safety not live again after SIGCONT")
+    _until(lambda: _stage(client, "safety")["live"], 15, "safety not live again after SIGCONT")
 
 
 def test_gpu_worker_that_failed_to_load_stops_consuming(client, redis_client, log_dir, tmp_path, workers):

@@ -63,6 +63,10 @@ def test_upload_each_format(client, headers, data_root, workers, settings, fmt):
     _check_done(done, total)
     # The upload is deleted once the replay has ended; its rows stay readable.
     upload_folder = settings.replay_upload_dir / done["dataset"]["path"].split("/")[0]
+    # The worker commits the end state, then deletes the upload: allow it that moment.
+    end = time.monotonic() + 10
+    while upload_folder.exists() and time.monotonic() < end:
+        time.sleep(0.05)
     assert not upload_folder.exists()
     assert client.get(f"/v1/replays/{done['id']}/results?format=csv", headers=headers).status_code == 200
 

@@ -124,12 +124,15 @@ def _check_dataset(settings: Settings, data: dict[str, Any], root: str, path: Pa
         memory_mb=settings.replay_probe_memory_mb, seconds=settings.replay_probe_seconds, episodes=episodes,
         step_range=step_range, instruction=data.get("instruction"),
         field="file" if root == "upload" else "dataset.path")
-    cameras = set(answer["cameras"])
+    # The child's word is taken for what it measured, not for where things are: the dataset's path is ours.
+    cameras = {str(c) for c in answer["cameras"]}
     _check_against_model(settings, data, cameras)
     base = settings.replay_upload_dir if root == "upload" else settings.replay_data_root
-    rel = str(Path(answer["path"]).resolve().relative_to(base.resolve()))
-    return {"format": answer["format"], "root": root, "path": rel, "episodes": episodes, "step_range": step_range,
-            "camera_map": data.get("camera_map"), "cameras": sorted(cameras)}, int(answer["total"])
+    final = path if archive is None else path.parent / "dataset"
+    rel = str(final.resolve().relative_to(base.resolve()))
+    return {"format": str(answer["format"]), "root": root, "path": rel, "episodes": episodes,
+            "step_range": step_range, "camera_map": data.get("camera_map"), "cameras": sorted(cameras)}, \
+        max(1, int(answer["total"]))
 
 
 def _check_against_model(settings: Settings, data: dict[str, Any], cameras: set[str]) -> None:

@@ -132,6 +132,14 @@ def detect(path: Path, *, asset_id: str | None = None) -> Layout:
 
 
 def _sizes(cfg: dict[str, Any], vlm: str, expert: str) -> dict[str, Any]:
+    sizes = _variant_sizes(cfg, vlm, expert)
+    # The expert's (unused) embedding is saved as gemma_expert.lm_head with the VLM's vocabulary. transformers
+    # 5.24 ties dit vocab_size to the VLM's; 5.18 leaves a dict-given dit_config at Gemma's 256000.
+    sizes["dit_config"].setdefault("vocab_size", sizes["vlm_config"]["text_config"]["vocab_size"])
+    return sizes
+
+
+def _variant_sizes(cfg: dict[str, Any], vlm: str, expert: str) -> dict[str, Any]:
     if "vlaapi_pi0_sizes" in cfg:  # tiny test checkpoints only
         return json.loads(json.dumps(cfg["vlaapi_pi0_sizes"]))
     if vlm not in GEMMA_VARIANTS or expert not in GEMMA_VARIANTS:

@@ -110,7 +110,7 @@ def pi0_tiny_config() -> dict[str, Any]:
                               "image_size": 224, "vision_use_head": False},
             "projection_dim": 64, "image_token_id": PI0_BASE_VOCAB,
         },
-        "dit_config": dict(gemma),
+        "dit_config": {**gemma, "vocab_size": PI0_BASE_VOCAB},  # 5.24 ties it anyway; 5.18 would use 256000
         "chunk_size": 50, "max_state_dim": 32, "max_action_dim": 32, "num_inference_steps": 10,
     }
 

@@ -69,6 +69,40 @@ def _check_zip_container(path: Path, max_bytes: int) -> None:
         raise DatasetError("file", f"{path.name} expands more than {MAX_RATIO}:1; refusing a compression bomb")
 
 
+def _frame_shapes(ds: Any, episodes: list[int] | None, step_range: tuple | None,
+                  headers_only: bool) -> list[tuple[int, ...]]:
+    """The frame shapes a replay will decode: from array headers where the format has them (NPZ, HDF5:
+    every frame of an array has its shape), else from the first selected step (a video stream's frames
+    share one size; still-image files are capped one by one when decoded)."""
+    if ds.format == "npz":
+        from workers.replays.formats.npz import _headers
+
+        return [shape for key, (shape, _) in _headers(ds.path).items() if key == "images" or key.startswith("images_")]
+    if ds.format == "robomimic":
+        import h5py
+
+        shapes: list[tuple[int, ...]] = []
+        with h5py.File(ds.path, "r") as fh:
+            fh.visititems(lambda _, obj: shapes.append(obj.shape)
+                          if isinstance(obj, h5py.Dataset) and obj.ndim == 4 else None)
+        return shapes
+    if headers_only:
+        return []
+    step = next(iter(ds.iter_steps(episodes, step_range)), None)
+    return [img.shape for img in step.images.values()] if step is not None else []
+
+
+def _check_frames(ds: Any, episodes: list[int] | None, step_range: tuple | None, *, headers_only: bool) -> None:
+    from workers.replays.errors import DatasetError
+    from workers.replays.formats.images import MAX_PIXELS
+
+    if not headers_only and ds.format in ("npz", "robomimic"):
+        return  # checked from the headers already
+    for shape in _frame_shapes(ds, episodes, step_range, headers_only):
+        if len(shape) >= 3 and shape[-3] * shape[-2] > MAX_PIXELS:
+            raise DatasetError("images", f"frames are {shape[-2]}x{shape[-3]}; at most {MAX_PIXELS} pixels each")
+
+
 def check(req: dict[str, Any]) -> dict[str, Any]:
     from workers.replays.formats import open_dataset
 
@@ -77,7 +111,9 @@ def check(req: dict[str, Any]) -> dict[str, Any]:
         _check_zip_container(path, int(req["max_extracted_bytes"]))
     step_range = tuple(req["step_range"]) if req.get("step_range") else None
     with open_dataset(path, instruction=req.get("instruction")) as ds:
+        _check_frames(ds, None, None, headers_only=True)  # before validate, which may load arrays
         total = ds.validate(req.get("episodes"), step_range)
+        _check_frames(ds, req.get("episodes"), step_range, headers_only=False)
         cameras = sorted({c for sel in ds.select(req.get("episodes"), step_range) for c in sel.info.cameras})
         return {"ok": True, "path": str(path), "format": ds.format, "total": total, "cameras": cameras}
 

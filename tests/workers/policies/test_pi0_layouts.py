@@ -36,6 +36,8 @@ def test_layout_gives_native_actions(name: str, layout_dir: Path, pi0: Pi0Policy
     # Sizes come from the checkpoint, not PI0Config's defaults (a LeRobot config.json is no PI0Config).
     assert policy.cfg.dit_config.hidden_size == pi0.cfg.dit_config.hidden_size
     assert policy.spec.cameras == pi0.spec.cameras and policy.spec.state_dim == pi0.spec.state_dim
+    # The expert's embedding is saved with the VLM's vocabulary on every transformers version.
+    assert policy.cfg.dit_config.vocab_size == policy.cfg.vlm_config.text_config.vocab_size
     batch = [make_pi0_obs(0, ("base_0_rgb",), seed=1),
              make_pi0_obs(2, ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb"), "open the drawer", seed=2)]
     ours, native = policy.predict(batch), pi0.predict(batch)
@@ -79,3 +81,17 @@ def test_lerobot_without_statistics_is_refused(layout_dir: Path, tmp_path: Path)
         f.unlink()
     with pytest.raises(CheckpointError, match="observation.state"):
         Pi0Policy.load("bare", bare, dtype="float32", device="cpu")
+
+
+def test_real_variant_sizes() -> None:
+    """LeRobot/openpi name variants; the sizes are theirs, the expert vocabulary the VLM's (257152)."""
+    from transformers import PI0Config
+
+    from workers.policies.pi0_layouts import PALIGEMMA_VOCAB, _sizes
+
+    cfg = PI0Config(**_sizes({}, "gemma_2b", "gemma_300m"))
+    assert cfg.vlm_config.text_config.hidden_size == 2048 and cfg.dit_config.hidden_size == 1024
+    assert cfg.dit_config.vocab_size == cfg.vlm_config.text_config.vocab_size == PALIGEMMA_VOCAB
+    assert cfg.vlm_config.vision_config.num_hidden_layers == 27
+    with pytest.raises(CheckpointError, match="gemma_7b"):
+        _sizes({}, "gemma_7b", "gemma_300m")
