@@ -25,6 +25,11 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
     "queue_order_strategy": "priority",
 }
+if broker_url.startswith("sentinel://"):
+    # REDIS_URL names the sentinels (workers/wire/sentinel.py); kombu asks them for the master, again after a
+    # failover.
+    broker_transport_options["master_name"] = _s.redis_sentinel_master
+    broker_transport_options["sentinel_kwargs"] = {"socket_timeout": 1.0}
 broker_connection_retry_on_startup = True
 
 task_serializer = "json"

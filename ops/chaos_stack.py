@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from ops.faults import PostgresServer, RedisServer, children, free_port
+from ops.faults import PostgresServer, RedisServer, SentinelCluster, children, free_port
 from ops.procfile import gpu_worker_argv, safety_worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,7 @@ class StackConfig:
     watchdog_s: float = 10.0
     visibility_s: int = 30
     redis_appendonly: bool = True  # as `make run`'s embedded Redis
+    sentinel: bool = False  # a primary, a replica and three sentinels instead of one redis-server
 
 
 class Stack:
@@ -43,11 +45,16 @@ class Stack:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)  # PostgreSQL runs as its own user when we are root, and must reach its folder
         self.redis = RedisServer(self.dir / "redis", appendonly=cfg.redis_appendonly)
+        self.cluster = SentinelCluster(self.dir / "sentinel") if cfg.sentinel else None
         self.pg = PostgresServer(self.dir / "pg")
         self.web_port = free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.db_url = ""
         self.api_key = ""
+
+    @property
+    def redis_url(self) -> str:
+        return self.cluster.url if self.cluster else self.redis.url
 
     @property
     def base(self) -> str:
@@ -57,7 +64,8 @@ class Stack:
         from workers.settings import ROOT as SROOT
 
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update(DATABASE_URL=self.db_url, REDIS_URL=self.redis.url, ENABLED_MODELS=MODEL,
+        env.update(DATABASE_URL=self.db_url, REDIS_URL=self.redis_url, ENABLED_MODELS=MODEL,
+                   REDIS_SENTINEL_MASTER=SentinelCluster.MASTER,
                    MODEL_DIR=str(SROOT / ".data" / "models"), API_KEY_PEPPER=PEPPER, LOG_LEVEL="WARNING",
                    WORKER_HEARTBEAT_S="1", WORKER_WATCHDOG_S=str(self.cfg.watchdog_s), WORKER_DRAIN_S="3",
                    REAPER_INTERVAL_S="1", REAPER_GRACE_S=str(self.cfg.reaper_grace_s),
@@ -66,7 +74,10 @@ class Stack:
         return env
 
     def start(self, timeout: float = 180.0) -> Stack:
-        self.redis.start()
+        if self.cluster:
+            self.cluster.start()
+        else:
+            self.redis.start()
         self.pg.init().start()
         self.db_url = self.pg.create_database("vlaapi")
         self._prepare()
@@ -123,7 +134,8 @@ class Stack:
             raise RuntimeError(f"{name} has no running child")
         return kids[0]
 
-    def stop(self) -> None:
+    def stop(self, *, remove: bool = False) -> None:
+        """Stop every process and both servers; `remove` also deletes the folder (data and logs)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -134,6 +146,10 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
         self.pg.stop()
         self.redis.stop()
+        if self.cluster:
+            self.cluster.stop()
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _png_b64() -> str:

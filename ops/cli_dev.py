@@ -11,6 +11,7 @@ import io
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -138,4 +139,8 @@ def run(no_procs: bool) -> None:
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env.update(FLOWER_BASIC_AUTH=flower_auth, PROMETHEUS_MULTIPROC_DIR=str(prom), PYTHONUNBUFFERED="1", PATH=path)
     honcho = [sys.executable, "-m", "honcho", "-f", str(run_file), "-d", str(ROOT), "start"]
-    raise SystemExit(subprocess.call(honcho, env={**os.environ, **env}))
+    proc = subprocess.Popen(honcho, env={**os.environ, **env})
+    # A SIGTERM to `vlaapi dev run` stops the stack (honcho forwards it to every supervised process), rather
+    # than leaving honcho and its processes behind.
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    raise SystemExit(proc.wait())

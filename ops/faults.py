@@ -42,11 +42,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0, extra: list[str] | None = None) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-                "--maxmemory-policy", "noeviction"]
+                "--maxmemory-policy", "noeviction", *(extra or [])]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         end = time.monotonic() + timeout
@@ -89,6 +89,70 @@ class DatabaseGate:
 
     def dispose(self) -> None:
         self.admin.dispose()
+
+
+class SentinelCluster:
+    """A primary, a replica and three sentinels, all from the same redis-server binary; `kill_primary`
+    SIGKILLs whichever server is the master now, and the sentinels promote the other."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, data_dir: Path, *, down_after_ms: int = 2000):
+        self.dir, self.down_after_ms = Path(data_dir), down_after_ms
+        self.primary = RedisServer(self.dir / "primary", appendonly=True)
+        self.replica = RedisServer(self.dir / "replica", appendonly=True)
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{p}/0" for p in self.sentinel_ports)
+
+    def start(self, timeout: float = 30.0) -> SentinelCluster:
+        self.primary.start()
+        self.replica.start(extra=["--replicaof", "127.0.0.1", str(self.primary.port)])
+        for port in self.sentinel_ports:
+            conf = self.dir / f"sentinel-{port}.conf"
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.dir}\n"
+                            f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary.port} 2\n"
+                            f"sentinel down-after-milliseconds {self.MASTER} {self.down_after_ms}\n"
+                            f"sentinel failover-timeout {self.MASTER} 10000\n"
+                            f"sentinel parallel-syncs {self.MASTER} 1\n")
+            self.sentinels.append(subprocess.Popen([redis_binary(), str(conf), "--sentinel"],
+                                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                   start_new_session=True))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.master_port() == self.primary.port:
+                return self
+            time.sleep(0.2)
+        raise RuntimeError("sentinels did not find the primary")
+
+    def master_port(self) -> int | None:
+        import redis
+
+        for port in self.sentinel_ports:
+            try:
+                host = redis.Redis(port=port, socket_timeout=1).sentinel_get_master_addr_by_name(self.MASTER)
+                if host:
+                    return int(host[1])
+            except Exception:
+                continue
+        return None
+
+    def kill_primary(self) -> int:
+        port = self.master_port()
+        victim = self.primary if port == self.primary.port else self.replica
+        victim.kill()
+        return victim.port
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        self.primary.stop()
+        self.replica.stop()
 
 
 def _pg_binary(name: str) -> str:

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 
-from web.services import catalog
+from web.services import catalog, health
 from workers.settings import Settings
 from workers.store.db import session_factory
 from workers.store.models import JOB_STATES, REPLAY_STATES, Job, Replay
@@ -81,6 +81,7 @@ class _LiveGauges:
         yield depth
         yield ready
         yield _reaper_actions(r)
+        yield _stage_workers(self.settings)
         telemetry.flush()  # this process's own observations (submissions, refusals) are in the hash before we read
         yield from telemetry_families(telemetry.read(r), set(catalog.enabled_models(self.settings)))
 
@@ -123,6 +124,15 @@ def telemetry_families(stored: dict, models: set[str]):
                 cumulative.append(("+Inf", fields.get("count", 0.0)))
                 fam.add_metric(list(values), cumulative, sum_value=fields.get("sum", 0.0))
         yield fam
+
+
+def _stage_workers(settings: Settings) -> GaugeMetricFamily:
+    """Live workers per stage (web/services/health.py): alert when one is 0, as /health turns degraded."""
+    family = GaugeMetricFamily("vla_stage_live_workers", "Workers with a fresh heartbeat that still consume, "
+                               "per stage (model:<name>, safety, reaper)", labels=["stage"])
+    for stage, summary in health.stages(settings).items():
+        family.add_metric([stage], summary["live_workers"])
+    return family
 
 
 def _reaper_actions(r) -> CounterMetricFamily:

@@ -68,6 +68,7 @@ class Settings:
     db_pool_timeout_s: float = 5.0
     worker_watchdog_s: float = 20.0
     worker_drain_s: float = 10.0
+    redis_sentinel_master: str = "mymaster"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -116,6 +117,7 @@ class Settings:
             db_pool_timeout_s=float(_env("DB_POOL_TIMEOUT_S", "5")),
             worker_watchdog_s=float(_env("WORKER_WATCHDOG_S", "20")),
             worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
+            redis_sentinel_master=_env("REDIS_SENTINEL_MASTER", "mymaster"),
         )
 
 

@@ -18,7 +18,7 @@ from ops.reaper import Reaper, ReaperConfig
 from tests.conftest import TEST_OPS_TOKEN
 from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
-from tests.integration.workers import ROOT, gpu_worker
+from tests.integration.workers import ROOT, WorkerProcess, gpu_worker
 from web.metrics import queue_depth
 from workers.celery_app import app as celery_app
 from workers.tasks import infer
@@ -160,3 +160,22 @@ def test_sigterm_drains_and_requeues_what_had_not_started(client, make_customer,
     usage = db_session.execute(select(func.count()).select_from(UsageRecord)
                                .where(UsageRecord.job_id.in_(ids))).scalar_one()
     assert usage == len(ids)
+
+
+def test_watchdog_exits_a_worker_whose_broker_stays_away(tmp_path, log_dir):
+    server = RedisServer(tmp_path / "redis").start()
+    worker = WorkerProcess(safety_worker_argv(concurrency=2), {**FAST, "REDIS_URL": server.url},
+                           log_dir / "safety-watchdog.log").start()
+    r = redis.Redis.from_url(server.url)
+    try:
+        _until(lambda: any(b.get("consuming") for b in notify.read_heartbeats(r, "safety",
+                                                                               key=notify.stage_key("safety"))),
+               60, "safety worker never consumed")
+        server.kill()  # and it never comes back
+        t0 = time.monotonic()
+        worker.proc.wait(timeout=40)
+        assert time.monotonic() - t0 < 40
+        assert "no proof of consumption" in worker.tail(200000)
+    finally:
+        worker.stop()
+        server.stop()

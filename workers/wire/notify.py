@@ -16,6 +16,8 @@ from typing import Any
 
 import redis
 
+from workers.wire import sentinel
+
 # A token lives long enough for any waiter (waits are capped at WAIT_MAX_S) and any late poll, not longer.
 DONE_TTL_S = 300
 # Above the longest blocking call (a wait is at most 60 s), so BLPOP never trips the socket timeout; a dead
@@ -31,9 +33,14 @@ def client(url: str) -> redis.Redis:
     with _lock:
         c = _clients.get(url)
         if c is None:
-            c = redis.Redis.from_url(url, health_check_interval=30, max_connections=256,
-                                     socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                     socket_keepalive=True, retry_on_timeout=False)
+            kw = {"health_check_interval": 30, "max_connections": 256, "socket_timeout": SOCKET_TIMEOUT_S,
+                  "socket_connect_timeout": CONNECT_TIMEOUT_S, "socket_keepalive": True, "retry_on_timeout": False}
+            if sentinel.is_sentinel(url):
+                from workers.settings import get_settings
+
+                c = sentinel.master_client(url, get_settings().redis_sentinel_master, **kw)
+            else:
+                c = redis.Redis.from_url(url, **kw)
             _clients[url] = c
         return c
 
