@@ -70,3 +70,16 @@ def test_cuda_graph_equals_eager_static(tiny_dir, make_vla_obs) -> None:
         assert all(d.graph is not None for d in graphed.decoders.values())
         assert torch.equal(a, b)
         assert torch.equal(graphed.decode(*inputs, 7, allowed), a)  # replay after reload
+
+
+def test_concurrent_predicts_take_turns_on_the_shared_decoder(openvla: OpenVLAPolicy, make_vla_obs) -> None:
+    """The service calls predict from one owner thread, but a library user (or the benchmark's naive anchor)
+    may call it from many: the shared static buffers must not be clobbered (found by ops/bench/pipeline.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    obs = [make_vla_obs(i, TEXTS[i % len(TEXTS)]) for i in range(8)]
+    alone = [openvla.predict([o])[0].actions for o in obs]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda o: openvla.predict([o])[0].actions, obs * 3))
+    for i, got in enumerate(together):
+        assert (got == alone[i % len(obs)]).all()

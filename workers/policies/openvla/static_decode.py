@@ -11,6 +11,8 @@ single-token step that only touches preallocated device buffers, so on CUDA it i
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
@@ -141,6 +143,9 @@ class StaticDecodePool:
         device = next(model.parameters()).device
         self.use_graphs = device.type == "cuda" if use_graphs is None else use_graphs
         self.decoders: dict[tuple, StaticDecoder] = {}
+        # A decoder's buffers (and graph) are one shared resource: two threads calling predict at once (the
+        # service has one owner thread per model, but a library user may not) must take turns on it.
+        self._lock = threading.Lock()
 
     @torch.inference_mode()
     def decode(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
@@ -158,13 +163,14 @@ class StaticDecodePool:
         watch.lap(timings, "prefill")
         # Room for every step, and for the capture's warm-up steps, which also write.
         key = (bucket, capacity_for(length + max(n_steps, WARMUP_STEPS + 1)), n_steps, allowed)
-        dec = self.decoders.get(key)
-        if dec is None:
-            dec = self.decoders[key] = StaticDecoder(self.model, *key)
-            if self.use_graphs:
-                dec.load_prefix(cache, attention_mask, position_ids, first)
-                dec.capture()
-        dec.load_prefix(cache, attention_mask, position_ids, first)
-        tokens = dec.run()[:batch].clone()
+        with self._lock:
+            dec = self.decoders.get(key)
+            if dec is None:
+                dec = self.decoders[key] = StaticDecoder(self.model, *key)
+                if self.use_graphs:
+                    dec.load_prefix(cache, attention_mask, position_ids, first)
+                    dec.capture()
+            dec.load_prefix(cache, attention_mask, position_ids, first)
+            tokens = dec.run()[:batch].clone()
         watch.lap(timings, "decode")
         return tokens
