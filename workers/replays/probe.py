@@ -31,20 +31,12 @@ def _limit(memory_mb: int, cpu_seconds: float, max_file_bytes: int) -> None:
 
 
 def _unpack(path: Path, archive: str | None, max_bytes: int) -> Path:
-    """The raw upload unpacked next to it as `dataset/` (archive.py: contained, counted, capped)."""
-    if not archive:
-        return path
-    from workers.replays.archive import extract_tar, extract_zip
+    """The raw upload unpacked next to it (uploads.unpack); a zip's central directory is judged first."""
+    from workers.replays.uploads import unpack
 
-    out = path.parent / "dataset"
-    out.mkdir()
     if archive == "zip":
         _check_zip_container(path, max_bytes)  # what the central directory declares, before inflating
-        extract_zip(path, out, max_bytes)
-    else:
-        extract_tar(path, out, max_bytes, compression="" if archive == "tar" else "gz")
-    path.unlink()
-    return out
+    return unpack(path, archive, max_bytes)
 
 
 def _check_zip_container(path: Path, max_bytes: int) -> None:

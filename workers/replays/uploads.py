@@ -20,27 +20,28 @@ _CHUNK = 1 << 20
 
 def save_upload(stream: BinaryIO, filename: str, dest_dir: Path, *, max_bytes: int = MAX_UPLOAD_BYTES,
                 max_extracted_bytes: int = MAX_EXTRACTED_BYTES) -> Path:
-    """Write the upload under a fresh folder in `dest_dir`; return the file or the unpacked folder."""
-    name = PurePosixPath(str(filename).replace("\\", "/")).name
-    suffix = _suffix(name)
-    target = Path(dest_dir) / uuid.uuid4().hex
-    target.mkdir(parents=True)
+    """Copy and unpack in this process: the file, or the unpacked folder. (The web copies with `save_raw` and
+    leaves unpacking to a bounded child process, workers/replays/probe.py, which calls `unpack`.)"""
+    raw, kind = save_raw(stream, filename, dest_dir, max_bytes)
     try:
-        raw = target / ("upload" + suffix)
-        _copy_limited(stream, raw, max_bytes)
-        if suffix in FILE_SUFFIXES:
-            return raw
-        out = target / "dataset"
-        out.mkdir()
-        if suffix == ".zip":
-            extract_zip(raw, out, max_extracted_bytes)
-        else:
-            extract_tar(raw, out, max_extracted_bytes, compression="" if suffix == ".tar" else "gz")
-        raw.unlink()
-        return out
+        return unpack(raw, kind, max_extracted_bytes)
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(raw.parent, ignore_errors=True)
         raise
+
+
+def unpack(raw: Path, kind: str | None, max_extracted_bytes: int) -> Path:
+    """`raw` unpacked next to it as `dataset/` (archive.py: contained, counted, capped); a plain file as is."""
+    if kind is None:
+        return raw
+    out = raw.parent / "dataset"
+    out.mkdir()
+    if kind == "zip":
+        extract_zip(raw, out, max_extracted_bytes)
+    else:
+        extract_tar(raw, out, max_extracted_bytes, compression="" if kind == "tar" else "gz")
+    raw.unlink()
+    return out
 
 
 ARCHIVE_KINDS = {".zip": "zip", ".tar": "tar", ".tar.gz": "gz", ".tgz": "gz"}
