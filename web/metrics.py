@@ -128,8 +128,9 @@ def telemetry_families(stored: dict, models: set[str]):
 
 def _stage_workers(settings: Settings) -> GaugeMetricFamily:
     """Live workers per stage (web/services/health.py): alert when one is 0, as /health turns degraded."""
+    # Labelled `service`, not `stage`: `stage` already names the steps of a job in vla_inference_stage_seconds.
     family = GaugeMetricFamily("vla_stage_live_workers", "Workers with a fresh heartbeat that still consume, "
-                               "per stage (model:<name>, safety, reaper)", labels=["stage"])
+                               "per service (model:<name>, safety, reaper)", labels=["service"])
     for stage, summary in health.stages(settings).items():
         family.add_metric([stage], summary["live_workers"])
     return family

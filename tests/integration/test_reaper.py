@@ -159,4 +159,4 @@ def test_metrics_export_the_reaper_actions(client, redis_client, reaper):
     passes = [ln for ln in text.splitlines() if ln.startswith('vla_reaper_actions_total{action="passes"}')]
     assert passes and float(passes[0].split()[-1]) >= 1
     assert 'vla_reaper_actions_total{action="jobs_expired"}' in text
-    assert 'vla_stage_live_workers{stage="reaper"}' in text
+    assert 'vla_stage_live_workers{service="reaper"}' in text
