@@ -163,7 +163,22 @@ def main() -> None:
     finally:
         stop(procs)
     print(f"in-process {args.model}: {base}")
+    results["ratios"] = ratios(results)
     emit(results)
+
+
+def ratios(results: dict) -> dict:
+    """Issue 15's two targets as ratios: overhead ours / naive at 1 client (p50, p99; target <= 1) and
+    throughput ours / naive at 8 clients (target >= 2), for whichever of those client counts ran."""
+    out = {}
+    ours, naive = results.get("ours_sync_c1"), results.get("naive_chain_c1")
+    if ours and naive:
+        for q in ("p50", "p99"):
+            out[f"overhead_{q}_c1_ours_over_naive"] = round(ours[f"overhead_{q}_ms"] / naive[f"overhead_{q}_ms"], 3)
+    ours, naive = results.get("ours_sync_c8"), results.get("naive_chain_c8")
+    if ours and naive and naive["throughput_rps"]:
+        out["throughput_c8_ours_over_naive"] = round(ours["throughput_rps"] / naive["throughput_rps"], 3)
+    return out
 
 
 if __name__ == "__main__":
