@@ -158,7 +158,7 @@ def read_state(data_dir: Path | None = None) -> dict[str, Any] | None:
 
 
 def remove_state(data_dir: Path | None = None) -> None:
-    (data_dir or DATA / STATE_NAME).unlink(missing_ok=True)
+    ((data_dir or DATA) / STATE_NAME).unlink(missing_ok=True)
 
 
 def adopt_running_stack(data_dir: Path | None = None) -> dict[str, str]:

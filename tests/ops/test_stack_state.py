@@ -59,3 +59,13 @@ def test_pepper_mismatch_is_a_warning(fresh_shell, monkeypatch):
     reload_settings()
     result = CliRunner().invoke(main, ["customers", "list"])
     assert result.exit_code == 0 and "API_KEY_PEPPER here differs" in result.output
+
+
+def test_stopping_the_embedded_servers_removes_the_state_file(tmp_path):
+    """`vlaapi dev stop` after `make run`: the state file goes, the data folder stays (it once tried to unlink
+    the folder itself and raised IsADirectoryError)."""
+    stack.write_state(tmp_path, {"DATABASE_URL": "postgresql://x", "REDIS_URL": "redis://y"})
+    assert stack.read_state(tmp_path) is not None
+    stack.remove_state(tmp_path)
+    assert stack.read_state(tmp_path) is None and tmp_path.is_dir()
+    stack.remove_state(tmp_path)  # twice is fine
