@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures the issues ask for, in one short run for a lent device machine (see docs/benchmarks.md):
-#   run(command="bash ops/bench/gpu.sh", timeout_s=540)
+#   run(command="bash ops/bench/gpu.sh", timeout_s=595)
 # It installs nothing heavy: the machine's own torch is used when present, else the project's pins.
 # Each step has its own time limit, so one slow step cannot eat the others; every figure lands in $OUT.
 set -u
@@ -18,6 +18,10 @@ step() {  # step NAME SECONDS COMMAND...
   timeout "$secs" "$PY" -m "$@" >"$OUT/$name.log" 2>&1; echo "rc=$?" >>"$OUT/$name.log"
   tail -n 3 "$OUT/$name.log"
 }
-step policy_openvla 200 ops.bench.policy_latency --models openvla --device cuda --dtype bfloat16 --bandwidth-gbs 3350
-step policy_pi0 120 ops.bench.policy_latency --models pi0 --device cuda --dtype bfloat16 --bandwidth-gbs 3350
-step batching 180 ops.bench.batching --full --device cuda --dtype bfloat16 --clients 1,8 --max-batch 8 --duration 5
+# First the CUDA-only correctness tests (CUDA-graph decode = eager static step, bf16 batch = singles): a figure
+# from a path that is wrong is worth nothing. Then the timings; each policy step also times the stock path
+# (transformers' generate / sample_actions) interleaved with ours, which doubles its work.
+step gpu_tests 60 pytest -q -m gpu tests/workers/policies -p no:cacheprovider
+step policy_openvla 220 ops.bench.policy_latency --models openvla --device cuda --dtype bfloat16 --bandwidth-gbs 3350
+step policy_pi0 140 ops.bench.policy_latency --models pi0 --device cuda --dtype bfloat16 --bandwidth-gbs 3350
+step batching 150 ops.bench.batching --full --device cuda --dtype bfloat16 --clients 1,8 --max-batch 8 --duration 5
