@@ -43,6 +43,8 @@ def pytest_configure(config: pytest.Config) -> None:
                        f"openvla-replay={TEST_MODEL_DIR / 'openvla-tiny'}",
         API_KEY_PEPPER="test-pepper",
         OPS_TOKEN=TEST_OPS_TOKEN,
+        # Tests revoke and expire keys and expect the next request to see it; test_auth.py covers the cache.
+        AUTH_CACHE_S="0",
         LOG_LEVEL="WARNING",
         BATCH_MAX_WAIT_MS="2",
     )

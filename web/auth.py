@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from flask import current_app, g, request
 from sqlalchemy import select, update
 
-from web import db
+from web import auth_cache, db
 from web.accounts.keys import KeyFormatError, lookup_prefix, parse_bearer, verify
 from web.errors import ApiError
 from workers import logs
@@ -47,12 +47,26 @@ def authenticate() -> Principal:
         key = parse_bearer(_as_bearer(request.headers.get("Authorization")))
     except KeyFormatError as exc:
         raise _unauthorized(str(exc)) from None
+    settings = current_app.config["SETTINGS"]
+    cache = auth_cache.for_ttl(settings.auth_cache_s)
+    # Scoped by database and pepper too: a key means something only against the accounts it was checked in.
+    scoped = f"{settings.database_url}\0{settings.api_key_pepper}\0{key}"
+    principal = cache.get(scoped)
+    if principal is None:
+        principal, expires_at = _look_up(key, settings.api_key_pepper)
+        cache.put(scoped, principal, expires_at)
+    g.principal = principal
+    logs.bind(customer_id=principal.customer_id)
+    return principal
+
+
+def _look_up(key: str, pepper: str) -> tuple[Principal, datetime | None]:
+    """The key's principal from the database (401/403 when it may not call), and when the key expires."""
     s = db.session()
     row = s.execute(
         select(ApiKey, Customer, Tier).join(Customer, ApiKey.customer_id == Customer.id)
         .join(Tier, Customer.tier == Tier.name).where(ApiKey.prefix == lookup_prefix(key))
     ).first()
-    pepper = current_app.config["SETTINGS"].api_key_pepper
     if row is None or not verify(key, row.ApiKey.digest, pepper):
         raise _unauthorized("unknown API key")
     api_key, customer, tier = row
@@ -67,9 +81,7 @@ def authenticate() -> Principal:
     principal = Principal(str(customer.id), customer.name, str(api_key.id), tier.name, tier.requests_per_minute,
                           tier.requests_per_day, tier.requests_per_month, tier.max_in_flight,
                           tier.max_replay_steps, tier.max_concurrent_replays, tier.max_upload_mb)
-    g.principal = principal
-    logs.bind(customer_id=principal.customer_id)
-    return principal
+    return principal, api_key.expires_at
 
 
 def current() -> Principal:

@@ -59,6 +59,7 @@ class Settings:
     replay_probe_memory_mb: int = 1024  # REPLAY_PROBE_MEMORY_MB: address space of the dataset-reading child
     replay_probe_seconds: float = 20.0  # REPLAY_PROBE_SECONDS: its CPU time and wall-clock limit
     replay_shared_dir: str = ""  # REPLAY_SHARED_DIR: a folder under the data root every customer may read
+    auth_cache_s: float = 2.0  # AUTH_CACHE_S: how long a web process trusts a key it has just checked
     ops_token: str = ""  # OPS_TOKEN: /health details for operators; empty: nobody gets them
     environment: str = "production"  # VLAAPI_ENV: "development" (make run) relaxes the secrets check
     db_connect_timeout_s: int = 5
@@ -108,6 +109,7 @@ class Settings:
             replay_steps_per_unit=max(1, int(_env("REPLAY_STEPS_PER_UNIT", "10"))),
             replay_probe_memory_mb=int(_env("REPLAY_PROBE_MEMORY_MB", "1024")),
             replay_probe_seconds=float(_env("REPLAY_PROBE_SECONDS", "20")),
+            auth_cache_s=float(_env("AUTH_CACHE_S", "2")),
             ops_token=_env("OPS_TOKEN", ""),
             environment=_env("VLAAPI_ENV", "production").strip().lower(),
             db_connect_timeout_s=int(_env("DB_CONNECT_TIMEOUT_S", "5")),

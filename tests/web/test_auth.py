@@ -66,3 +66,38 @@ def test_openapi_document_and_docs_need_no_key(client):
                  "/v1/usage", "/v1/replays", "/health", "/metrics"):
         assert path in paths, path
     assert client.get("/docs").status_code == 200
+
+
+def test_a_checked_key_is_trusted_for_auth_cache_s_then_looked_up_again(make_customer, settings):
+    """AUTH_CACHE_S (2 s in production): the key is not looked up on every request, and a revocation takes
+    effect within that time, not later."""
+    import dataclasses
+    import time
+
+    from sqlalchemy import event
+
+    from web.app import create_app
+    from workers.store.db import get_engine
+
+    app = create_app({"TESTING": True, "SETTINGS": dataclasses.replace(settings, auth_cache_s=0.5)})
+    client = app.test_client()
+    _, key, headers = make_customer()
+    lookups = []
+
+    def count(conn, cursor, statement, *a):
+        if "api_keys" in statement and statement.lstrip().upper().startswith("SELECT"):
+            lookups.append(statement)
+
+    engine = get_engine(settings.database_url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(5):
+            assert client.get("/v1/usage", headers=headers).status_code == 200
+        assert len(lookups) == 1  # one look-up, four cache hits
+        with session_scope(settings.database_url) as s:
+            service.revoke_key(s, key)
+        assert client.get("/v1/usage", headers=headers).status_code == 200  # still trusted, for at most 0.5 s
+        time.sleep(0.6)
+        assert client.get("/v1/usage", headers=headers).status_code == 401
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
