@@ -1,8 +1,11 @@
 """The reaper: PostgreSQL is the truth, and this small loop makes Redis and the workers agree with it.
 
 Each pass (every REAPER_INTERVAL_S, 2 s by default):
+  - re-publishes, at most once, every job still `queued` 5 s after it was accepted, from the short-lived copy
+    of its message the web keeps (workers/wire/resend.py): the web died between commit and publish, or the
+    broker lost the message; a duplicate of a message that was merely slow is harmless (its claim fails);
   - ends `expired` (JobError "lost") every job still active REAPER_GRACE_S after its deadline: its message
-    or its worker is gone, and its images were never stored, so it cannot be re-published; its waiters wake
+    or its worker is gone and its copy has expired (job rows keep images by hash only); its waiters wake
     and its customer's in-flight slot frees at once (the same notify.ended as the workers);
   - re-publishes the current slice message of every replay nobody has touched for a few slice lengths (it
     resumes from its stored rows);
@@ -33,7 +36,7 @@ from workers import logs
 from workers.settings import Settings, get_settings
 from workers.store import reaping
 from workers.store.db import session_scope
-from workers.wire import notify
+from workers.wire import notify, resend
 from workers.wire.queues import replay_slice_s
 
 log = logging.getLogger("ops.reaper")
@@ -71,7 +74,8 @@ class Reaper:
     def run_pass(self, *, sweep: bool | None = None) -> dict[str, int]:
         """One pass; returns what it did. A failing step is logged and the others still run."""
         counts = {"passes": 1}
-        steps = [("jobs_expired", self.expire_jobs), ("replays_resumed", self.resume_replays)]
+        steps = [("jobs_republished", self.republish_jobs), ("jobs_expired", self.expire_jobs),
+                 ("replays_resumed", self.resume_replays)]
         if sweep if sweep is not None else time.monotonic() - self._last_sweep >= self.config.sweep_s:
             self._last_sweep = time.monotonic()
             steps += [("uploads_deleted", self.delete_orphan_uploads), ("leases_released", self.release_leases)]
@@ -97,6 +101,21 @@ class Reaper:
             except Exception:  # waiters still read the row at their timeout; the lease sweep frees the slot
                 log.warning("could not announce a reaped job", extra={"job_id": row.id}, exc_info=True)
         return len(ended)
+
+    def republish_jobs(self) -> int:
+        """Publish again the kept copy of every job still queued REPUBLISH_AFTER_S after it was accepted."""
+        from workers.tasks import send_job  # the one place messages are sent
+
+        with session_scope(self.settings.database_url) as s:
+            ids = reaping.unclaimed_jobs(s, resend.REPUBLISH_AFTER_S)
+        sent = 0
+        for job_id in ids:
+            copy = resend.take(self.redis, job_id)  # GETDEL: one reaper, once
+            if copy is not None:
+                log.warning("job unclaimed: message re-published", extra={"job_id": job_id})
+                send_job(*copy)
+                sent += 1
+        return sent
 
     def resume_replays(self) -> int:
         from workers.tasks import start_replay  # the one place messages are sent

@@ -138,10 +138,11 @@ def _stage_workers(settings: Settings) -> GaugeMetricFamily:
 
 def _reaper_actions(r) -> CounterMetricFamily:
     """What the reaper (ops/reaper.py) did, from its Redis hash: every reaper process adds to the same counters."""
-    family = CounterMetricFamily("vla_reaper_actions", "Reaper actions: passes, jobs_expired (lost), "
-                                 "replays_resumed, uploads_deleted, leases_released, errors", labels=["action"])
+    family = CounterMetricFamily("vla_reaper_actions", "Reaper actions: passes, jobs_republished, jobs_expired "
+                                 "(lost), replays_resumed, uploads_deleted, leases_released, errors", labels=["action"])
     actions = notify.read_actions(r)
-    for action in ("passes", "jobs_expired", "replays_resumed", "uploads_deleted", "leases_released", "errors"):
+    for action in ("passes", "jobs_republished", "jobs_expired", "replays_resumed", "uploads_deleted",
+                   "leases_released", "errors"):
         family.add_metric([action], actions.get(action, 0))
     return family
 

@@ -160,3 +160,30 @@ def test_metrics_export_the_reaper_actions(client, redis_client, reaper):
     assert passes and float(passes[0].split()[-1]) >= 1
     assert 'vla_reaper_actions_total{action="jobs_expired"}' in text
     assert 'vla_stage_live_workers{service="reaper"}' in text
+
+
+def test_a_job_whose_message_was_lost_is_republished_once_and_completes(client, make_customer, redis_client,
+                                                                          reaper, db_session, log_dir, workers):
+    """The web died between its commit and its publish, or the broker lost the message: the reaper sends the
+    kept copy (workers/wire/resend.py) once, and the job completes instead of waiting out its deadline."""
+    headers = make_customer()[2]
+    [job_id] = _submit_lost(client, headers, redis_client, 1, deadline_ms=120_000)
+    assert reaper.republish_jobs() == 0  # not yet: a message may simply be slow for REPUBLISH_AFTER_S
+    # Age the job past REPUBLISH_AFTER_S instead of sleeping through it.
+    db_session.execute(Job.__table__.update().where(Job.id == uuid.UUID(job_id))
+                       .values(created_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 6)))
+    db_session.commit()
+    assert reaper.run_pass()["jobs_republished"] == 1
+    assert reaper.republish_jobs() == 0  # at most once, whatever number of reapers or passes
+    assert sum(redis_client.llen(infer_queue(NO_WORKER_MODEL) + s) for s in _PRIORITY_SUFFIXES) == 1
+    worker = gpu_worker(NO_WORKER_MODEL, log_dir).start()
+    try:
+        wait_ready(redis_client, NO_WORKER_MODEL, worker=worker)
+        end = time.monotonic() + 60
+        while _job(db_session, job_id).state in ("queued", "running") and time.monotonic() < end:
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+    job = _job(db_session, job_id)
+    assert job.state == "succeeded", job.error
+    assert _usage_rows(db_session, [job_id]) == 1

@@ -26,6 +26,7 @@ from web.services import catalog
 from workers.settings import Settings
 from workers.store.models import Job
 from workers.tasks import send_job
+from workers.wire import notify, resend
 from workers.wire.images import ImageRejected, inspect
 
 DEFAULT_CAMERA = "primary"
@@ -134,6 +135,9 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     # created_at travels with the job so the workers can measure queue wait and total latency (telemetry).
     payload = {**prepared.payload, "job_id": str(job.id), "created_at": job.created_at.timestamp()}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
+    # The copy goes first: if this process dies between the commit and the publish, the reaper still has the
+    # message to send (workers/wire/resend.py).
+    resend.keep(notify.client(current_app.config["SETTINGS"].redis_url), str(job.id), payload, safety_job)
     commit_then_enqueue(job, lambda: send_job(payload, safety_job), "job")
     return job
 

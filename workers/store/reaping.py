@@ -51,6 +51,17 @@ def expire_lost_jobs(session: Session, grace_s: float, limit: int = BATCH) -> li
     return out
 
 
+def unclaimed_jobs(session: Session, after_s: float, limit: int = BATCH) -> list[str]:
+    """Jobs still `queued` `after_s` after they were accepted and before their deadline: their message may
+    never have reached the broker, or the broker lost it (ops/reaper.py re-publishes them, at most once)."""
+    rows = session.execute(
+        select(Job.id).where(Job.state == "queued", Job.created_at < func.now() - timedelta(seconds=after_s),
+                             Job.deadline_at > func.now())
+        .order_by(Job.created_at).limit(limit)
+    ).scalars().all()
+    return [str(r) for r in rows]
+
+
 def stalled_replays(session: Session, stall_s: float, limit: int = BATCH) -> list[dict[str, Any]]:
     """Active replays whose current slice nobody has touched for `stall_s`: the slice message to publish again.
 
