@@ -38,8 +38,12 @@ def _consumed_queues() -> list[str]:
 def _stop_consuming(nodename: str, queues: list[str], reason: str) -> None:
     """A worker whose model failed to load must not take jobs only to fail them: cancel its own consumers
     (through the consumer's remote control, which runs on the consumer's thread). It stays up, reporting why."""
-    for queue in queues:
-        app.control.cancel_consumer(queue, destination=[nodename], reply=True, timeout=5.0)
+    for _attempt in range(3):  # a control message can be missed (e.g. during start-up): check, and ask again
+        for queue in queues:
+            app.control.cancel_consumer(queue, destination=[nodename], reply=True, timeout=5.0)
+        active = (app.control.inspect(destination=[nodename], timeout=5.0).active_queues() or {}).get(nodename)
+        if active is not None and not {q["name"] for q in active} & set(queues):
+            return
 
 
 @signals.worker_shutting_down.connect
