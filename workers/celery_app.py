@@ -1,6 +1,8 @@
 """The Celery application. Tasks are thin: plain data in, a service function out."""
 from __future__ import annotations
 
+import threading
+
 from celery import Celery, signals
 
 from workers import logs
@@ -28,7 +30,10 @@ def _warm_up(sender=None, **_: object) -> None:
     stage = None if model else ("safety" if "safety" in queues else None)
     liveness.install(liveness.Watchdog(app, sender.hostname, get_settings(), stage=stage))
     if model:
-        runtime.current().on_failed.append(lambda reason: _stop_consuming(sender.hostname, queues, reason))
+        # In a thread of its own: the cancel is a control message the consumer thread itself must answer, and
+        # this callback may run on that very thread (worker_ready), where waiting for the answer would block it.
+        runtime.current().when_failed(lambda reason: threading.Thread(
+            target=_stop_consuming, args=(sender.hostname, queues, reason), name="stop-consuming", daemon=True).start())
 
 
 def _consumed_queues() -> list[str]:
@@ -49,8 +54,6 @@ def _stop_consuming(nodename: str, queues: list[str], reason: str) -> None:
 @signals.worker_shutting_down.connect
 def _draining(**_: object) -> None:
     # Runs inside the SIGTERM handler: hand the work to a thread, never block here.
-    import threading
-
     threading.Thread(target=_drain, name="drain", daemon=True).start()
 
 

@@ -42,7 +42,8 @@ class GpuRuntime:
         self.replay_slots = threading.BoundedSemaphore(REPLAY_SLOTS_PER_WORKER)
         self._stop = threading.Event()
         # Called once, with the reason, when the model fails to load (celery_app stops consuming the queues).
-        self.on_failed: list[Callable[[str], None]] = []
+        self._on_failed: list[Callable[[str], None]] = []
+        self._failed_lock = threading.Lock()
         self.stopped_consuming: str | None = None
         self.batcher = MicroBatcher(self._load, max_batch_size=settings.batch_max_size,
                                     max_wait_ms=settings.batch_max_wait_ms, name=model,
@@ -85,14 +86,29 @@ class GpuRuntime:
                 log.warning("heartbeat failed", exc_info=True)
             self._stop.wait(self.settings.worker_heartbeat_s)
 
+    def when_failed(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(reason)` once the model has failed to load: now, if it already has. (A missing
+        checkpoint fails within milliseconds, possibly before the worker has registered its callback.)"""
+        with self._failed_lock:
+            self._on_failed.append(callback)
+            reason = self.stopped_consuming
+        if reason is not None:
+            self._call(callback, reason)
+
     def _failed(self, reason: str) -> None:
-        self.stopped_consuming = reason
+        with self._failed_lock:
+            self.stopped_consuming = reason
+            callbacks = list(self._on_failed)
         log.error("%s; this worker stops consuming its queues", reason)
-        for callback in self.on_failed:
-            try:
-                callback(reason)
-            except Exception:
-                log.exception("could not stop consuming")
+        for callback in callbacks:
+            self._call(callback, reason)
+
+    @staticmethod
+    def _call(callback: Callable[[str], None], reason: str) -> None:
+        try:
+            callback(reason)
+        except Exception:
+            log.exception("could not stop consuming")
 
     def drain(self) -> None:
         """SIGTERM: the forward pass in progress finishes; items not started fail with BatcherStopped, and
