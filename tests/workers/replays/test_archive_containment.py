@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.workers.replays.writers import tar_bytes
 from workers.replays import DatasetError, save_upload
 from workers.replays.archive import MAX_MEMBERS, member_parts
 
@@ -32,17 +33,8 @@ def _zip(entries: list[tuple[str, bytes] | zipfile.ZipInfo], method: int = zipfi
     return buf.getvalue()
 
 
-def _tar(entries: list[tuple[str, bytes] | tarfile.TarInfo], mode: str = "w") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode, format=tarfile.PAX_FORMAT) as tf:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tf.addfile(entry)
-            else:
-                info = tarfile.TarInfo(entry[0])
-                info.size = len(entry[1])
-                tf.addfile(info, io.BytesIO(entry[1]))
-    return buf.getvalue()
+def _tar(entries: list, mode: str = "w") -> bytes:
+    return tar_bytes(entries, mode)
 
 
 def _tar_special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:

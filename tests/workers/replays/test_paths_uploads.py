@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workers.replays.writers import write_lerobot_v30, write_npz_dataset, write_robomimic_hdf5
+from tests.workers.replays.writers import tar_bytes, write_lerobot_v30, write_npz_dataset, write_robomimic_hdf5
 from workers.replays import DatasetError, open_dataset, resolve_dataset_path, save_upload
 
 
@@ -57,17 +57,8 @@ def _zip_dir(src: Path, prefix: str = "") -> bytes:
     return buf.getvalue()
 
 
-def _tar(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as tf:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tf.addfile(entry)
-            else:
-                info = tarfile.TarInfo(entry[0])
-                info.size = len(entry[1])
-                tf.addfile(info, io.BytesIO(entry[1]))
-    return buf.getvalue()
+def _tar(entries: list, mode: str = "w:gz") -> bytes:
+    return tar_bytes(entries, mode)
 
 
 def test_zip_of_a_lerobot_directory(tmp_path: Path) -> None:

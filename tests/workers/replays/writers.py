@@ -5,7 +5,9 @@ with what went in.
 """
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +94,17 @@ def write_robomimic_hdf5(path: Path, episodes: int = 2, steps: int = 10, image_h
             rec.states[e] = np.concatenate(list(arrays.values()), axis=1)
             rec.instructions[e] = [instruction or ""] * steps
     return rec
+
+
+def tar_bytes(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w") -> bytes:
+    """A tar archive in memory: (name, data) members, or TarInfo entries as given (links, devices, dirs)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode, format=tarfile.PAX_FORMAT) as tf:
+        for entry in entries:
+            if isinstance(entry, tarfile.TarInfo):
+                tf.addfile(entry)
+            else:
+                info = tarfile.TarInfo(entry[0])
+                info.size = len(entry[1])
+                tf.addfile(info, io.BytesIO(entry[1]))
+    return buf.getvalue()
