@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 
+from ops.lifeline import lifeline
+
 MIN_BACKOFF_S, MAX_BACKOFF_S, HEALTHY_AFTER_S = 1.0, 30.0, 60.0
 
 
@@ -37,7 +39,8 @@ def supervise(argv: list[str], *, max_restarts: int | None = None) -> int:
     backoff, restarts = MIN_BACKOFF_S, 0
     while True:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, start_new_session=True)
+        # A killed supervisor takes its child with it (a drain, as on SIGTERM), so a restart never doubles it.
+        proc = subprocess.Popen(argv, start_new_session=True, preexec_fn=lifeline(signal.SIGTERM))
         child[:] = [proc]
         code = proc.wait()
         if stopping.is_set():

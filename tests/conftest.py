@@ -14,16 +14,34 @@ import redis as redis_lib
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
-# A Redis database per run (1..14; 15 belongs to the rate-limit unit tests), so two runs on one server
-# rarely meet; TEST_REDIS_DB pins it.
-TEST_REDIS_DB = int(os.environ.get("TEST_REDIS_DB", str(1 + os.getpid() % 14)))
+# A Redis database per run (1..14; 15 belongs to the rate-limit unit tests); TEST_REDIS_DB pins it.
+TEST_DB_RANGE = range(1, 15)
 TEST_MODEL_DIR = ROOT / ".data" / "test-models"
 TEST_OPS_TOKEN = "test-ops-token"  # /health details (X-Ops-Token) for the tests that read worker counts
 
 
 def _redis_url_for_tests(url: str) -> str:
     base = url.rsplit("/", 1)[0] if url.count("/") >= 3 else url.rstrip("/")
-    return f"{base}/{TEST_REDIS_DB}"
+    pinned = os.environ.get("TEST_REDIS_DB")
+    return f"{base}/{int(pinned) if pinned else _unwatched_db(base)}"
+
+
+def _unwatched_db(base: str) -> int:
+    """A database number no connected client has selected.
+
+    A worker left behind by a killed run (or another run on the same server) keeps popping its queues; if
+    this run shared its database, that worker would take this run's jobs and the tests would fail for
+    reasons that are not in the code (CI saw exactly that). Flushing cannot stop a live consumer, so avoid
+    its database instead. The start point rotates with the pid so two runs starting together differ.
+    """
+    busy = {int(c["db"]) for c in redis_lib.Redis.from_url(f"{base}/0").client_list()}
+    start = os.getpid() % len(TEST_DB_RANGE)
+    order = [TEST_DB_RANGE[(start + i) % len(TEST_DB_RANGE)] for i in range(len(TEST_DB_RANGE))]
+    free = [db for db in order if db not in busy]
+    if not free:
+        raise pytest.UsageError(f"every Redis database {TEST_DB_RANGE.start}..{TEST_DB_RANGE.stop - 1} on "
+                                f"{base} has a client on it; stop stray workers or set TEST_REDIS_DB")
+    return free[0]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ops.lifeline import lifeline
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -73,7 +75,8 @@ def free_port() -> int:
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env={**os.environ, **env},
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lifeline())  # a benchmark cut off mid-run leaves no workers behind
 
 
 def stop(procs: list[subprocess.Popen]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ops.lifeline import lifeline
 from tests.integration.workers import ROOT
 
 
@@ -32,7 +33,7 @@ def serve(argv: list[str], port: int, log_path: Path, env: dict[str, str] | None
     """Run `python -m argv...` until it accepts connections on `port`; stop it (its process group) after."""
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lifeline())
     try:
         end = time.monotonic() + 60
         while not ready(port):

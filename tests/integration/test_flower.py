@@ -9,6 +9,7 @@ import time
 
 import requests
 
+from ops.lifeline import lifeline
 from tests.integration.workers import ROOT
 
 
@@ -24,7 +25,7 @@ def test_flower_requires_basic_auth(tmp_path):
     cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", f"--port={port}",
            "--address=127.0.0.1", f"--basic-auth={env['FLOWER_BASIC_AUTH']}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(tmp_path / "flower.log", "wb"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=lifeline())
     try:
         url = f"http://127.0.0.1:{port}/api/workers"
         for _ in range(100):

@@ -13,6 +13,7 @@ import time
 import redis
 
 from ops.faults import RedisServer
+from ops.lifeline import lifeline
 from ops.procfile import safety_worker_argv
 from ops.reaper import Reaper, ReaperConfig
 from tests.conftest import TEST_OPS_TOKEN
@@ -101,7 +102,7 @@ def _supervised_safety(redis_url: str, log_path) -> subprocess.Popen:
     argv = [sys.executable, "-m", "ops.supervise", "--", sys.executable, "-m", *safety_worker_argv(concurrency=2)]
     env = {**os.environ, **FAST, "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lifeline())
 
 
 def test_worker_consumes_again_after_redis_sigkill_and_restart(tmp_path, log_dir):

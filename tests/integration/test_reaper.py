@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from ops.lifeline import lifeline
 from ops.reaper import Reaper, ReaperConfig
 from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
@@ -79,7 +80,8 @@ def test_two_reaper_processes_end_each_job_exactly_once(client, make_customer, r
     redis_client.delete(notify.REAPER_ACTIONS_KEY)
     ids = _submit_lost(client, headers, redis_client, 12)
     env = {**os.environ, "REAPER_INTERVAL_S": "0.05", "REAPER_GRACE_S": str(GRACE_S), "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-m", "ops.reaper"], cwd=ROOT, env=env) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "ops.reaper"], cwd=ROOT, env=env,
+                              preexec_fn=lifeline()) for _ in range(2)]
     try:
         end = time.monotonic() + 30
         while time.monotonic() < end and any(_job(db_session, i).state in ("queued", "running") for i in ids):

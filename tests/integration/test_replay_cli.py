@@ -15,6 +15,7 @@ import requests
 from click.testing import CliRunner
 
 from ops.cli import main
+from ops.lifeline import lifeline
 from tests.integration.replay_helpers import DataRoot, write_dataset
 from tests.integration.workers import ROOT
 
@@ -32,7 +33,7 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
                              "--threads", "4", "--bind", f"127.0.0.1:{port}", "web.app:create_app()"],
                             cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lifeline())
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 60

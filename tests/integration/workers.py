@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 
+from ops.lifeline import lifeline
 from ops.procfile import gpu_worker_argv, safety_worker_argv
 from workers.wire import notify
 
@@ -25,7 +26,7 @@ class WorkerProcess:
         exe = [sys.executable, "-m", *self.argv]
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(exe, cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lifeline())
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
