@@ -40,9 +40,12 @@ event_serializer = "json"
 task_routes = ("workers.wire.queues.route_task",)
 task_default_queue = "safety"
 worker_hijack_root_logger = False
-# Workers send task events (Flower's dashboard reads them); the web does not send "task-sent" events, which
-# would cost every submission an extra publish on the hot path.
-worker_send_task_events = True
+# Task events (three publishes per task: received, started, succeeded) cost a GPU worker and the safety
+# worker about as much CPU as the safety check itself, and only Flower's task views read them. So workers
+# start with them off and Flower turns them on while it runs (it broadcasts `enable_events` every few
+# seconds); `celery -A workers.celery_app control enable_events|disable_events` does the same by hand.
+# The web never sends "task-sent" events, which would cost every submission an extra publish.
+worker_send_task_events = False
 task_send_sent_event = False
 # Soft shutdown: give in-flight late-ack tasks time to finish before a cold stop requeues them.
 worker_soft_shutdown_timeout = _s.worker_drain_s

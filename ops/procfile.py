@@ -10,13 +10,13 @@ def gpu_worker_argv(model: str, concurrency: int = 16) -> list[str]:
     """A GPU worker for one model: threads pool (the batcher's thread owns the model), both its queues."""
     queues = f"{infer_queue(model)},{infer_queue(model, 'replay')}"
     return ["celery", "-A", "workers.celery_app", "worker", "-P", "threads", "-c", str(concurrency),
-            "-Q", queues, "-n", f"gpu-{model}@%h", "-E", "--without-gossip", "--without-mingle",
+            "-Q", queues, "-n", f"gpu-{model}@%h", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO"]
 
 
 def safety_worker_argv(concurrency: int = 8) -> list[str]:
     return ["celery", "-A", "workers.celery_app", "worker", "-P", "threads", "-c", str(concurrency),
-            "-Q", SAFETY_QUEUE, "-n", "safety@%h", "-E", "--without-gossip", "--without-mingle",
+            "-Q", SAFETY_QUEUE, "-n", "safety@%h", "--without-gossip", "--without-mingle",
             "--loglevel", "INFO"]
 
 

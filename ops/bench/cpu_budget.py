@@ -77,7 +77,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/health")
         wait_ready(url, key, args.model)
-        groups = dict(zip(("web", "gpu_worker", "safety_worker"), (p.pid for p in procs)))
+        groups = dict(zip(("web", "gpu_worker", "safety_worker"), (p.pid for p in procs), strict=True))
         results["ours"] = measure(f"{url}/v1/inference", body, {"Authorization": f"Bearer {key}"}, groups,
                                   args.clients, args.duration)
         print("ours ", results["ours"])
@@ -88,7 +88,7 @@ def main() -> None:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/infer")
-        groups = dict(zip(("worker", "web"), (p.pid for p in procs)))
+        groups = dict(zip(("worker", "web"), (p.pid for p in procs), strict=True))
         results["naive"] = measure(f"{url}/infer", {k: body[k] for k in ("image", "instruction")}, {}, groups,
                                    args.clients, args.duration)
         print("naive", results["naive"])

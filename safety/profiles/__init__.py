@@ -47,13 +47,31 @@ def profile_dirs() -> list[Path]:
     return [BUILTIN_DIR, *extra]
 
 
+# The folders' listing, keyed by each folder's mtime (a file added or removed changes it): every safety check
+# loads a profile, and globbing the folders each time cost more than the rule checks themselves.
+_INDEX: dict[tuple, dict[str, Path]] = {}
+
+
 def _index() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for folder in profile_dirs():
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.json")):
-                found[path.stem] = path  # later folders win
+    folders = profile_dirs()
+    key = tuple((str(f), _mtime(f)) for f in folders)
+    found = _INDEX.get(key)
+    if found is None:
+        found = {}
+        for folder in folders:
+            if folder.is_dir():
+                for path in sorted(folder.glob("*.json")):
+                    found[path.stem] = path  # later folders win
+        _INDEX.clear()
+        _INDEX[key] = found
     return found
+
+
+def _mtime(folder: Path) -> int | None:
+    try:
+        return folder.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 def list_profiles() -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -49,12 +50,20 @@ def test_workers_and_admission_record_what_operators_need(client, headers, worke
     assert resp.status_code == 200, resp.get_json()
     decision = resp.get_json()["safety"]["decision"]
     _refuse_once(client, settings)
-    after = _samples(client)
-
+    m = "openvla-tiny"
+    # The workers send their observations in batches (within telemetry.COALESCE_S), so a scrape right after a
+    # job may come a moment before them: wait for the job's final count, as a second scrape would see it.
     def grew(name, **labels):
         return _value(after, name, **labels) - _value(before, name, **labels)
 
-    m = "openvla-tiny"
+    end = time.monotonic() + 10
+    while True:
+        after = _samples(client)
+        if (grew("vla_jobs_finished_total", model=m, state="succeeded") >= 2 and
+                grew("vla_inference_stage_seconds_count", model=m, stage="inference") >= 2) or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+
     for stage in ("queue_wait", "batch_wait", "vision", "prefill", "decode", "inference", "safety", "total"):
         assert grew("vla_inference_stage_seconds_count", model=m, stage=stage) >= 1, stage
         assert _value(after, "vla_inference_stage_seconds_bucket", model=m, stage=stage, le="+Inf") == \

@@ -61,18 +61,43 @@ def _count(pipe: Any, metric: str, labels: Iterable[str], n: int = 1) -> None:
     pipe.hincrby(KEY, "|".join((metric, *labels, "n")), n)
 
 
+class _Sum:
+    """Stands in for a pipeline while observations are gathered: HINCRBY / HINCRBYFLOAT on the same field add
+    up here, so a burst of N jobs costs Redis one command per field instead of N."""
+
+    def __init__(self) -> None:
+        self.ints: dict[tuple[str, str], int] = {}
+        self.floats: dict[tuple[str, str], float] = {}
+
+    def hincrby(self, key: str, field: str, n: int) -> None:
+        self.ints[key, field] = self.ints.get((key, field), 0) + n
+
+    def hincrbyfloat(self, key: str, field: str, v: float) -> None:
+        self.floats[key, field] = self.floats.get((key, field), 0.0) + v
+
+    def replay(self, pipe: Any) -> None:
+        for (key, field), n in self.ints.items():
+            pipe.hincrby(key, field, n)
+        for (key, field), v in self.floats.items():
+            pipe.hincrbyfloat(key, field, v)
+
+
 class _Sender:
     """Sends observations from one background thread per process, so metrics never add a Redis round trip to a
-    request or a job (the hot path's cost is an append to a queue). Whatever is queued when the thread runs
-    goes in one pipeline per Redis client. Bounded: while Redis is unreachable, observations past MAX_PENDING
-    are dropped rather than held."""
+    request or a job (the hot path's cost is an append to a queue). The thread gathers what arrives within
+    COALESCE_S of the first observation, sums it per field, and sends one pipeline per Redis client: under
+    load that is a few dozen commands a second instead of dozens per job, for Redis and for this process.
+    `flush` sends at once (a scrape, a test). Bounded: while Redis is unreachable, observations past
+    MAX_PENDING are dropped rather than held."""
 
     MAX_PENDING = 10_000
+    COALESCE_S = 0.25
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._cond = threading.Condition()
+        self._now = threading.Event()
         self._pending = 0
         threading.Thread(target=self._run, name="telemetry", daemon=True).start()
 
@@ -85,12 +110,15 @@ class _Sender:
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far has been sent (or dropped); False on timeout."""
+        self._now.set()
         with self._cond:
             return self._cond.wait_for(lambda: self._pending == 0, timeout)
 
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
+            self._now.wait(self.COALESCE_S)
+            self._now.clear()
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -109,9 +137,11 @@ class _Sender:
 def _execute(r: redis.Redis, fills: list) -> None:
     """Metrics never fail anything: a Redis error here is logged and the observations dropped."""
     try:
-        pipe = r.pipeline(transaction=False)
+        total = _Sum()
         for fill in fills:
-            fill(pipe)
+            fill(total)
+        pipe = r.pipeline(transaction=False)
+        total.replay(pipe)
         pipe.execute()
     except Exception as exc:
         log.warning("metrics not recorded: %s", type(exc).__name__)

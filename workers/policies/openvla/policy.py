@@ -1,6 +1,7 @@
 """OpenVLAPolicy: validate one observation, predict a batch in one prefill + 6 cached decode steps."""
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,7 +84,14 @@ class OpenVLAPolicy(Policy):
         check_state(obs.state, None, required=False)  # OpenVLA ignores state, but garbage is still a bad request
 
     def prompt_ids(self, instruction: str) -> list[int]:
-        """BOS + prompt, then the bare word-boundary piece (29871 for Llama-2) if the text did not end with it."""
+        """BOS + prompt, then the bare word-boundary piece (29871 for Llama-2) if the text did not end with it.
+
+        Remembered per instruction: a control loop or a replay sends the same instruction at every step,
+        and the tokenizer call costs about as much CPU as the rest of the request's preparation."""
+        return list(self._prompt_ids(instruction))
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 (one policy per process, kept for its lifetime)
+    def _prompt_ids(self, instruction: str) -> tuple[int, ...]:
         text = self.options.prompt.format(instruction.lower())
         ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
         bos = self.tokenizer.bos_token_id
@@ -91,7 +99,7 @@ class OpenVLAPolicy(Policy):
             ids.insert(0, bos)
         if ids[-1] != self.space_id:
             ids.append(self.space_id)
-        return ids
+        return tuple(ids)
 
     def pixels(self, img: np.ndarray) -> torch.Tensor:
         """6 channels: the same image normalised for DINOv2 (0-2) and for SigLIP (3-5), center-cropped
