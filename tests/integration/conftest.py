@@ -5,10 +5,20 @@ import pytest
 
 from tests.integration.live import free_port, gunicorn_argv, serve
 from tests.integration.replay_helpers import DataRoot
-from tests.integration.workers import gpu_worker, safety_worker, wait_ready
+from tests.integration.workers import LIVE, gpu_worker, safety_worker, wait_ready
 
 # Short enough that the SIGKILL test sees its message come back quickly; every job here takes well under it.
 VISIBILITY_S = "4"
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    """Stop the workers a test started and left running (it failed before its own cleanup); workers of
+    session- and module-scoped fixtures were started before this snapshot and are left alone."""
+    before = set(LIVE)
+    yield
+    for worker in LIVE - before:
+        worker.stop()
 
 
 @pytest.fixture(scope="session")

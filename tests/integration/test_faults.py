@@ -41,10 +41,25 @@ def slow_worker(redis_client, log_dir, workers):
     proc.stop()
 
 
+def _running_in_a_burst(client, headers, db_session, n: int = 3, **body) -> tuple[str, list[str]]:
+    """Submit `n` jobs at once and return one seen `running`, with all their ids. A lone job runs at once (the
+    batcher opens its window only under concurrency, and the worker claims a job while its pass runs), so a
+    burst is what keeps jobs claimed and waiting in the 1.5 s window (SLOW) long enough to act on."""
+    ids = [client.post("/v1/jobs", json=request_body("openvla-slow", **body), headers=headers).get_json()["id"]
+           for _ in range(n)]
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        for job_id in ids:
+            if _state(db_session, job_id).state == "running":
+                return job_id, ids
+        time.sleep(0.01)
+    raise AssertionError(f"none of {ids} was seen running")
+
+
 def test_cancel_running_job_never_delivers(client, make_customer, slow_worker, db_session):
     headers = make_customer()[2]
-    job = client.post("/v1/jobs", json=request_body("openvla-slow"), headers=headers).get_json()
-    _wait_state(db_session, job["id"], {"running"})
+    running, _ = _running_in_a_burst(client, headers, db_session)
+    job = {"id": running}
     resp = client.delete(f"/v1/jobs/{job['id']}", headers=headers)
     assert resp.status_code == 200 and resp.get_json()["state"] == "canceled"
     time.sleep(2.5)  # the batch runs after its 1.5 s wait; its result must not land
@@ -57,24 +72,29 @@ def test_worker_sigkill_mid_job_completes_exactly_once(client, make_customer, re
                                                          db_session):
     headers = make_customer()[2]
     first = gpu_worker("openvla-slow", log_dir, **SLOW).start()
-    wait_ready(redis_client, "openvla-slow", worker=first)
-    job = client.post("/v1/jobs", json=request_body("openvla-slow", deadline_ms=120000), headers=headers).get_json()
-    _wait_state(db_session, job["id"], {"running"})
-    first.kill()  # SIGKILL: no ack, no cleanup; the message stays unacknowledged in Redis
-    assert _state(db_session, job["id"]).state == "running"
+    try:
+        wait_ready(redis_client, "openvla-slow", worker=first)
+        running, ids = _running_in_a_burst(client, headers, db_session, deadline_ms=120000)
+        first.kill()  # SIGKILL: no ack, no cleanup; the messages stay unacknowledged in Redis
+    finally:
+        first.kill()
+    assert _state(db_session, running).state == "running"
     second = gpu_worker("openvla-slow", log_dir, **SLOW).start()
     try:
-        done = _wait_state(db_session, job["id"], {"succeeded", "failed", "expired"}, timeout=60)
-        assert done.state == "succeeded", done.error
+        for job_id in ids:
+            done = _wait_state(db_session, job_id, {"succeeded", "failed", "expired"}, timeout=60)
+            assert done.state == "succeeded", done.error
+            assert len(done.result["action"]["values"]) == 7
         # Claimed by the killed worker, then again after redelivery (more than twice when the new worker's
         # model load outlasts the test's 4 s visibility timeout: each copy still finishes the job at most once).
-        assert done.attempts >= 2
-        assert len(done.result["action"]["values"]) == 7
+        assert _state(db_session, running).attempts >= 2
+        finished = {job_id: _state(db_session, job_id).finished_at for job_id in ids}
         time.sleep(float(VISIBILITY_S) + 1)  # a stray second delivery would have finished by now
-        usage = db_session.execute(select(func.count()).select_from(UsageRecord)
-                                   .where(UsageRecord.job_id == job["id"])).scalar_one()
-        assert usage == 1
-        assert _state(db_session, job["id"]).finished_at == done.finished_at
+        for job_id in ids:
+            usage = db_session.execute(select(func.count()).select_from(UsageRecord)
+                                       .where(UsageRecord.job_id == job_id)).scalar_one()
+            assert usage == 1
+            assert _state(db_session, job_id).finished_at == finished[job_id]
     finally:
         second.stop()
 

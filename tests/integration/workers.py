@@ -17,6 +17,11 @@ from workers.wire import notify
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Every worker started and not yet stopped. A test that fails before its own `stop()` would otherwise leave
+# its worker consuming the shared queues for the rest of the session, and later tests would fail for it.
+LIVE: set[WorkerProcess] = set()
+
+
 class WorkerProcess:
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path):
         self.argv, self.env, self.log_path = argv, env, log_path
@@ -27,12 +32,14 @@ class WorkerProcess:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(exe, cwd=ROOT, env={**os.environ, **self.env}, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lifeline())
+        LIVE.add(self)
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=30)
+        LIVE.discard(self)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -41,6 +48,7 @@ class WorkerProcess:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.kill()
+        LIVE.discard(self)
         self.log.close()
 
     def tail(self, n: int = 4000) -> str:

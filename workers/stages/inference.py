@@ -9,7 +9,7 @@ from typing import Any
 
 from workers.gpu import runtime
 from workers.gpu.decode import to_observation
-from workers.gpu.items import BatcherStopped, DeadlineExceeded, ItemTrace, ModelUnavailable
+from workers.gpu.items import BatcherStopped, BatchFuture, DeadlineExceeded, ModelUnavailable
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
 from workers.settings import Settings
@@ -24,22 +24,39 @@ log = logging.getLogger(__name__)
 
 
 def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Claim the job, run it through the batcher, record the timing. Returns what the safety stage needs."""
+    """Claim the job and run it through the batcher, the two at once; record the timing. Returns what the
+    safety stage needs.
+
+    The observation is queued for the model before the claim's round trip to PostgreSQL, so the claim costs
+    the job no latency; the result is used only once the claim says the job may run. A job the claim refuses
+    (canceled, ended, or past its deadline) has its item cancelled: dropped if its pass has not started, its
+    result ignored if it has. Nothing is written before the claim except a failure to read the input, and
+    that ends the job only if it is still active (jobstore's conditional UPDATE).
+    """
     job_id = job["job_id"]
+    claimed_at, t0 = time.time(), time.perf_counter()
+    try:
+        future = _submit(job)
+    except PolicyInputError as exc:
+        return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
 
     def claim_it() -> jobstore.Claim:
         with session_scope(settings.database_url) as s:
             return jobstore.claim_for_inference(s, job_id)
 
-    claim = retry_transient(claim_it, job["deadline"], what="claim job")
+    try:
+        claim = retry_transient(claim_it, job["deadline"], what="claim job")
+    except BaseException:
+        future.cancel()
+        raise
     if claim.state != "run":
+        future.cancel()
         log.info("job not run", extra={"job_id": job_id, "state": claim.state})
         if claim.state == "expired":
             announce_expired(settings, job)
         return {"skip": claim.state}
-    claimed_at, t0 = time.time(), time.perf_counter()
     try:
-        result, trace = _predict(job, claim.deadline_at)
+        result = _result(future, claim.deadline_at)
     except PolicyInputError as exc:
         return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
     except BatcherStopped as exc:  # draining (SIGTERM) before this item reached a forward pass
@@ -52,6 +69,7 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     except Exception:  # fail closed: a broken model never yields an action
         log.exception("inference failed", extra={"job_id": job_id})
         return _end(settings, job, "failed", JobError("inference_error"))
+    trace = future.trace
     inference_ms = (time.perf_counter() - t0) * 1000.0
     telemetry.inference_done(notify.client(settings.redis_url), job["model"], {**job, "claimed_at": claimed_at},
                              result.timings_ms, inference_ms, trace.batch_size, trace.batch_index == 0)
@@ -60,14 +78,20 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
-def _predict(job: dict[str, Any], deadline_at: datetime) -> tuple[PolicyResult, ItemTrace]:
-    obs = to_observation(job)  # the one place a job's images are decoded
-    batcher = runtime.get_batcher()
-    remaining = (deadline_at - datetime.now(UTC)).total_seconds()
+def _submit(job: dict[str, Any]) -> BatchFuture:
+    """Decode the job's images (the one place they are decoded) and queue the observation; the message's
+    deadline is the row's, so the batcher drops the item uncomputed once it has passed."""
+    obs = to_observation(job)
+    remaining = job["deadline"] - time.time()
     priority = 1 if job.get("kind") == "replay" else 0
-    future = batcher.submit(obs, priority=priority, deadline=time.monotonic() + remaining, job_id=job["job_id"])
+    return runtime.get_batcher().submit(obs, priority=priority, deadline=time.monotonic() + remaining,
+                                        job_id=job["job_id"])
+
+
+def _result(future: BatchFuture, deadline_at: datetime) -> PolicyResult:
+    remaining = (deadline_at - datetime.now(UTC)).total_seconds()
     try:
-        return future.result(timeout=max(remaining, 0.001)), future.trace
+        return future.result(timeout=max(remaining, 0.001))
     except FutureTimeout:
         future.cancel()
         raise

@@ -106,8 +106,12 @@ class OpenVLAPolicy(Policy):
         first for augmentation-trained fine-tunes."""
         if self.options.center_crop:
             img = center_crop(img, self.options.crop_scale)
-        pairs = zip(self.cfg.image_sizes, self.pixel_norms, strict=True)
-        parts = [normalize(resize_naive(img, size), m, s) for size, (m, s) in pairs]
+        resized: dict[int, np.ndarray] = {}  # both towers usually take the same size: resize once
+        parts = []
+        for size, (mean, std) in zip(self.cfg.image_sizes, self.pixel_norms, strict=True):
+            if size not in resized:
+                resized[size] = resize_naive(img, size)
+            parts.append(normalize(resized[size], mean, std))
         return torch.cat(parts, dim=0)
 
     @torch.inference_mode()
