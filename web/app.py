@@ -11,7 +11,7 @@ import redis
 import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
-from web import cors, db, docs_assets, input_guard, metrics
+from web import cors, db, docs_assets, input_guard, metrics, timing
 from web.auth import authenticate
 from web.compat import openvla as openvla_compat
 from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
@@ -104,7 +104,8 @@ def _begin() -> Response | None:
     if preflight is not None:
         return preflight
     if request.path.startswith("/v1/"):
-        authenticate()
+        with timing.phase("auth"):
+            authenticate()
     input_guard.check_request()
     return None
 
@@ -120,6 +121,7 @@ def _end(response: Response) -> Response:
     if request.path.startswith("/v1/"):
         response.headers["Cache-Control"] = "no-store"  # per-customer answers: no shared cache may keep them
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    response.headers["Server-Timing"] = timing.header(elapsed)
     metrics.observe_request(request, response, elapsed)
     log.info("request", extra={"method": request.method, "path": request.path, "status": response.status_code,
                                "ms": round(elapsed * 1000, 3)})

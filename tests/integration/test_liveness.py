@@ -131,8 +131,9 @@ def test_worker_consumes_again_after_redis_sigkill_and_restart(tmp_path, log_dir
 
 def test_sigterm_drains_and_requeues_what_had_not_started(client, make_customer, redis_client, log_dir, workers,
                                                           db_session):
-    """One item per pass, a dozen jobs: at SIGTERM the pass in progress finishes and the items still queued in
-    the batcher go back to the broker; a second worker then finishes every job, each exactly once."""
+    """One item per pass, four dozen jobs: at SIGTERM the pass in progress finishes and the items still queued
+    in the batcher go back to the broker; a second worker then finishes every job, each exactly once. (A pass
+    of the tiny model takes about 10 ms, so only a burst keeps several jobs claimed long enough to catch.)"""
     from sqlalchemy import func, select
 
     from tests.integration.workers import wait_ready
@@ -143,13 +144,13 @@ def test_sigterm_drains_and_requeues_what_had_not_started(client, make_customer,
     first = gpu_worker("openvla-slow", log_dir, **env).start()
     wait_ready(redis_client, "openvla-slow", worker=first)
     ids = [client.post("/v1/jobs", json=request_body("openvla-slow", deadline_ms=120000, seed=i),
-                       headers=headers).get_json()["id"] for i in range(12)]
+                       headers=headers).get_json()["id"] for i in range(48)]
 
     def states() -> list[str]:
         db_session.expire_all()
         return list(db_session.execute(select(Job.state).where(Job.id.in_(ids))).scalars())
 
-    _until(lambda: states().count("running") >= 4, 60, "jobs never claimed")
+    _until(lambda: states().count("running") >= 4, 60, "jobs never claimed", step=0.005)
     t0 = time.monotonic()
     os.killpg(first.proc.pid, signal.SIGTERM)
     assert first.proc.wait(timeout=30) == 0

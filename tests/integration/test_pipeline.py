@@ -54,6 +54,11 @@ def test_sync_inference_returns_spec_shape(client, headers, workers):
     assert {"overall_score", "checks_passed", "flags", "classifier_confidence", "modifications_applied"} <= set(safety)
     assert safety["decision"] in ("allowed", "modified")
     assert body["usage"]["requests_this_minute"] >= 1
+    # Server-Timing: where the web process spent the request; the phases lie within the total.
+    phases = dict(part.strip().split(";dur=") for part in resp.headers["Server-Timing"].split(","))
+    assert set(phases) == {"auth", "admit", "enqueue", "wait", "total"}
+    assert all(float(v) >= 0 for v in phases.values())
+    assert sum(float(v) for k, v in phases.items() if k != "total") <= float(phases["total"]) + 0.1
 
 
 def test_chunk_model_returns_whole_chunk(client, headers, workers):

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from flask import current_app, g
 
+from web import timing
 from web.auth import Principal, current
 from web.errors import ApiError
 from web.metrics import queue_depth
@@ -99,7 +100,8 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     settings = current_app.config["SETTINGS"]
     r = _redis(settings)
     limiter = RateLimiter(r)
-    decision = limiter.hit(p.customer_id, _limits(p))
+    with timing.phase("admit"):
+        decision = limiter.hit(p.customer_id, _limits(p))
     g.extra_headers = decision.headers()
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
@@ -107,16 +109,19 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
         telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
         raise rate_limited(decision)
     try:
-        if queue_depth(r, queue) >= settings.max_queue_depth:
-            telemetry.refused(r, "queue_full")
-            raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly", headers={"Retry-After": "2"})
-        inflight = InFlight(r)
-        if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
-            telemetry.refused(r, "in_flight")
-            raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in flight "
-                           "for this customer; wait for one to finish", headers={"Retry-After": "1"})
+        with timing.phase("admit"):
+            if queue_depth(r, queue) >= settings.max_queue_depth:
+                telemetry.refused(r, "queue_full")
+                raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly",
+                               headers={"Retry-After": "2"})
+            inflight = InFlight(r)
+            if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
+                telemetry.refused(r, "in_flight")
+                raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in "
+                               "flight for this customer; wait for one to finish", headers={"Retry-After": "1"})
         try:
-            return create(inflight.key(p.customer_id))
+            with timing.phase("enqueue"):
+                return create(inflight.key(p.customer_id))
         except BaseException:
             inflight.release(p.customer_id, lease_id)
             raise

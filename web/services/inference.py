@@ -7,6 +7,7 @@ from typing import Any
 from flask import current_app
 from marshmallow import ValidationError
 
+from web import timing
 from web.api.jobs.schemas import InferenceRequestSchema
 from web.errors import ApiError
 from web.services import admission
@@ -37,7 +38,8 @@ def submit_and_wait(data: dict[str, Any]) -> Job:
     """Admit (key already checked; limits, quota, in-flight, queue depth), enqueue, and block until the job
     is final, its deadline passes, or WAIT_MAX_S runs out."""
     job = admission.submit_job(data)
-    return wait_for(job, current_app.config["SETTINGS"].wait_max_s)
+    with timing.phase("wait"):
+        return wait_for(job, current_app.config["SETTINGS"].wait_max_s)
 
 
 def raise_for_failure(job: Job) -> None:
