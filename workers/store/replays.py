@@ -64,15 +64,24 @@ def stored_keys(session: Session, replay_id: str, episode: int) -> set[int]:
     return set(rows.scalars())
 
 
+# One compiled statement for every window (a multi-VALUES insert built per call was compiled per call: a
+# quarter of a replaying worker's Python time); RETURNING names only the rows it inserted.
+_INSERT_STEPS = (insert(ReplayStep.__table__)
+                 .on_conflict_do_nothing(index_elements=["replay_id", "episode", "step"])
+                 .returning(ReplayStep.__table__.c.step))
+
+
 def write_steps(session: Session, replay_id: str, rows: list[dict[str, Any]]) -> int:
-    """Insert the rows (duplicates ignored), then set done_steps from a count of the table."""
+    """Insert the rows (duplicates ignored) and add the number actually inserted to done_steps; returns it.
+
+    Counting what this insert wrote, not the table, keeps the figure exact (a redelivered window inserts
+    nothing twice) without a count over every stored row of the replay on each window."""
     rid = uuid.UUID(replay_id)
-    if rows:
-        session.execute(insert(ReplayStep).values([{**r, "replay_id": rid} for r in rows])
-                        .on_conflict_do_nothing(index_elements=["replay_id", "episode", "step"]))
-    done = count_steps(session, replay_id)
-    session.execute(update(Replay).where(Replay.id == rid).values(done_steps=done))
-    return done
+    inserted = len(session.execute(_INSERT_STEPS, [{**r, "replay_id": rid} for r in rows]).all()) if rows else 0
+    return int(session.execute(update(Replay).where(Replay.id == rid)
+                               .values(done_steps=Replay.done_steps + inserted)
+                               .execution_options(synchronize_session=False)
+                               .returning(Replay.done_steps)).scalar_one())
 
 
 def count_steps(session: Session, replay_id: str) -> int:
