@@ -5,6 +5,7 @@ import time
 from datetime import UTC, datetime
 
 from flask import current_app
+from sqlalchemy import bindparam, select
 
 from web import db
 from web.services import admission
@@ -33,16 +34,25 @@ def wait_for(job: Job, timeout_s: float) -> Job:
         # Wake at least every 5 s to re-read the row, so a token lost with a Redis restart costs
         # latency, never correctness.
         notify.wait_done(r, str(job.id), min(remaining, 5.0))
-        s.refresh(job)
+        job = _read(s, job.id)
     if job.state not in TERMINAL_STATES and time.monotonic() >= deadline:
-        _expire(s, job)
+        job = _expire(s, job)
     return job
 
 
-def _expire(s, job: Job) -> None:
+# The row as it stands, as a Job outside the session: one plain SELECT by primary key, without the ORM's
+# identity-map bookkeeping (a control loop pays this read on every request).
+_READ = select(Job.__table__).where(Job.__table__.c.id == bindparam("id"))
+
+
+def _read(s, job_id) -> Job:
+    return Job(**s.execute(_READ, {"id": job_id}).mappings().one())
+
+
+def _expire(s, job: Job) -> Job:
     locked = s.get(Job, job.id, with_for_update=True, populate_existing=True)
     expired = jobstore.expire(s, locked)
     s.commit()
     if expired:
         admission.ended(job, "expired")
-    s.refresh(job)
+    return _read(s, job.id)
