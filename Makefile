@@ -46,6 +46,7 @@ bench: install
 	$(PY) -m ops.bench.pipeline
 	$(PY) -m ops.bench.batching
 	$(PY) -m ops.bench.replay
+	$(PY) -m ops.bench.cpu_budget
 
 # Regenerates tests/golden/*.npz from the reference implementations, each in its own venv under
 # .data/golden-envs (see ops/golden/). `make test` only reads the committed files.

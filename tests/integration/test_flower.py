@@ -10,6 +10,7 @@ import time
 import requests
 
 from ops.lifeline import lifeline
+from tests.helpers import request_body
 from tests.integration.workers import ROOT
 
 
@@ -19,7 +20,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_flower_requires_basic_auth(tmp_path):
+def test_flower_requires_basic_auth_and_turns_task_events_on(tmp_path, client, headers, workers):
+    """Workers start with task events off (they cost CPU per task); Flower switches them on, so its task
+    views still fill: a job submitted after Flower is up shows in /api/tasks."""
     port = _free_port()
     env = {**os.environ, "FLOWER_BASIC_AUTH": "ops:s3cret"}
     cmd = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", f"--port={port}",
@@ -37,6 +40,14 @@ def test_flower_requires_basic_auth(tmp_path):
         assert resp.status_code == 401
         assert requests.get(url, auth=("ops", "wrong"), timeout=5).status_code == 401
         assert requests.get(url, auth=("ops", "s3cret"), timeout=5).status_code == 200
+        seen: set[str] = set()
+        end = time.monotonic() + 60
+        while "vla.infer" not in seen and time.monotonic() < end:
+            assert client.post("/v1/inference", json=request_body(), headers=headers).status_code == 200
+            tasks = requests.get(f"http://127.0.0.1:{port}/api/tasks", auth=("ops", "s3cret"), timeout=5).json()
+            seen = {t.get("name") for t in tasks.values()}
+            time.sleep(0.5)
+        assert {"vla.infer", "vla.safety"} <= seen, seen
     finally:
         proc.terminate()
         proc.wait(timeout=10)
