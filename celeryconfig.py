@@ -31,6 +31,11 @@ if broker_url.startswith("sentinel://"):
     broker_transport_options["master_name"] = _s.redis_sentinel_master
     broker_transport_options["sentinel_kwargs"] = {"socket_timeout": 1.0}
 broker_connection_retry_on_startup = True
+# kombu's Redis transport with one client per channel, not one per command (workers/wire/broker.py).
+if broker_url.startswith(("redis://", "rediss://")):
+    broker_transport = "workers.wire.broker:Transport"
+elif broker_url.startswith("sentinel://"):
+    broker_transport = "workers.wire.broker:SentinelTransport"
 
 task_serializer = "json"
 accept_content = ["json"]

@@ -1,0 +1,42 @@
+"""kombu's Redis transport, with one client object per channel instead of one per command.
+
+kombu's Redis channel builds a new `redis.Redis` around its connection pool for every publish, ack and
+unacked-index update (`Channel.conn_or_acquire`); with redis-py 8 building one costs about 70 µs of Python,
+and a job's path does it a dozen times across the web, the GPU worker and the safety worker. A client is a
+thin, thread-safe handle on the pool (pipelines are separate objects), so one per channel serves every
+thread. It is rebuilt whenever the channel gets a new pool (after a fork, or a reconnection). celeryconfig.py
+selects these classes for `redis://`, `rediss://` and `sentinel://` broker URLs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+
+class _OneSyncClient:
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:  # the consumer's own client, created once per channel by kombu already
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        pool = self.pool  # type: ignore[attr-defined]
+        cached = self.__dict__.get("_vla_sync_client")
+        if cached is None or cached[0] is not pool:
+            cached = (pool, super()._create_client(asynchronous=False))  # type: ignore[misc]
+            self.__dict__["_vla_sync_client"] = cached
+        return cached[1]
+
+
+class Channel(_OneSyncClient, kombu_redis.Channel):
+    pass
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+class SentinelChannel(_OneSyncClient, kombu_redis.SentinelChannel):
+    pass
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
