@@ -54,6 +54,11 @@ def test_sync_inference_returns_spec_shape(client, headers, workers):
     assert {"overall_score", "checks_passed", "flags", "classifier_confidence", "modifications_applied"} <= set(safety)
     assert safety["decision"] in ("allowed", "modified")
     assert body["usage"]["requests_this_minute"] >= 1
+    # The answer came from the worker's token (no read of the row); it is what the durable row says.
+    row = client.get(f"/v1/jobs/{body['job_id']}", headers=headers).get_json()
+    assert row["state"] == "succeeded" and body["timestamp"] == row["finished_at"]
+    assert body["action"] == row["result"]["action"] and body["safety"] == row["result"]["safety"]
+    assert body["performance"] == {**row["performance"], "model_timings_ms": row["result"]["model_timings_ms"]}
     # Server-Timing: where the web process spent the request; the phases lie within the total.
     phases = dict(part.strip().split(";dur=") for part in resp.headers["Server-Timing"].split(","))
     assert set(phases) == {"auth", "admit", "enqueue", "wait", "total"}

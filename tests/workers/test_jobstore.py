@@ -41,10 +41,15 @@ def test_claim_then_end_writes_state_timings_and_one_usage_row_with_the_rows_lat
     timings = store.StageTimings(inference_ms=12.5, inference_done_at=datetime.now(UTC).timestamp(),
                                  safety_check_ms=0.25)
     with session_scope(settings.database_url) as s:
-        assert store.finish(s, job_id, "succeeded", result=result, timings=timings) is True
+        settled = store.finish(s, job_id, "succeeded", result=result, timings=timings)
     with session_scope(settings.database_url) as s:  # a redelivered safety task: no second end, no second row
-        assert store.finish(s, job_id, "failed", error={"code": "safety_error"}) is False
+        assert store.finish(s, job_id, "failed", error={"code": "safety_error"}) is None
     job, usage = _rows(settings, job_id)
+    # What the waiters are told is what the committed row holds, column for column.
+    assert settled is not None
+    for key, value in settled.items():
+        stored = getattr(job, key)
+        assert (stored.isoformat() if hasattr(stored, "isoformat") else stored) == value, key
     assert (job.state, job.result, job.error, job.attempts) == ("succeeded", result, None, 1)
     assert (job.inference_ms, job.safety_check_ms) == (12.5, 0.25)
     assert job.inference_done_at == job.safety_started_at is not None
@@ -59,7 +64,7 @@ def test_claim_then_end_writes_state_timings_and_one_usage_row_with_the_rows_lat
 def test_a_failure_without_timings_keeps_null_result_and_counts_its_code(settings):
     job_id = _job(settings)
     with session_scope(settings.database_url) as s:
-        assert store.finish(s, job_id, "failed", error={"code": "inference_error", "detail": "x"}) is True
+        assert store.finish(s, job_id, "failed", error={"code": "inference_error", "detail": "x"}) is not None
     job, [row] = _rows(settings, job_id)
     assert (job.state, job.result, job.inference_ms, job.started_at) == ("failed", None, None, None)
     assert (row.detail, row.queue_wait_ms, row.inference_ms) == ("inference_error", None, None)
@@ -85,7 +90,7 @@ def test_racing_ends_end_a_job_exactly_once(settings):
     def end(state: str) -> None:
         start.wait()
         with session_scope(settings.database_url) as s:
-            wins.append(store.finish(s, job_id, state, error={"code": state}))
+            wins.append(store.finish(s, job_id, state, error={"code": state}) is not None)
 
     threads = [threading.Thread(target=end, args=(st,)) for st in ("failed", "expired", "canceled", "succeeded") * 2]
     for t in threads:

@@ -1,11 +1,13 @@
-"""Blocking wait on a job: BLPOP on its Redis token, then read the durable row (design.md, "Waiting")."""
+"""Blocking wait on a job: BLPOP on its Redis token, then the job as its row now stands (design.md, "Waiting"):
+from the token when a worker's token carries the settled columns (written after its commit), else read from
+PostgreSQL."""
 from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, inspect, select
 
 from web import db
 from web.services import admission
@@ -33,8 +35,9 @@ def wait_for(job: Job, timeout_s: float) -> Job:
             break
         # Wake at least every 5 s to re-read the row, so a token lost with a Redis restart costs
         # latency, never correctness.
-        notify.wait_done(r, str(job.id), min(remaining, 5.0))
-        job = _read(s, job.id)
+        token = notify.wait_done(r, str(job.id), min(remaining, 5.0))
+        settled = notify.outcome(token)
+        job = _settled(job, settled) if settled is not None and not inspect(job).persistent else _read(s, job.id)
     if job.state not in TERMINAL_STATES and time.monotonic() >= deadline:
         job = _expire(s, job)
     return job
@@ -47,6 +50,20 @@ _READ = select(Job.__table__).where(Job.__table__.c.id == bindparam("id"))
 
 def _read(s, job_id) -> Job:
     return Job(**s.execute(_READ, {"id": job_id}).mappings().one())
+
+
+_SETTLED_TIMES = ("finished_at", "started_at", "inference_done_at", "safety_started_at")
+
+
+def _settled(job: Job, outcome: dict) -> Job:
+    """A detached job with the columns the worker's transition settled: the committed row, without reading it
+    (a job loaded in this session, as GET /wait has, is read instead so the session never sees it dirty)."""
+    values = {c.key: getattr(job, c.key) for c in Job.__table__.columns}
+    values.update({k: v for k, v in outcome.items() if k in values})
+    for k in _SETTLED_TIMES:
+        if values.get(k) is not None:
+            values[k] = datetime.fromisoformat(values[k])
+    return Job(**values)
 
 
 def _expire(s, job: Job) -> Job:

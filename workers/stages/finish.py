@@ -23,14 +23,15 @@ def finish_job(settings: Settings, job: dict[str, Any], state: str, *, result: d
     The transition and the wake-up are retried apart: once the row is terminal, a retried transition would
     answer False and the wake-up would never be sent.
     """
-    def transition() -> bool:
+    def transition() -> dict[str, Any] | None:
         with session_scope(settings.database_url) as s:
             return jobstore.finish(s, job["job_id"], state, result=result,
                                    error=None if error is None else error.to_dict(), timings=timings)
 
-    changed = retry_transient(transition, job["deadline"], what="finish job")
+    outcome = retry_transient(transition, job["deadline"], what="finish job")
+    changed = outcome is not None
     if changed:
-        _wake(settings, job, state)
+        _wake(settings, job, state, outcome)
         telemetry.job_finished(notify.client(settings.redis_url), job, state, result,
                                timings.safety_check_ms if timings else None)
         log.info("job finished", extra={"job_id": job["job_id"], "state": state})
@@ -42,6 +43,7 @@ def announce_expired(settings: Settings, job: dict[str, Any]) -> None:
     _wake(settings, job, "expired")
 
 
-def _wake(settings: Settings, job: dict[str, Any], state: str) -> None:
-    retry_transient(lambda: notify.job_ended(notify.client(settings.redis_url), job, state), job["deadline"],
-                    what="wake waiters")
+def _wake(settings: Settings, job: dict[str, Any], state: str, outcome: dict[str, Any] | None = None) -> None:
+    """Wake the waiters; `outcome` (the settled columns, committed already) spares them reading the row."""
+    retry_transient(lambda: notify.job_ended(notify.client(settings.redis_url), job, state, outcome),
+                    job["deadline"], what="wake waiters")

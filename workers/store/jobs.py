@@ -39,7 +39,8 @@ _END = text(f"""
             inference_done_at = coalesce(:inference_done_at, inference_done_at),
             safety_started_at = coalesce(:inference_done_at, safety_started_at)
         WHERE id = :id AND state IN ({_ACTIVE_SQL})
-        RETURNING id, customer_id, model, kind, created_at, started_at, finished_at, inference_ms, safety_check_ms
+        RETURNING id, customer_id, model, kind, created_at, started_at, finished_at, inference_ms, safety_check_ms,
+                  attempts, inference_done_at, safety_started_at
     ), usage AS (
         INSERT INTO {_USAGE} (job_id, customer_id, model, kind, final_state, queue_wait_ms, inference_ms,
                               safety_check_ms, total_latency_ms, safety_modified, safety_rejected, detail)
@@ -48,7 +49,7 @@ _END = text(f"""
         FROM ended
         ON CONFLICT (job_id) DO NOTHING
     )
-    SELECT count(*) FROM ended
+    SELECT started_at, attempts, inference_ms, safety_check_ms, inference_done_at, safety_started_at FROM ended
 """).bindparams(
     bindparam("id", type_=UUID(as_uuid=True)), bindparam("state", type_=String),
     bindparam("finished_at", type_=DateTime(timezone=True)),
@@ -93,8 +94,10 @@ def claim_for_inference(session: Session, job_id: str) -> Claim:
 
 
 def finish(session: Session, job_id: str, state: str, *, result: dict[str, Any] | None = None,
-           error: dict[str, Any] | None = None, timings: StageTimings | None = None) -> bool:
-    """Move an active job to a terminal state and record its usage, once. False if it was already final."""
+           error: dict[str, Any] | None = None, timings: StageTimings | None = None) -> dict[str, Any] | None:
+    """Move an active job to a terminal state and record its usage, once. None if it was already final; else
+    the row's columns this transition settled (state, result, error, timestamps, timings, attempts), as
+    JSON-ready values, so waiters can be told the outcome without reading the row back."""
     return _end(session, uuid.UUID(job_id), state, result=result, error=error, timings=timings)
 
 
@@ -137,11 +140,11 @@ def _finish(session: Session, job: Job, state: str, *, result: dict[str, Any] | 
 
 
 def _end(session: Session, job_id: uuid.UUID, state: str, *, result: dict[str, Any] | None = None,
-         error: dict[str, Any] | None = None, timings: StageTimings | None = None) -> bool:
+         error: dict[str, Any] | None = None, timings: StageTimings | None = None) -> dict[str, Any] | None:
     """The one statement that ends a job (_END): a conditional UPDATE to `state` and, from the row it returns,
     the usage record (unique per job, so it is written once) with the latencies computed by PostgreSQL from
     the row's own timestamps. One round trip, where reading the row, updating it and inserting the usage took
-    three on every job's path. True if this call ended the job."""
+    three on every job's path. None if the job had already ended; else what `finish` returns."""
     decision = ((result or {}).get("safety") or {}).get("decision")
     params: dict[str, Any] = {
         "id": job_id, "state": state, "finished_at": now(), "result": result, "error": error,
@@ -152,7 +155,17 @@ def _end(session: Session, job_id: uuid.UUID, state: str, *, result: dict[str, A
         params.update(inference_ms=timings.inference_ms, safety_check_ms=timings.safety_check_ms)
         if timings.inference_done_at is not None:
             params["inference_done_at"] = datetime.fromtimestamp(timings.inference_done_at, UTC)
-    return bool(session.execute(_END, params).scalar_one())
+    row = session.execute(_END, params).first()
+    if row is None:
+        return None
+    return {"state": state, "result": result, "error": error, "finished_at": _iso(params["finished_at"]),
+            "started_at": _iso(row.started_at), "inference_done_at": _iso(row.inference_done_at),
+            "safety_started_at": _iso(row.safety_started_at), "attempts": row.attempts,
+            "inference_ms": row.inference_ms, "safety_check_ms": row.safety_check_ms}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def _ms(a: datetime | None, b: datetime | None) -> float | None:

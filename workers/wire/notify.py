@@ -1,8 +1,10 @@
 """Redis keys for result delivery and worker readiness.
 
-Waiting: the final task RPUSHes a token to `job:<id>:done`; a waiter BLPOPs it, re-pushes it for any
-other waiter, then reads the durable row from PostgreSQL (celery-notes §8: exact, and no shared
-pub/sub consumer under threaded gunicorn).
+Waiting: the final task RPUSHes a token to `job:<id>:done` after its transaction committed; a waiter BLPOPs
+it and re-pushes it for any other waiter (celery-notes §8: no shared pub/sub consumer under threaded
+gunicorn). A worker's token carries the columns its transition settled (JSON, `outcome`), exactly what the
+committed row now holds, so the waiter need not read the row back; a token that is only a state (the web's
+cancel or expiry, the reaper) sends the waiter to the durable row in PostgreSQL.
 Readiness: each worker writes its heartbeat as one field of the hash `workers:<model>` (field = its
 hostname, value = JSON with the time it was written). Reading a model's workers is one HGETALL, never a
 SCAN of the keyspace; fields older than their TTL are ignored and pruned by whoever reads them.
@@ -49,30 +51,43 @@ def done_key(job_id: str) -> str:
     return f"job:{job_id}:done"
 
 
-def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None) -> None:
+def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None,
+          outcome: dict[str, Any] | None = None) -> None:
     """The one "it ended" path for jobs and replays: wake the waiters and free the customer's in-flight slot
     (its key travels in the task's message, so workers need not know how the web names it)."""
+    _push(r, row_id, state if outcome is None else json.dumps(outcome), inflight_key)
+
+
+def _push(r: redis.Redis, row_id: str, token: str, inflight_key: str | None) -> None:
     pipe = r.pipeline()
-    pipe.rpush(done_key(row_id), state)
+    pipe.rpush(done_key(row_id), token)
     pipe.expire(done_key(row_id), DONE_TTL_S)
     if inflight_key:
         pipe.zrem(inflight_key, row_id)
     pipe.execute()
 
 
-def job_ended(r: redis.Redis, job: dict[str, Any], state: str) -> None:
-    ended(r, job["job_id"], state, job.get("inflight_key"))
+def job_ended(r: redis.Redis, job: dict[str, Any], state: str, outcome: dict[str, Any] | None = None) -> None:
+    ended(r, job["job_id"], state, job.get("inflight_key"), outcome)
 
 
-def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> bool:
-    """Block until the job's token appears or the timeout passes; leave the token for other waiters."""
+def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> str | None:
+    """Block until the job's token appears or the timeout passes (None); leave the token for other waiters."""
     if timeout_s <= 0:
-        return False
+        return None
     got = r.blpop([done_key(job_id)], timeout=timeout_s)
     if got is None:
-        return False
-    ended(r, job_id, got[1].decode(), None)  # put the token back for the next waiter
-    return True
+        return None
+    token = got[1].decode()
+    _push(r, job_id, token, None)  # put the token back for the next waiter
+    return token
+
+
+def outcome(token: str | None) -> dict[str, Any] | None:
+    """The settled columns a worker's token carries, or None for a bare state (read the row instead)."""
+    if not token or not token.startswith("{"):
+        return None
+    return json.loads(token)
 
 
 def heartbeat_key(model: str) -> str:
