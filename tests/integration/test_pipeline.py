@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from tests.helpers import png_b64, request_body
 from workers.store.models import Job, UsageRecord
+from workers.wire import notify
 
 
 def _poll(client, headers, job_id, timeout=30.0):
@@ -43,7 +44,7 @@ def test_wait_endpoint_blocks_until_done(client, headers, workers):
     assert resp.get_json()["state"] == "succeeded"
 
 
-def test_sync_inference_returns_spec_shape(client, headers, workers):
+def test_sync_inference_returns_spec_shape(client, headers, workers, redis_client):
     resp = client.post("/v1/inference", json=request_body(), headers=headers)
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
@@ -54,6 +55,8 @@ def test_sync_inference_returns_spec_shape(client, headers, workers):
     assert {"overall_score", "checks_passed", "flags", "classifier_confidence", "modifications_applied"} <= set(safety)
     assert safety["decision"] in ("allowed", "modified")
     assert body["usage"]["requests_this_minute"] >= 1
+    # The waiter took the worker's outcome token and left only the bare state behind (tokens live minutes).
+    assert redis_client.lrange(notify.done_key(body["job_id"]), 0, -1) == [b"succeeded"]
     # The answer came from the worker's token (no read of the row); it is what the durable row says.
     row = client.get(f"/v1/jobs/{body['job_id']}", headers=headers).get_json()
     assert row["state"] == "succeeded" and body["timestamp"] == row["finished_at"]

@@ -55,7 +55,9 @@ def usage_headers(p: Principal) -> dict[str, str]:
 
 
 def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_key: str | None = None,
-               req_hash: str | None = None) -> Job:
+               req_hash: str | None = None, waiter: bool = False) -> Job:
+    """Admit, write and enqueue one job. `waiter`: this request will block on the job (the sync paths), so the
+    worker wakes it with the settled row itself (workers/wire/notify.py), sparing it a read."""
     settings = current_app.config["SETTINGS"]
     catalog.require_model(settings, data["model"])  # a name lookup: an unknown model has no queue to count
     # The lease is keyed by the job id from the start, so the worker can release it when the job ends.
@@ -65,6 +67,7 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
     def create(inflight_key: str) -> Job:
         prepared = submit.prepare(settings, data, g.request_id, kind)  # images from headers, robot config
         prepared.payload["inflight_key"] = inflight_key
+        prepared.payload["waiter"] = waiter
         return submit.create_job(current(), prepared, g.request_id, job_id=job_id, idempotency_key=idempotency_key,
                                  req_hash=req_hash)
 

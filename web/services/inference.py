@@ -37,7 +37,7 @@ def load_request(body: dict[str, Any]) -> dict[str, Any]:
 def submit_and_wait(data: dict[str, Any]) -> Job:
     """Admit (key already checked; limits, quota, in-flight, queue depth), enqueue, and block until the job
     is final, its deadline passes, or WAIT_MAX_S runs out."""
-    job = admission.submit_job(data)
+    job = admission.submit_job(data, waiter=True)
     with timing.phase("wait"):
         return wait_for(job, current_app.config["SETTINGS"].wait_max_s)
 

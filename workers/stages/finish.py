@@ -31,7 +31,9 @@ def finish_job(settings: Settings, job: dict[str, Any], state: str, *, result: d
     outcome = retry_transient(transition, job["deadline"], what="finish job")
     changed = outcome is not None
     if changed:
-        _wake(settings, job, state, outcome)
+        # Only a job whose submitter blocks on it gets the settled row in its token: a token lives for minutes,
+        # and submit-then-poll clients (most of the volume) read the row when they ask anyway.
+        _wake(settings, job, state, outcome if job.get("waiter") else None)
         telemetry.job_finished(notify.client(settings.redis_url), job, state, result,
                                timings.safety_check_ms if timings else None)
         log.info("job finished", extra={"job_id": job["job_id"], "state": state})

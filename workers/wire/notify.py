@@ -2,9 +2,10 @@
 
 Waiting: the final task RPUSHes a token to `job:<id>:done` after its transaction committed; a waiter BLPOPs
 it and re-pushes it for any other waiter (celery-notes §8: no shared pub/sub consumer under threaded
-gunicorn). A worker's token carries the columns its transition settled (JSON, `outcome`), exactly what the
-committed row now holds, so the waiter need not read the row back; a token that is only a state (the web's
-cancel or expiry, the reaper) sends the waiter to the durable row in PostgreSQL.
+gunicorn). For a job whose submitter blocks on it (the sync paths mark it `waiter`), the worker's token carries
+the columns its transition settled (JSON, `outcome`), exactly what the committed row now holds, so that waiter
+need not read the row back; it re-pushes only the bare state. A token that is only a state (submit-then-poll
+jobs, the web's cancel or expiry, the reaper) sends the waiter to the durable row in PostgreSQL.
 Readiness: each worker writes its heartbeat as one field of the hash `workers:<model>` (field = its
 hostname, value = JSON with the time it was written). Reading a model's workers is one HGETALL, never a
 SCAN of the keyspace; fields older than their TTL are ignored and pruned by whoever reads them.
@@ -79,7 +80,10 @@ def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> str | None:
     if got is None:
         return None
     token = got[1].decode()
-    _push(r, job_id, token, None)  # put the token back for the next waiter
+    settled = outcome(token)
+    # Put the token back for any other waiter, as the bare state: they read the row, and the list that lives
+    # for DONE_TTL_S stays a few bytes.
+    _push(r, job_id, token if settled is None else settled["state"], None)
     return token
 
 
