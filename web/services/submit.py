@@ -141,7 +141,8 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     resend.keep(notify.client(current_app.config["SETTINGS"].redis_url), str(job.id), payload, safety_job)
     s = db.session()
     # A plain INSERT of the row's columns: the ORM's unit of work cost the request more CPU than the insert.
-    # The returned Job stays outside the session; waiting.wait_for reads the row afresh.
+    # The returned Job stays outside the session: waiting.wait_for replaces it with the settled row (from the
+    # worker's token, or read afresh), never by refreshing this object.
     s.execute(_INSERT_JOB, {c: getattr(job, c) for c in _JOB_INSERT_COLUMNS})
     s.commit()
     _enqueue_or_undo(lambda: send_job(payload, safety_job), lambda: s.execute(_DELETE_JOB, {"id": job.id}), "job")

@@ -109,12 +109,6 @@ class StageTimings:
     inference_done_at: float | None = None  # epoch seconds
     safety_check_ms: float | None = None
 
-    def apply(self, job: Job) -> None:
-        job.inference_ms = self.inference_ms
-        job.safety_check_ms = self.safety_check_ms
-        if self.inference_done_at is not None:
-            job.inference_done_at = job.safety_started_at = datetime.fromtimestamp(self.inference_done_at, UTC)
-
 
 def expire(session: Session, job: Job) -> bool:
     """Expire an active job whose deadline has passed (called by the web when a waiter reaches it)."""
