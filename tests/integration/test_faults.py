@@ -44,12 +44,13 @@ def slow_worker(redis_client, log_dir, workers):
 def _running_in_a_burst(client, headers, db_session, n: int = 3, **body) -> tuple[str, list[str]]:
     """Submit `n` jobs at once and return one seen `running`, with all their ids. A lone job runs at once (the
     batcher opens its window only under concurrency, and the worker claims a job while its pass runs), so a
-    burst is what keeps jobs claimed and waiting in the 1.5 s window (SLOW) long enough to act on."""
+    burst is what keeps jobs claimed and waiting in the 1.5 s window (SLOW) long enough to act on. The latest
+    are looked at first: the first of the burst may have run alone and be ending already."""
     ids = [client.post("/v1/jobs", json=request_body("openvla-slow", **body), headers=headers).get_json()["id"]
            for _ in range(n)]
     end = time.monotonic() + 30
     while time.monotonic() < end:
-        for job_id in ids:
+        for job_id in reversed(ids):
             if _state(db_session, job_id).state == "running":
                 return job_id, ids
         time.sleep(0.01)
