@@ -20,7 +20,7 @@ from workers.policies.pi0_flow import row_noise
 @torch.inference_mode()
 def openvla_generate(policy: OpenVLAPolicy, observations: list[Observation]) -> torch.Tensor:
     rows = [policy.prompt_ids(o.instruction) for o in observations]
-    pixels = torch.stack([policy.pixels(o.images[CAMERA]) for o in observations]).to(policy.device, policy.dtype)
+    pixels = policy.pixel_batch([o.images[CAMERA] for o in observations], policy.device).to(policy.dtype)
     embeds, mask, _ = splice_inputs(policy.model, policy.model.encode_images(pixels), rows)
     n_steps = max(policy.stats[policy.unnorm_key(o)].action_dim for o in observations)
     lm = policy.model.language_model

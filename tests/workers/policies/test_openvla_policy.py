@@ -100,3 +100,20 @@ def test_unknown_unnorm_key_lists_valid_keys(openvla: OpenVLAPolicy, make_vla_ob
         openvla.validate(make_vla_obs(0, unnorm_key="bridge"))
     assert err.value.valid == ["bridge_orig", "fractal20220817_data"]
     assert "fractal20220817_data" in err.value.message
+
+
+def test_batch_pixels_are_bitwise_the_per_image_reference(openvla: OpenVLAPolicy, make_image) -> None:
+    """The serving path normalises a whole batch at once (uint8 upload, three tensor operations); each
+    image must come out bit for bit as the per-image reference arithmetic ((x / 255 - mean) / std per
+    tower) that the golden tests pin to the upstream processor."""
+    import torch
+
+    from workers.policies.preprocess import normalize, resize_naive
+
+    images = [make_image(seed, 96, 64) for seed in range(3)]
+    batch = openvla.pixel_batch(images, torch.device("cpu"))
+    assert batch.shape == (3, 6, openvla.image_size, openvla.image_size) and batch.dtype == torch.float32
+    for img, got in zip(images, batch, strict=True):
+        resized = resize_naive(img, openvla.image_size)
+        expected = torch.cat([normalize(resized, mean, std) for mean, std in openvla.pixel_norms])
+        assert torch.equal(got, expected)

@@ -21,7 +21,7 @@ from workers.policies.openvla.decode import greedy_decode, splice_inputs
 from workers.policies.openvla.model import OpenVLAModel, checkpoint_to_module_name, unused_checkpoint_key
 from workers.policies.openvla.options import OpenVLAOptions, center_crop, resolve
 from workers.policies.openvla.static_decode import StaticDecodePool, bucket_for
-from workers.policies.preprocess import normalize, resize_naive
+from workers.policies.preprocess import normalize_batch, resize_naive
 from workers.policies.selfcheck import check_openvla
 from workers.policies.timing import Stopwatch
 
@@ -43,6 +43,9 @@ class OpenVLAPolicy(Policy):
         self.space_id = _word_boundary_id(tokenizer)
         towers = (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer)
         self.pixel_norms = [(t.pretrained_cfg["mean"], t.pretrained_cfg["std"]) for t in towers]
+        if len(set(cfg.image_sizes)) != 1:  # both towers see the same pixels, stacked along the channels
+            raise CheckpointError(f"vision towers with different image sizes are not supported: {cfg.image_sizes}")
+        self.image_size = cfg.image_sizes[0]
         default = cfg.raw.get("default_unnorm_key") or (next(iter(self.stats)) if len(self.stats) == 1 else None)
         dim = self.stats[default].action_dim if default else next(iter(self.stats.values())).action_dim
         self.spec = PolicySpec(
@@ -103,16 +106,16 @@ class OpenVLAPolicy(Policy):
 
     def pixels(self, img: np.ndarray) -> torch.Tensor:
         """6 channels: the same image normalised for DINOv2 (0-2) and for SigLIP (3-5), center-cropped
-        first for augmentation-trained fine-tunes."""
+        first for augmentation-trained fine-tunes. On the CPU; the serving path is `pixel_batch`."""
+        return self.pixel_batch([img], torch.device("cpu"))[0]
+
+    def pixel_batch(self, images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+        """(B, 6, S, S) float32 on `device`. Crop and resize stay on the host, in PIL, because PIL's
+        fixed-point bicubic is what the reference feeds the model (torch's differs by a unit in some
+        pixels); the normalisation runs over the whole batch on the device, uploaded as uint8."""
         if self.options.center_crop:
-            img = center_crop(img, self.options.crop_scale)
-        resized: dict[int, np.ndarray] = {}  # both towers usually take the same size: resize once
-        parts = []
-        for size, (mean, std) in zip(self.cfg.image_sizes, self.pixel_norms, strict=True):
-            if size not in resized:
-                resized[size] = resize_naive(img, size)
-            parts.append(normalize(resized[size], mean, std))
-        return torch.cat(parts, dim=0)
+            images = [center_crop(img, self.options.crop_scale) for img in images]
+        return normalize_batch([resize_naive(img, self.image_size) for img in images], self.pixel_norms, device)
 
     @torch.inference_mode()
     def decode_tokens(self, observations: list[Observation], timings: dict[str, float] | None = None) -> torch.Tensor:
@@ -120,8 +123,7 @@ class OpenVLAPolicy(Policy):
         watch = Stopwatch(self.device)
         keys = [self.unnorm_key(o) for o in observations]
         rows = [self.prompt_ids(o.instruction) for o in observations]
-        pixels = torch.stack([self.pixels(o.images[CAMERA]) for o in observations])
-        pixels = pixels.to(self.device, self.dtype)
+        pixels = self.pixel_batch([o.images[CAMERA] for o in observations], self.device).to(self.dtype)
         watch.lap(timings, "preprocess")
         patches = self.model.encode_images(pixels)
         watch.lap(timings, "vision")
