@@ -24,6 +24,7 @@ from workers.policies.common import EE_DELTA_UNITS, build_and_load, check_state,
 from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
 from workers.policies.errors import CheckpointError, PolicyInputError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
+from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
 from workers.policies.preprocess import normalize, resize_with_pad
 from workers.policies.selfcheck import check_pi0
@@ -51,6 +52,7 @@ class Pi0Policy(Policy):
         self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
         self.cfg: PI0Config = model.config
         self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
+        self.flow = FlowGraphPool(model)  # on CUDA the Euler loop replays a captured graph per shape
         stats = meta.get("norm_stats", meta)
         self.state_stats, self.action_stats = Stats(stats["state"], "state"), Stats(stats["actions"], "actions")
         self.eps, self.inverse_eps = eps, inverse_eps
@@ -140,7 +142,8 @@ class Pi0Policy(Policy):
         state = self._state(observations)
         watch.lap(timings, "preprocess")
         y = sample_actions(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
-                           timings=timings, recompute_prefix=recompute_prefix, **inputs)
+                           timings=timings, recompute_prefix=recompute_prefix, flow=self.flow.integrate,
+                           **inputs)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]

@@ -11,6 +11,10 @@ expert, the prefix cache cropped back after each step so steps never attend to e
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from transformers import PI0ForConditionalGeneration
 
@@ -75,6 +79,24 @@ def velocity(model: PI0ForConditionalGeneration, state: torch.Tensor, x: torch.T
     return model.action_out_proj(hidden.to(model.action_out_proj.weight.dtype)).float()
 
 
+def integrate(model: PI0ForConditionalGeneration, state: torch.Tensor, noise: torch.Tensor,
+              attention_mask: torch.Tensor, cache, num_steps: int) -> torch.Tensor:
+    """Euler from t=1 (noise) to t=0 in fp32 over a prefix cache, cropped back after each step so that
+    steps never attend to each other. No host synchronisation: pi0_graph captures this whole function."""
+    prefix_length = cache.get_seq_length()
+    dt = -1.0 / num_steps
+    x = noise.float()
+    for step in range(num_steps):
+        t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
+        v = velocity(model, state, x, t, attention_mask, cache)
+        cache.crop(prefix_length - cache.get_seq_length())
+        x = x + dt * v
+    return x
+
+
+Integrator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, int], torch.Tensor]
+
+
 @torch.inference_mode()
 def sample_actions(
     model: PI0ForConditionalGeneration,
@@ -87,23 +109,29 @@ def sample_actions(
     num_steps: int,
     timings: dict[str, float] | None = None,
     recompute_prefix: bool = False,
+    flow: Integrator | None = None,
 ) -> torch.Tensor:
-    """Euler integration from t=1 (noise) to t=0 in fp32. `recompute_prefix` rebuilds the prefix cache at
-    every step instead of cropping one back: slower, and the self-check's reference."""
+    """One prefix pass, then the Euler integration: `flow(state, noise, mask, cache, num_steps)` when given
+    (pi0_graph's pool: a CUDA graph per shape), else `integrate`. `recompute_prefix` rebuilds the prefix
+    cache at every step instead of cropping one back: slower, and the self-check's reference."""
     watch = Stopwatch(input_ids.device)
     embeds = embed_prefix(model, input_ids, images)
     watch.lap(timings, "vision")
     cache = prefix_cache(model, embeds, attention_mask)
-    prefix_length = cache.get_seq_length()
     watch.lap(timings, "prefill")
+    if not recompute_prefix:
+        x = (flow or functools.partial(integrate, model))(state, noise, attention_mask, cache, num_steps)
+        watch.lap(timings, "flow")
+        return x
+    prefix_length = cache.get_seq_length()
     dt = -1.0 / num_steps
     x = noise.float()
     for step in range(num_steps):
         t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
-        if recompute_prefix and step:
+        if step:
             cache = prefix_cache(model, embeds, attention_mask)
         v = velocity(model, state, x, t, attention_mask, cache)
-        cache.crop(prefix_length - cache.get_seq_length())  # steps must not attend to each other
+        cache.crop(prefix_length - cache.get_seq_length())
         x = x + dt * v
     watch.lap(timings, "flow")
     return x

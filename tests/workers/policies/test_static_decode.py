@@ -83,3 +83,19 @@ def test_concurrent_predicts_take_turns_on_the_shared_decoder(openvla: OpenVLAPo
         together = list(pool.map(lambda o: openvla.predict([o])[0].actions, obs * 3))
     for i, got in enumerate(together):
         assert (got == alone[i % len(obs)]).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="forces a capture that cannot succeed without CUDA")
+def test_a_failed_capture_falls_back_to_eager_steps(openvla: OpenVLAPolicy, make_vla_obs, caplog) -> None:
+    """use_graphs forced on a CPU-only build, where making a CUDA stream raises: the tokens are still the
+    dynamic path's, the failure is logged once, and the pool stops trying."""
+    pool = StaticDecodePool(openvla.model, use_graphs=True)
+    allowed = openvla._allowed_ids()
+    inputs = _inputs(openvla, make_vla_obs, 3)
+    with caplog.at_level("WARNING", logger="workers.policies.openvla.static_decode"):
+        a = pool.decode(*inputs, 7, allowed)
+        b = pool.decode(*inputs, 7, allowed)
+    expected = greedy_decode(openvla.model, *inputs, 7, allowed)
+    assert torch.equal(a, expected) and torch.equal(b, expected)
+    assert pool.use_graphs is False and all(d.graph is None for d in pool.decoders.values())
+    assert sum("capture failed" in r.getMessage() for r in caplog.records) == 1

@@ -11,6 +11,7 @@ single-token step that only touches preallocated device buffers, so on CUDA it i
 """
 from __future__ import annotations
 
+import logging
 import threading
 
 import torch
@@ -21,6 +22,7 @@ from workers.policies.hf_compat import cache_kwarg
 from workers.policies.openvla.model import OpenVLAModel
 from workers.policies.timing import Stopwatch
 
+log = logging.getLogger(__name__)
 BUCKETS = (1, 2, 4, 8, 16)
 CAPACITY_STEP = 128  # cache length rounds up to this, so a graph serves every prompt length below it
 WARMUP_STEPS = 2  # CUDA graph capture wants the kernels' lazy initialisation done on a side stream first
@@ -169,7 +171,12 @@ class StaticDecodePool:
                 dec = self.decoders[key] = StaticDecoder(self.model, *key)
                 if self.use_graphs:
                     dec.load_prefix(cache, attention_mask, position_ids, first)
-                    dec.capture()
+                    try:
+                        dec.capture()
+                    except Exception:  # noqa: BLE001 (a capture we cannot make costs speed, never a request)
+                        log.warning("OpenVLA decode: CUDA graph capture failed for bucket %d, capacity %d; "
+                                    "stepping eagerly from now on", key[0], key[1], exc_info=True)
+                        self.use_graphs = False
             dec.load_prefix(cache, attention_mask, position_ids, first)
             tokens = dec.run()[:batch].clone()
         watch.lap(timings, "decode")
