@@ -30,8 +30,10 @@ def summary_ms(latencies_s: list[float]) -> dict[str, float]:
             "n": len(ms)}
 
 
-def closed_loop(call: Callable[[int], None], clients: int, duration_s: float, warmup_s: float = 1.0) -> dict:
-    """`clients` threads call `call(i)` back to back; latencies and throughput after a warm-up."""
+def closed_loop(call: Callable[[int], None], clients: int, duration_s: float, warmup_s: float = 1.0,
+                keep: bool = False) -> dict:
+    """`clients` threads call `call(i)` back to back; latencies and throughput after a warm-up (and, with
+    `keep`, the raw latencies in seconds under "latencies_s", for pooling several runs)."""
     lat: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -59,8 +61,9 @@ def closed_loop(call: Callable[[int], None], clients: int, duration_s: float, wa
         t.start()
     for t in threads:
         t.join()
-    return {"clients": clients, "throughput_rps": round(len(lat) / duration_s, 2), "errors": errors[0],
-            **summary_ms(lat)}
+    out = {"clients": clients, "throughput_rps": round(len(lat) / duration_s, 2), "errors": errors[0],
+           **summary_ms(lat)}
+    return {**out, "latencies_s": lat} if keep else out
 
 
 def machine() -> str:

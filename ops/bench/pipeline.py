@@ -4,14 +4,17 @@ naive Flask + Celery chain + AsyncResult.get (ops/bench/naive_chain.py), at 8 an
     python -m ops.bench.pipeline [--model openvla-tiny] [--duration 10]
 
 Starts its own processes (gunicorn, a GPU worker, the safety worker, the naive worker and web) against
-DATABASE_URL / REDIS_URL or the embedded servers, in a scratch database and Redis db 8. Overhead is a
-path's latency minus the in-process policy call's latency at the same percentile. Last line: one JSON object.
+DATABASE_URL / REDIS_URL or the embedded servers, in a scratch database and Redis db 8. Each client count
+is measured in `--rounds` slices per path, taken in turns with an in-process sample in every round, so the
+host's drift falls on both paths alike. Overhead is a path's latency minus the in-process policy call's
+latency (same rounds) at the same percentile. Last line: one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +78,8 @@ def bench_key(env: dict[str, str]) -> str:
     return key
 
 
-def in_process(model: str, env: dict[str, str], body: dict, n: int = 200) -> dict:
+def in_process(model: str, env: dict[str, str], body: dict) -> Callable[[int], list[float]]:
+    """The policy loaded in this process; returns `sample(n)`: n back-to-back calls' latencies (seconds)."""
     from workers.gpu.decode import decode_image
     from workers.policies.base import Observation
     from workers.policies.registry import load_policy
@@ -85,12 +89,16 @@ def in_process(model: str, env: dict[str, str], body: dict, n: int = 200) -> dic
                       instruction=body["instruction"])
     for _ in range(10):
         policy.predict([obs])
-    lat = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        policy.predict([obs])
-        lat.append(time.perf_counter() - t0)
-    return summary_ms(lat)
+
+    def sample(n: int) -> list[float]:
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            policy.predict([obs])
+            lat.append(time.perf_counter() - t0)
+        return lat
+
+    return sample
 
 
 def start_ours(env: dict[str, str], model: str, port: int) -> list:
@@ -128,7 +136,27 @@ def load(url: str, body: dict, headers: dict, clients: int, duration: float) -> 
         if r.status_code != 200:
             raise RuntimeError(r.text[:200])
 
-    return closed_loop(call, clients, duration)
+    return closed_loop(call, clients, duration, warmup_s=0.5, keep=True)
+
+
+def interleaved(paths: dict[str, tuple], clients: int, duration: float, rounds: int,
+                baseline: Callable[[int], list[float]]) -> tuple[dict[str, dict], list[float]]:
+    """Every path for duration/rounds seconds per round, the order flipped each round, with an in-process
+    sample in each round too; latencies pooled per path. On a shared machine the speed of the host drifts
+    by tens of percent within minutes: slices taken in turns see the same drift, one long run each does
+    not."""
+    pooled: dict[str, dict] = {name: {"lat": [], "errors": 0} for name in paths}
+    base: list[float] = []
+    names = list(paths)
+    for r in range(rounds):
+        base += baseline(max(20, 200 // rounds))
+        for name in names if r % 2 == 0 else names[::-1]:
+            res = load(*paths[name], clients, duration / rounds)
+            pooled[name]["lat"] += res["latencies_s"]
+            pooled[name]["errors"] += res["errors"]
+    out = {name: {"clients": clients, "throughput_rps": round(len(p["lat"]) / duration, 2), "errors": p["errors"],
+                  **summary_ms(p["lat"])} for name, p in pooled.items()}
+    return out, base
 
 
 def main() -> None:
@@ -136,15 +164,18 @@ def main() -> None:
     ap.add_argument("--model", default="openvla-tiny")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="slices per path and client count, taken in turns (1: one run of each)")
     args = ap.parse_args()
     env = setup(args.model)
     body = {"model": args.model, "image": png_b64(64, 64), "instruction": "pick up the red block",
             "robot_config": {"type": "widowx_250"}, "safety": {"mode": "clamp"}}
     key = bench_key(env)
-    base = in_process(args.model, env, body)
+    baseline = in_process(args.model, env, body)
     ours_port, naive_port = free_port(), free_port()
     procs = start_ours(env, args.model, ours_port) + start_naive(env, naive_port)
-    results: dict = {"bench": "pipeline", "model": args.model, "machine": machine(), "in_process": base}
+    results: dict = {"bench": "pipeline", "model": args.model, "machine": machine(), "rounds": args.rounds}
+    base_all: list[float] = []
     try:
         ours, naive = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{naive_port}"
         wait_http(f"{ours}/health")
@@ -152,17 +183,22 @@ def main() -> None:
         wait_ready(ours, key, args.model)
         headers = {"Authorization": f"Bearer {key}"}
         naive_body = {k: body[k] for k in ("image", "instruction")}
+        paths = {"ours_sync": (f"{ours}/v1/inference", body, headers),
+                 "naive_chain": (f"{naive}/infer", naive_body, {})}
         for clients in [int(c) for c in args.clients.split(",")]:
-            for name, url, b, h in (("ours_sync", f"{ours}/v1/inference", body, headers),
-                                    ("naive_chain", f"{naive}/infer", naive_body, {})):
-                r = load(url, b, h, clients, args.duration)
+            runs, base_lat = interleaved(paths, clients, args.duration, args.rounds, baseline)
+            base_all += base_lat
+            base = summary_ms(base_lat)  # the in-process call sampled in the same rounds
+            for name, r in runs.items():
                 r["overhead_p50_ms"] = round(r["p50_ms"] - base["p50_ms"], 3)
                 r["overhead_p99_ms"] = round(r["p99_ms"] - base["p99_ms"], 3)
+                r["in_process"] = base
                 results[f"{name}_c{clients}"] = r
                 print(f"{name:12s} clients={clients:3d} {r}")
     finally:
         stop(procs)
-    print(f"in-process {args.model}: {base}")
+    results["in_process"] = summary_ms(base_all)
+    print(f"in-process {args.model}: {results['in_process']}")
     results["ratios"] = ratios(results)
     emit(results)
 
