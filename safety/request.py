@@ -18,8 +18,14 @@ from safety.errors import SafetyConfigError
 from safety.profiles import load_profile
 
 
-def validate_robot_config(robot_config: Mapping[str, Any] | None, *, default_type: str | None = None) -> RobotConfig:
-    """Resolve robot_config["type"] (or default_type) to its profile and apply the overrides."""
+def validate_robot_config(robot_config: Mapping[str, Any] | RobotConfig | None, *,
+                          default_type: str | None = None) -> RobotConfig:
+    """Resolve robot_config["type"] (or default_type) to its profile and apply the overrides.
+
+    A RobotConfig passes through: a caller judging many actions for one robot (a replay window) resolves
+    the profile once instead of once per action."""
+    if isinstance(robot_config, RobotConfig):
+        return robot_config
     robot_config = {} if robot_config is None else v.mapping_of(robot_config, "robot_config")
     name = robot_config.get("type", default_type)
     if name is None:

@@ -53,14 +53,18 @@ def test_claims_run_hand_on_relay_and_drop(settings, replay_id):
 
 def test_steps_written_twice_count_once(settings, replay_id):
     with session_scope(settings.database_url) as s:
-        assert store.write_steps(s, replay_id, [_row(0, 0), _row(0, 1)]) == 2
-        assert store.write_steps(s, replay_id, [_row(0, 1), _row(1, 0)]) == 3  # a redelivered window
+        assert store.claim_slice(s, replay_id, 0, grace_s=10)[0] == "run"
+        assert store.write_window(s, replay_id, 0, [_row(0, 0), _row(0, 1)])
+        assert store.write_window(s, replay_id, 0, [_row(0, 1), _row(1, 0)])  # a redelivered window
+        assert not store.write_window(s, replay_id, 1, [])  # slice 1 does not own the replay: it must stop
+        assert s.get(Replay, uuid.UUID(replay_id)).done_steps == 3
         assert store.stored_keys(s, replay_id, 0) == {0, 1}
         assert store.succeed(s, replay_id) and not store.succeed(s, replay_id)
     with session_scope(settings.database_url) as s:
         replay = s.get(Replay, uuid.UUID(replay_id))
         assert replay.state == "succeeded" and replay.done_steps == 3 and replay.summary["steps"] == 3
         assert replay.summary["mse"] == pytest.approx(0.01) and not store.cancel(s, replay)
+        assert not store.write_window(s, replay_id, 0, [])  # nor does any slice once it has ended
 
 
 def test_camera_mapping_and_robot_state():

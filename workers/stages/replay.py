@@ -24,7 +24,7 @@ from workers.gpu.items import BatcherStopped, ModelUnavailable
 from workers.policies.errors import PolicyInputError
 from workers.replays import Dataset, DatasetError, Step, discard_upload, open_dataset, resolve_dataset_path
 from workers.settings import Settings
-from workers.stages.replay_steps import collect_window, step_row, submit_window, to_observation
+from workers.stages.replay_steps import collect_window, resolve_robot, step_row, submit_window, to_observation
 from workers.stages.retry import is_transient
 from workers.store import replays as store
 from workers.store.db import session_scope
@@ -135,10 +135,10 @@ def _drive(sl: Slice, settings: Settings) -> str:
 def _store(sl: Slice, settings: Settings, steps: list[Step], futures: list) -> str | None:
     """Collect one window, write its rows; a reason to end the slice, or None to go on."""
     done = collect_window(futures, max(sl.deadline - time.monotonic(), 1.0))
-    rows = [step_row(st, f, sl.options, settings) for st, f in zip(steps, done, strict=True) if f is not None]
+    options = resolve_robot(sl.options)
+    rows = [step_row(st, f, options, settings) for st, f in zip(steps, done, strict=True) if f is not None]
     with session_scope(settings.database_url) as s:
-        store.write_steps(s, sl.replay_id, rows)
-        current = store.still_current(s, sl.replay_id, sl.seq)
+        current = store.write_window(s, sl.replay_id, sl.seq, rows)
     sl.steps_left -= len(rows)
     if not current:
         return "stopped"

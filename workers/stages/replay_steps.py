@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from safety.request import validate_robot_config
 from workers.gpu.batcher import BACKGROUND, MicroBatcher
 from workers.policies.base import Observation, PolicyResult, PolicySpec
 from workers.policies.errors import PolicyInputError
@@ -74,6 +75,19 @@ def collect_window(futures: list[Future[PolicyResult]], timeout_s: float) -> lis
     if running:  # their pass has started: it ends soon, and its result is worth keeping
         wait(running, timeout=timeout_s)
     return [f if f.done() and not f.cancelled() else None for f in futures]
+
+
+def resolve_robot(options: dict[str, Any]) -> dict[str, Any]:
+    """options with its robot_config resolved to the safety library's RobotConfig, for a window of steps
+    judged under one robot. A config that does not resolve is left as given: each step then records the
+    same error it would have alone (fail closed, per row)."""
+    config = options.get("robot_config")
+    if not isinstance(config, dict):
+        return options
+    try:
+        return {**options, "robot_config": validate_robot_config(config)}
+    except Exception:
+        return options
 
 
 def step_row(step: Step, fut: Future[PolicyResult], options: dict[str, Any], settings: Settings) -> dict[str, Any]:

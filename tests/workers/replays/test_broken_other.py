@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -115,6 +116,18 @@ def test_npz_lengths_disagree(tmp_path: Path) -> None:
     imgs = np.zeros((5, 8, 8, 3), np.uint8)
     _npz(tmp_path / "d.npz", images=imgs, actions=np.zeros((4, 7)), instruction=np.array("x"))
     refuse(tmp_path / "d.npz", "images", "has 5 rows but 'actions' has 4")
+
+
+def test_npz_stored_member_with_a_forged_local_header(tmp_path: Path) -> None:
+    # The central directory is intact but the image member's own header is not: refused, never mapped
+    # at a guessed offset.
+    write_npz_dataset(tmp_path / "a.npz", compressed=False)
+    data = bytearray((tmp_path / "a.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "a.npz") as zf:
+        at = zf.getinfo("images.npy").header_offset
+    data[at:at + 4] = b"XXXX"
+    (tmp_path / "a.npz").write_bytes(bytes(data))
+    refuse(tmp_path / "a.npz", "corrupt or truncated NPZ")
 
 
 def test_npz_missing_array_and_wrong_dtype(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ WRITERS: dict[str, tuple[str, Callable[[Path], Recorded], str, int]] = {
     "lerobot-v3.0-mp4": ("ds", lambda p: write_lerobot_v30(p, video=True), "lerobot-v3.0", 8),
     "jsonl": ("ds", lambda p: write_jsonl_dataset(p, cameras=("front", "wrist")), "jsonl", 0),
     "npz": ("ds.npz", write_npz_dataset, "npz", 0),
+    "npz-stored": ("ds.npz", lambda p: write_npz_dataset(p, compressed=False), "npz", 0),
     "robomimic": ("ds.hdf5", write_robomimic_hdf5, "robomimic-hdf5", 0),
 }
 
@@ -105,6 +106,21 @@ def test_npz_single_instruction_and_no_state(tmp_path: Path) -> None:
     ds = open_dataset(tmp_path / "d.npz")
     assert [i.instruction for i in ds.episodes()] == [TASKS[0]] * 3
     assert_matches(list(ds.iter_steps()), rec, 0)
+
+
+def test_npz_stored_images_are_mapped_not_loaded(tmp_path: Path) -> None:
+    # A replay slice opens the dataset afresh and reads a few hundred rows: an uncompressed image array
+    # is memory-mapped (only those rows are read), a compressed one is loaded whole; both read the same.
+    write_npz_dataset(tmp_path / "s.npz", episodes=2, steps=5, compressed=False)
+    write_npz_dataset(tmp_path / "c.npz", episodes=2, steps=5, compressed=True)
+    with open_dataset(tmp_path / "s.npz") as stored, open_dataset(tmp_path / "c.npz") as packed:
+        a = list(stored.iter_steps(episodes=[1], step_range=(2, 4)))
+        b = list(packed.iter_steps(episodes=[1], step_range=(2, 4)))
+        assert isinstance(stored._load("images"), np.memmap) and not isinstance(packed._load("images"), np.memmap)
+    for x, y in zip(a, b, strict=True):
+        assert (x.episode, x.step) == (y.episode, y.step)
+        np.testing.assert_array_equal(x.images["image"], y.images["image"])
+        assert not isinstance(x.images["image"], np.memmap)  # a copy: the step outlives the dataset's map
 
 
 def test_robomimic_instruction_override(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ __all__ = ["TASKS", "Recorded", "encode_image", "encode_mp4", "make_recorded", "
 
 def write_npz_dataset(path: Path, episodes: int = 2, steps: int = 10, image_hw: tuple[int, int] = (64, 64),
                       action_dim: int = 7, seed: int = 0, state_dim: int | None = 8,
-                      per_step_instruction: bool = True) -> Recorded:
+                      per_step_instruction: bool = True, compressed: bool = True) -> Recorded:
     rec = make_recorded(episodes, steps, image_hw, action_dim, state_dim, ("image",), seed)
     eps = sorted(rec.actions)
     arrays = {
@@ -39,7 +39,7 @@ def write_npz_dataset(path: Path, episodes: int = 2, steps: int = 10, image_hw: 
     else:
         arrays["instruction"] = np.array(TASKS[0])
         rec.instructions = {e: [TASKS[0]] * steps for e in eps}
-    np.savez_compressed(path, **arrays)
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
     return rec
 
 

@@ -1,10 +1,13 @@
 """Reader for our own NPZ format (see workers/replays/FORMAT.md).
 
 Array headers are read straight from the zip members, so validation checks every shape without
-decompressing the image array; the arrays themselves are loaded once, on first iteration.
+decompressing the image array. Image arrays stored uncompressed (np.savez) are memory-mapped, so a slice
+of a replay reads only its own rows; compressed ones (np.savez_compressed) and the small arrays are
+loaded whole, once per open dataset.
 """
 from __future__ import annotations
 
+import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,12 +65,19 @@ class NpzDataset(Dataset):
     def _load(self, key: str) -> np.ndarray:
         if key not in self._arrays:
             try:
+                mapped = _map_member(self.path, key) if key in self._cams.values() else None
+                if mapped is not None:
+                    self._arrays[key] = mapped
+                    return mapped
                 with np.load(self.path, allow_pickle=False) as npz:  # never unpickle an upload
                     self._arrays[key] = npz[key]
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError, struct.error) as exc:
                 detail = reason(exc, self.path)
                 raise DatasetError(key, f"corrupt or truncated array in {self.path.name} ({detail})") from None
         return self._arrays[key]
+
+    def close(self) -> None:
+        self._arrays.clear()  # drops the memory maps with the arrays
 
     def episodes(self) -> list[EpisodeInfo]:
         return list(self._infos.values())
@@ -98,6 +108,38 @@ def _headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             return out
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DatasetError(path.name, f"corrupt or truncated NPZ file ({reason(exc, path)})") from None
+
+
+_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # a zip member's local file header (APPNOTE 4.3.7), 30 bytes
+
+
+def _map_member(path: Path, key: str) -> np.ndarray | None:
+    """A read-only memory map over an uncompressed, C-ordered .npy member, or None where one cannot be made
+    (compressed, encrypted, Fortran order): the caller then loads the array whole.
+
+    Each slice of a replay opens the dataset afresh and wants a few hundred rows: reading a multi-GB image
+    array whole for each would cost O(steps^2) I/O over a replay. Raises ValueError/OSError on a file whose
+    bytes do not match its headers (truncated), which the caller reports as a corrupt dataset."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            return None
+        with open(path, "rb") as fh:
+            fh.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+            if fields[0] != b"PK\x03\x04":
+                raise ValueError(f"bad local header for member {key}.npy")
+            start = info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1]  # + name + extra field
+            fh.seek(start)
+            version = np.lib.format.read_magic(fh)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(fh))
+            offset = fh.tell()
+    if fortran or dtype.hasobject or not all(shape):
+        return None
+    if offset - start + int(np.prod(shape)) * dtype.itemsize > info.file_size:
+        raise ValueError(f"member {key}.npy is shorter than its header says")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape))
 
 
 def _read_header(fh) -> tuple[tuple[int, ...], np.dtype]:
