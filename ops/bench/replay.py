@@ -88,9 +88,12 @@ def wait_running(url: str, headers: dict, rid: str, timeout: float = 60.0) -> No
     raise TimeoutError("replay did not start")
 
 
-def steady_client(url: str, headers: dict, rate: float, duration: float) -> list[float]:
+def steady_client(url: str, headers: dict, rate: float, duration: float,
+                  stages: dict[str, list[float]] | None = None) -> list[float]:
     """Open loop: one request every 1/rate s, each on its own thread, whatever the previous one is doing;
-    returns the latencies (s) of the answered requests and raises if any went unanswered."""
+    returns the latencies (s) of the answered requests and raises if any went unanswered. With `stages`,
+    each answer's per-stage figures (queue wait, inference, safety, total) are appended to it, to tell
+    where a slower request spent the extra time."""
     body = {"model": MODEL, "image": png_b64(64, 64), "instruction": "pick up the red block",
             "robot_config": {"type": "widowx_250"}}
     lat: list[float] = []
@@ -100,8 +103,12 @@ def steady_client(url: str, headers: dict, rate: float, duration: float) -> list
         t0 = time.perf_counter()
         r = requests.post(f"{url}/v1/inference", json=body, headers=headers, timeout=60)
         if r.status_code == 200:
+            perf = r.json().get("performance") or {}
             with lock:
                 lat.append(time.perf_counter() - t0)
+                for name, value in perf.items():
+                    if stages is not None and isinstance(value, int | float):
+                        stages.setdefault(name, []).append(float(value))
 
     threads, t_start = [], time.perf_counter()
     for i in range(int(rate * duration)):
@@ -126,12 +133,13 @@ def _elapsed(state: dict) -> float:
     return (finished - started).total_seconds()
 
 
-def busy_window(url: str, headers: dict, name: str, rate: float, seconds: float) -> tuple[list[float], float]:
+def busy_window(url: str, headers: dict, name: str, rate: float, seconds: float,
+                stages: dict[str, list[float]]) -> tuple[list[float], float]:
     """Interactive latencies while a replay runs throughout, and that replay's steps/s (it is canceled after)."""
     rid = start_replay(url, headers, name)
     wait_running(url, headers, rid)
     t0, before = time.monotonic(), requests.get(f"{url}/v1/replays/{rid}", headers=headers, timeout=30).json()
-    lat = steady_client(url, headers, rate, seconds)
+    lat = steady_client(url, headers, rate, seconds, stages)
     after = requests.get(f"{url}/v1/replays/{rid}", headers=headers, timeout=30).json()
     rate_steps = (after["progress"]["done_steps"] - before["progress"]["done_steps"]) / (time.monotonic() - t0)
     if after["state"] in ("queued", "running"):
@@ -171,6 +179,7 @@ def main() -> None:
     rounds: list[dict] = []
     idle: list[float] = []
     busy: list[float] = []
+    stages: dict[str, dict[str, list[float]]] = {"idle": {}, "busy": {}}
     try:
         url, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
         wait_http(f"{url}/health")
@@ -182,9 +191,10 @@ def main() -> None:
             windows = {}
             for kind in (("idle", "busy") if r % 2 == 0 else ("busy", "idle")):
                 if kind == "idle":
-                    windows["idle"] = steady_client(url, headers, args.rate, window)
+                    windows["idle"] = steady_client(url, headers, args.rate, window, stages["idle"])
                 else:
-                    windows["busy"], windows["busy_rate"] = busy_window(url, headers, busy_name, args.rate, window)
+                    windows["busy"], windows["busy_rate"] = busy_window(url, headers, busy_name, args.rate, window,
+                                                                        stages["busy"])
             idle += windows["idle"]
             busy += windows["busy"]
             rounds.append({"raw_steps_per_s": round(raw, 2), "replay_alone_steps_per_s": round(alone, 2),
@@ -202,10 +212,12 @@ def main() -> None:
     out["replay_with_interactive_steps_per_s"] = round(
         float(np.mean([x["replay_with_interactive_steps_per_s"] for x in rounds])), 2)
     out["interactive_idle"], out["interactive_with_replay"] = summary_ms(idle), summary_ms(busy)
+    out["stage_p50_ms"] = {kind: {k: round(float(np.median(v)), 2) for k, v in per.items()}
+                           for kind, per in stages.items()}
     out["p99_ratio"] = round(out["interactive_with_replay"]["p99_ms"] / out["interactive_idle"]["p99_ms"], 3)
     out["targets_met"] = {"replay_vs_raw>=0.9": out["replay_vs_raw"] >= 0.9, "p99_ratio<=1.5": out["p99_ratio"] <= 1.5}
     for k in ("raw_steps_per_s", "replay_alone_steps_per_s", "replay_vs_raw", "interactive_idle",
-              "interactive_with_replay", "p99_ratio", "targets_met"):
+              "interactive_with_replay", "stage_p50_ms", "p99_ratio", "targets_met"):
         print(f"{k}: {out.get(k)}")
     emit(out)
 
