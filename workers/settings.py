@@ -41,6 +41,7 @@ class Settings:
     batch_max_size: int
     batch_max_wait_ms: float
     batch_max_background: int
+    batch_hold_for_cadence: bool
     torch_cpu_threads: int
     cors_origins: list[str]
     safety_classifier_enabled: bool
@@ -89,6 +90,7 @@ class Settings:
             batch_max_size=int(_env("BATCH_MAX_SIZE", "8")),
             batch_max_wait_ms=float(_env("BATCH_MAX_WAIT_MS", "5")),
             batch_max_background=int(_env("BATCH_MAX_BACKGROUND", "1")),
+            batch_hold_for_cadence=_bool("BATCH_HOLD_FOR_CADENCE", True),
             torch_cpu_threads=int(_env("TORCH_CPU_THREADS", "1")),
             cors_origins=[o.strip() for o in _env("CORS_ORIGINS", "").split(",") if o.strip()],
             safety_classifier_enabled=_bool("SAFETY_CLASSIFIER_ENABLED", False),

@@ -98,10 +98,15 @@ def floor_bytes(policy: Policy) -> tuple[int, int]:
     return total, (total - _nbytes(dit)) + expert * model.config.num_inference_steps
 
 
-def _timed(fn: Callable[[list[Observation]], Any], obs: list[Observation]) -> float:
+def _timed(fn: Callable[[list[Observation]], Any], obs: list[Observation],
+           stages: dict[str, list[float]] | None = None) -> float:
     t0 = time.perf_counter()
-    fn(obs)  # returns host data, so the device work is finished when it returns
-    return (time.perf_counter() - t0) * 1000.0
+    out = fn(obs)  # returns host data, so the device work is finished when it returns
+    ms = (time.perf_counter() - t0) * 1000.0
+    if stages is not None and out:  # the policy's own laps (preprocess, vision, prefill, decode...) per pass
+        for name, value in (getattr(out[0], "timings_ms", None) or {}).items():
+            stages.setdefault(name, []).append(float(value))
+    return ms
 
 
 def _p(samples: list[float], q: int) -> float:
@@ -122,10 +127,12 @@ def time_policy(policy: Policy, batch_sizes: list[int], iters: int, warmup: int,
             for fn in fns:
                 fn(obs)
         samples: list[list[float]] = [[] for _ in fns]
+        stages: dict[str, list[float]] = {}
         for _ in range(iters):
-            for fn, acc in zip(fns, samples, strict=True):
-                acc.append(_timed(fn, obs))
-        row = {"p50_ms": _p(samples[0], 50), "p90_ms": _p(samples[0], 90)}
+            for i, (fn, acc) in enumerate(zip(fns, samples, strict=True)):
+                acc.append(_timed(fn, obs, stages if i == 0 else None))
+        row: dict[str, Any] = {"p50_ms": _p(samples[0], 50), "p90_ms": _p(samples[0], 90),
+                               "stages_p50_ms": {k: _p(v, 50) for k, v in stages.items()}}
         line = f"  {policy.spec.name:20s} batch {bs:3d}: p50 {row['p50_ms']:9.2f} ms  p90 {row['p90_ms']:9.2f} ms"
         if stock:
             row.update(stock_p50_ms=_p(samples[1], 50), stock_p90_ms=_p(samples[1], 90))
@@ -133,6 +140,7 @@ def time_policy(policy: Policy, batch_sizes: list[int], iters: int, warmup: int,
             line += f"  | stock p50 {row['stock_p50_ms']:9.2f} ms  ours/stock {row['ratio_p50']:.3f}"
         out[str(bs)] = row
         print(line, flush=True)
+        print("      stages p50 (ms): " + ", ".join(f"{k} {v}" for k, v in row["stages_p50_ms"].items()), flush=True)
     return out
 
 

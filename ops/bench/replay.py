@@ -161,11 +161,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-background", type=int, default=None,
                     help="BATCH_MAX_BACKGROUND for the worker (default: the shipped setting)")
+    ap.add_argument("--no-cadence-hold", action="store_true",
+                    help="BATCH_HOLD_FOR_CADENCE=0 for the worker: replay passes never wait for a due request")
     args = ap.parse_args()
     env = {**P.setup(MODEL), "REPLAY_DATA_ROOT": str(DATASETS), "REPLAY_SHARED_DIR": SHARED,
            "BATCH_MAX_SIZE": str(args.batch)}
     if args.max_background is not None:
         env["BATCH_MAX_BACKGROUND"] = str(args.max_background)
+    if args.no_cadence_hold:
+        env["BATCH_HOLD_FOR_CADENCE"] = "0"
     key = P.bench_key(env)
     policy = bench_policy()
     window = args.duration / args.rounds
@@ -175,7 +179,8 @@ def main() -> None:
     port = free_port()
     procs = P.start_ours(env, MODEL, port)
     out: dict = {"bench": "replay", "model": MODEL, "machine": machine(), "batch": args.batch,
-                 "rounds": args.rounds, "max_background": env.get("BATCH_MAX_BACKGROUND", "shipped default")}
+                 "rounds": args.rounds, "max_background": env.get("BATCH_MAX_BACKGROUND", "shipped default"),
+                 "cadence_hold": not args.no_cadence_hold}
     rounds: list[dict] = []
     idle: list[float] = []
     busy: list[float] = []

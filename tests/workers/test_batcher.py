@@ -8,46 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
 
-from workers.gpu.batcher import BACKGROUND, MicroBatcher
+from tests.workers.conftest import RESULT_TIMEOUT_S
+from workers.gpu.batcher import BACKGROUND
 from workers.gpu.items import BatcherStopped, DeadlineExceeded, ModelUnavailable
-from workers.policies import presets, registry
 from workers.policies.base import Observation, Policy
 from workers.policies.errors import CheckpointError, PolicyInputError
-
-MODEL = "openvla-tiny"
-RESULT_TIMEOUT_S = 30.0
-
-
-@pytest.fixture(scope="session")
-def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
-    model_dir = tmp_path_factory.mktemp("models")
-    presets.build_tiny_checkpoints(model_dir, names=(MODEL,))
-    return registry.load_policy(MODEL, None, model_dir=model_dir, dtype="float32", device="cpu")
-
-
-@pytest.fixture
-def make_batcher(policy: Policy) -> Iterator[Callable[..., MicroBatcher]]:
-    """Build batchers over the shared policy; every one is stopped at teardown, even on failure."""
-    made: list[MicroBatcher] = []
-
-    def make(loader: Callable[[], Policy] | None = None, *, start: bool = True, **kwargs) -> MicroBatcher:
-        kwargs = {"max_batch_size": 8, "max_wait_ms": 20.0, "name": MODEL, **kwargs}
-        batcher = MicroBatcher(loader or (lambda: policy), **kwargs)
-        made.append(batcher)
-        if start:
-            batcher.start()
-            assert batcher.wait_ready(RESULT_TIMEOUT_S), batcher.error
-        return batcher
-
-    yield make
-    for batcher in made:
-        batcher.stop(timeout=RESULT_TIMEOUT_S, drain=False)
 
 
 def make_obs(policy: Policy, seed: int, *, dtype: type = np.uint8, **options) -> Observation:

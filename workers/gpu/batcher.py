@@ -11,7 +11,8 @@ what queued during a pass runs right after it. The window opens only when there 
 last pick saw more than one item), so a lone client never pays it. Priority 0 (interactive) goes before
 >= 1 (replay), FIFO within a priority; `max_background_per_batch` caps replay items per batch while interactive
 traffic is about (seen in the last second), so a replay cannot swell interactive latency, yet runs full
-batches when alone (replay may starve under interactive overload).
+batches when alone (replay may starve under interactive overload). With `hold_for_cadence`, a background pass
+that would still run when a steady control loop's next request is due is not started (workers/gpu/sharing.py).
 
 An item past its deadline when picked fails with DeadlineExceeded, uncomputed (deadlines are monotonic
 seconds: workers/gpu/items.py converts); a cancelled future is skipped; the pass isolates bad inputs (passes.py).
@@ -35,11 +36,11 @@ from workers.gpu.items import (
     fail_future,
 )
 from workers.gpu.passes import PassStats, run_batch
+from workers.gpu.sharing import Sharing
 from workers.policies.base import Observation, Policy, PolicySpec
 
 INTERACTIVE = 0
 BACKGROUND = 1
-INTERACTIVE_RECENT_S = 1.0  # interactive traffic this recent keeps the background cap in force
 
 
 
@@ -47,22 +48,19 @@ class MicroBatcher:
     """Micro-batches observations for one policy; see the module docstring for the rules."""
 
     def __init__(self, loader: Callable[[], Policy], *, max_batch_size: int, max_wait_ms: float, name: str,
-                 max_background_per_batch: int | None = None):
+                 max_background_per_batch: int | None = None, hold_for_cadence: bool = False):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
-        if max_background_per_batch is not None and max_background_per_batch < 1:
-            raise ValueError("max_background_per_batch must be >= 1 (or None), else background never runs")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1e3
-        self.max_background_per_batch = max_background_per_batch
+        self._sharing = Sharing(max_background_per_batch, hold_for_cadence)
         self._loader = loader
         self._cond = threading.Condition()
         self._heap: list[QueueItem] = []
         self._n_queued = [0, 0]  # [interactive, background], so "is it full?" costs O(1)
         self._first_at: float | None = None  # arrival of the oldest queued item: the window's start
         self._last_batch = 0  # items picked plus left queued at the last pick: recent concurrency
-        self._last_interactive = float("-inf")
         self._earliest_deadline: float | None = None
         self._seq = itertools.count()
         self._state = "created"
@@ -156,7 +154,7 @@ class MicroBatcher:
                     self._earliest_deadline = deadline
                 self._stats.bump("submitted")
                 if priority == INTERACTIVE:
-                    self._last_interactive = now
+                    self._sharing.interactive(now)
                 self._max_depth = max(self._max_depth, len(self._heap))
                 self._cond.notify()
             else:
@@ -167,7 +165,7 @@ class MicroBatcher:
 
     def interactive_recent(self) -> bool:
         """Whether an interactive request arrived within INTERACTIVE_RECENT_S (background work yields then)."""
-        return time.monotonic() - self._last_interactive <= INTERACTIVE_RECENT_S
+        return self._sharing.recent()
 
     def stats(self) -> dict[str, Any]:
         """Counters for /metrics; `queue_depth` includes cancelled items not yet skipped."""
@@ -189,10 +187,13 @@ class MicroBatcher:
             return
         try:
             while (picked := self._next_batch()) is not None:
+                began = time.monotonic()
                 try:
                     run_batch(self._policy, picked, self._stats)
                 except Exception as exc:  # a bug here must not strand the batch's waiting task threads
                     self._fail_items(picked, lambda exc=exc: exc)
+                with self._cond:
+                    self._sharing.passed(all(i.priority > 0 for i in picked), time.monotonic() - began)
         except BaseException as exc:  # owner gone: fail now and later items instead of letting them hang
             self._enter_failed(exc, "lost its owner thread")
             raise
@@ -226,6 +227,10 @@ class MicroBatcher:
                     self._cond.wait()
                 if not self._heap:
                     return None
+                hold = 0.0 if self._stopping else self._sharing.hold_s(self._n_queued[0])
+                if hold > 0:  # only background is queued, and a control loop's request is due: keep the model free
+                    self._cond.wait(hold)  # an interactive submit wakes us at once
+                    continue
                 wait_s = self._gather_wait_s()
                 if wait_s <= 0:
                     break
@@ -235,17 +240,9 @@ class MicroBatcher:
             fail_future(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline))
         return picked
 
-    def _background_cap(self) -> int | None:
-        """The replay share of a batch is capped only while interactive traffic is about: a replay alone
-        runs at full batches, and shrinks its batches (so passes are short) when a control loop needs the
-        model. Caller holds the lock."""
-        if not self.interactive_recent():
-            return None
-        return self.max_background_per_batch
-
     def _gather_wait_s(self) -> float:
         """How much longer to wait for company; <= 0 means run now. Caller holds the lock."""
-        cap = self._background_cap()
+        cap = self._sharing.cap()
         background = self._n_queued[1] if cap is None else min(self._n_queued[1], cap)
         queued = self._n_queued[0] + background
         if self._stopping or queued >= self.max_batch_size:
@@ -265,7 +262,7 @@ class MicroBatcher:
         picked: list[QueueItem] = []
         expired: list[QueueItem] = []
         background = 0
-        cap = self._background_cap()
+        cap = self._sharing.cap()
         while self._heap and len(picked) < self.max_batch_size:
             if self._heap[0].priority > 0 and cap is not None and background >= cap:
                 break  # only background is left, and this batch has its share

@@ -47,7 +47,8 @@ class GpuRuntime:
         self.stopped_consuming: str | None = None
         self.batcher = MicroBatcher(self._load, max_batch_size=settings.batch_max_size,
                                     max_wait_ms=settings.batch_max_wait_ms, name=model,
-                                    max_background_per_batch=settings.batch_max_background or None)
+                                    max_background_per_batch=settings.batch_max_background or None,
+                                    hold_for_cadence=settings.batch_hold_for_cadence)
 
     def start(self) -> GpuRuntime:
         self.batcher.start()
