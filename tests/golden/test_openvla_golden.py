@@ -59,7 +59,10 @@ def test_projected_patches_match(golden_openvla, golden_openvla_policy) -> None:
     with torch.inference_mode():
         for i, img in enumerate(images):
             patches = golden_openvla_policy.model.encode_images(golden_openvla_policy.pixels(img)[None])[0]
-            np.testing.assert_allclose(patches.numpy(), arrays["patches"][i], atol=1e-5, rtol=0)
+            # fp32 through two ViT towers: CPU GEMM kernels sum in a different order per instruction set (the
+            # fixture was recorded with AVX-512; an AVX2-only host differs by up to 2e-5 here). What reaches
+            # the robot is held tighter below: the logits at 1e-4 and the actions exactly.
+            np.testing.assert_allclose(patches.numpy(), arrays["patches"][i], atol=5e-5, rtol=0)
 
 
 def test_prompt_ids_match(golden_openvla, golden_openvla_policy) -> None:
