@@ -68,6 +68,7 @@ def test_replay_waits_for_the_due_request_then_runs(make_batcher, policy):
     # the owner), with the replay item beside it as its capped share.
     assert replay.trace.picked_at >= interactive.trace.enqueued_at
     assert interactive.trace.picked_at - interactive.trace.enqueued_at < 0.1
+    assert 0.1 < batcher.stats()["held_s"] < 0.6  # the hold is visible in the worker's stats
 
 
 def test_replay_is_not_held_when_the_request_does_not_come(make_batcher, policy):

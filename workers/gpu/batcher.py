@@ -229,7 +229,9 @@ class MicroBatcher:
                     return None
                 hold = 0.0 if self._stopping else self._sharing.hold_s(self._n_queued[0])
                 if hold > 0:  # only background is queued, and a control loop's request is due: keep the model free
+                    began = time.monotonic()
                     self._cond.wait(hold)  # an interactive submit wakes us at once
+                    self._stats.add("held_s", time.monotonic() - began)
                     continue
                 wait_s = self._gather_wait_s()
                 if wait_s <= 0:

@@ -27,12 +27,17 @@ class PassStats:
         self._lock = threading.Lock()
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.size_counts = [0] * (max_batch_size + 1)  # index = batch size: a ready-made histogram
-        self.sums = {"queue_s": 0.0, "compute_s": 0.0, "load_s": 0.0}
+        # held_s: time the model was kept free for a steady control loop's due request (workers/gpu/sharing.py)
+        self.sums = {"queue_s": 0.0, "compute_s": 0.0, "load_s": 0.0, "held_s": 0.0}
         self.batch_ids = itertools.count(1)
 
     def bump(self, counter: str, n: int = 1) -> None:
         with self._lock:
             self.counts[counter] += n
+
+    def add(self, name: str, seconds: float) -> None:
+        with self._lock:
+            self.sums[name] += seconds
 
     def record(self, items: list[QueueItem], started: float) -> None:
         finished = time.monotonic()
