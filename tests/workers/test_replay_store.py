@@ -48,7 +48,7 @@ def test_claims_run_hand_on_relay_and_drop(settings, replay_id):
         store.hand_on(s, replay_id, 1)
     with session_scope(url) as s:
         assert store.claim_slice(s, replay_id, 0, grace_s=0)[0] == "drop"  # two behind: stale
-        assert store.still_current(s, replay_id, 2) and not store.still_current(s, replay_id, 1)
+        assert store.write_window(s, replay_id, 2, []) and not store.write_window(s, replay_id, 1, [])
 
 
 def test_steps_written_twice_count_once(settings, replay_id):

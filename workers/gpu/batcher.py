@@ -192,8 +192,7 @@ class MicroBatcher:
                     run_batch(self._policy, picked, self._stats)
                 except Exception as exc:  # a bug here must not strand the batch's waiting task threads
                     self._fail_items(picked, lambda exc=exc: exc)
-                with self._cond:
-                    self._sharing.passed(all(i.priority > 0 for i in picked), time.monotonic() - began)
+                self._sharing.passed(all(i.priority > 0 for i in picked), time.monotonic() - began)
         except BaseException as exc:  # owner gone: fail now and later items instead of letting them hang
             self._enter_failed(exc, "lost its owner thread")
             raise

@@ -15,7 +15,8 @@ says whether background work should wait, and until when. It never holds when th
 protect (fewer than MIN_ARRIVALS arrivals, or gaps that jitter by more than MAX_JITTER of the period, as
 with several clients at different rates), when the expected request is overdue by more than its grace (the
 loop paused or stopped), or when a background pass takes more than half the period (holding then could
-starve the replay). Not thread-safe: the batcher calls it under its lock.
+starve the replay). Not thread-safe: the batcher calls it under its lock, except for the pass durations,
+which only its owner thread writes and reads.
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class Cadence:
 
 class Sharing:
     """The cap and the hold for one batcher; not thread-safe (the batcher calls it under its lock, except
-    `recent`, a read of one float)."""
+    `recent`, a read of one float, and `passed`, from the owner thread, the only one that reads its figure)."""
 
     def __init__(self, max_background: int | None, hold_for_cadence: bool) -> None:
         if max_background is not None and max_background < 1:

@@ -74,7 +74,7 @@ def _run_slice(msg: dict[str, Any], settings: Settings) -> Outcome:
         action, replay = store.claim_slice(s, rid, seq, settings.broker_visibility_timeout_s / 2.0)
         if action != "run" or replay is None:
             return ("relayed", {**msg, "seq": seq + 1}) if action == "relay" else ("skipped", None)
-        sl = Slice(rid, seq, dict(replay.dataset), dict(replay.options),
+        sl = Slice(rid, seq, dict(replay.dataset), resolve_robot(dict(replay.options)),
                    time.monotonic() + slice_seconds(settings), SLICE_MAX_STEPS)
     _touch_inflight(settings, msg)
     try:
@@ -135,8 +135,7 @@ def _drive(sl: Slice, settings: Settings) -> str:
 def _store(sl: Slice, settings: Settings, steps: list[Step], futures: list) -> str | None:
     """Collect one window, write its rows; a reason to end the slice, or None to go on."""
     done = collect_window(futures, max(sl.deadline - time.monotonic(), 1.0))
-    options = resolve_robot(sl.options)
-    rows = [step_row(st, f, options, settings) for st, f in zip(steps, done, strict=True) if f is not None]
+    rows = [step_row(st, f, sl.options, settings) for st, f in zip(steps, done, strict=True) if f is not None]
     with session_scope(settings.database_url) as s:
         current = store.write_window(s, sl.replay_id, sl.seq, rows)
     sl.steps_left -= len(rows)

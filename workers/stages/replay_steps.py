@@ -78,8 +78,8 @@ def collect_window(futures: list[Future[PolicyResult]], timeout_s: float) -> lis
 
 
 def resolve_robot(options: dict[str, Any]) -> dict[str, Any]:
-    """options with its robot_config resolved to the safety library's RobotConfig, for a window of steps
-    judged under one robot. A config that does not resolve is left as given: each step then records the
+    """options with its robot_config resolved to the safety library's RobotConfig, once per slice, for the
+    steps it judges under one robot. A config that does not resolve is left as given: each step then records the
     same error it would have alone (fail closed, per row)."""
     config = options.get("robot_config")
     if not isinstance(config, dict):

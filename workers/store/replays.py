@@ -45,12 +45,6 @@ def claim_slice(session: Session, replay_id: str, seq: int, grace_s: float) -> t
     return "run", replay
 
 
-def still_current(session: Session, replay_id: str, seq: int) -> bool:
-    """Checked between windows: False once the replay was canceled or another slice took over."""
-    row = session.execute(select(Replay.state, Replay.slice_seq).where(Replay.id == uuid.UUID(replay_id))).first()
-    return row is not None and row.state == "running" and row.slice_seq == seq
-
-
 def hand_on(session: Session, replay_id: str, seq: int) -> bool:
     """Advance slice_seq from `seq`; only the one slice that succeeds here may enqueue the next."""
     res = session.execute(update(Replay).where(Replay.id == uuid.UUID(replay_id), Replay.slice_seq == seq,
@@ -73,22 +67,18 @@ _INSERT_STEPS = (insert(ReplayStep.__table__)
 
 def write_window(session: Session, replay_id: str, seq: int, rows: list[dict[str, Any]]) -> bool:
     """Insert a window's rows (duplicates ignored), add the number actually inserted to done_steps, and say
-    whether slice `seq` still owns the replay (still_current's answer, read from the same UPDATE ... RETURNING,
-    one round trip fewer per window).
+    whether slice `seq` still owns the replay (running, and no later slice took over), read from the same
+    UPDATE ... RETURNING: checked between windows, so a cancel or a takeover stops the slice within one.
 
     Counting what this insert wrote, not the table, keeps the figure exact (a redelivered window inserts
     nothing twice) without a count over every stored row of the replay on each window."""
-    row = _insert_and_count(session, replay_id, rows)
-    return row.state == "running" and row.slice_seq == seq
-
-
-def _insert_and_count(session: Session, replay_id: str, rows: list[dict[str, Any]]) -> Any:
     rid = uuid.UUID(replay_id)
     inserted = len(session.execute(_INSERT_STEPS, [{**r, "replay_id": rid} for r in rows]).all()) if rows else 0
-    return session.execute(update(Replay).where(Replay.id == rid)
-                           .values(done_steps=Replay.done_steps + inserted)
-                           .execution_options(synchronize_session=False)
-                           .returning(Replay.done_steps, Replay.state, Replay.slice_seq)).one()
+    row = session.execute(update(Replay).where(Replay.id == rid)
+                          .values(done_steps=Replay.done_steps + inserted)
+                          .execution_options(synchronize_session=False)
+                          .returning(Replay.state, Replay.slice_seq)).one()
+    return row.state == "running" and row.slice_seq == seq
 
 
 def count_steps(session: Session, replay_id: str) -> int:
