@@ -6,15 +6,13 @@ import time
 import uuid
 from typing import Any
 
-import kombu.exceptions
-import redis
 import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
 from web import cors, db, docs_assets, input_guard, metrics, timing
 from web.auth import authenticate
 from web.compat import openvla as openvla_compat
-from web.errors import ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
+from web.errors import BACKEND_ERRORS, ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
 from web.services import admission, dataset_probe
 from workers import logs
@@ -51,9 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # OpenVLA's /act: outside the OpenAPI document, its body is json-numpy rather than JSON Schema.
     app.register_blueprint(openvla_compat.blp)
     app.register_error_handler(ApiError, from_api_error)
-    # sqlalchemy.exc.TimeoutError: the connection pool had no connection free in time (overload, not input).
-    for backend_error in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-                          redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError):
+    for backend_error in BACKEND_ERRORS:
         app.register_error_handler(backend_error, from_backend_down)
     app.register_error_handler(sqlalchemy.exc.DataError, from_unstorable)
     app.register_error_handler(Exception, from_unexpected)

@@ -4,11 +4,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import kombu.exceptions
+import redis
+import sqlalchemy.exc
 from flask import Response, current_app, g, jsonify
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://docs.vlaapi.dev/problems/"
+
+# Driver errors that mean "a backing service is down or busy", never "bad input": every door (REST, /act, the
+# openpi websocket) answers them 503 with Retry-After. One tuple, so the doors cannot drift apart.
+# sqlalchemy.exc.TimeoutError: the connection pool had no connection free in time (overload, not input).
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+    redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
 
 
 class ApiError(Exception):

@@ -17,9 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import kombu.exceptions
-import redis
-import sqlalchemy.exc
 import websockets
 from flask import Flask
 from websockets.asyncio.server import ServerConnection, serve
@@ -27,13 +24,11 @@ from websockets.http11 import Request, Response
 
 from web.compat.arrays import ArrayError
 from web.compat.openpi import codec, mappings, session
-from web.errors import PROBLEM_BASE, ApiError
+from web.errors import BACKEND_ERRORS, PROBLEM_BASE, ApiError
 from web.services import catalog
 
 log = logging.getLogger("web.openpi")
 PATH = re.compile(r"^/v1/openpi/(?P<model>[^/?]+)$")
-BACKEND_DOWN = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError,
-                redis.TimeoutError, kombu.exceptions.OperationalError)
 
 
 @dataclass(frozen=True)
@@ -113,7 +108,7 @@ class OpenpiServer:
             return session.problem_text(ApiError(422, "invalid_observation", str(exc)))
         except ApiError as err:
             return session.problem_text(err)
-        except BACKEND_DOWN as exc:
+        except BACKEND_ERRORS as exc:
             log.error("backend unavailable: %s", type(exc).__name__)
             return session.problem_text(ApiError(503, "backend_unavailable", "a backing service is unreachable; "
                                                  "retry shortly"))
