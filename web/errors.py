@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import kombu.exceptions
 import redis
@@ -12,13 +13,28 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://docs.vlaapi.dev/problems/"
+T = TypeVar("T")
 
 # Driver errors that mean "a backing service is down or busy", never "bad input": every door (REST, /act, the
 # openpi websocket) answers them 503 with Retry-After. One tuple, so the doors cannot drift apart.
 # sqlalchemy.exc.TimeoutError: the connection pool had no connection free in time (overload, not input).
+# Redis answers some outages as errors, not disconnects: OOM at maxmemory with noeviction, READONLY from a replica
+# that was the primary before a failover, MASTERDOWN from a replica cut off from its primary (all ResponseError
+# subclasses, so they must be named: a plain ResponseError is a bug). BusyLoadingError is a ConnectionError.
 BACKEND_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-    redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError)
+    redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError,
+    redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError)
+
+
+def is_backend_error(exc: BaseException) -> bool:
+    """BACKEND_ERRORS, and the driver errors no class can name: psycopg2 reports a connection that died under
+    a statement as a bare DatabaseError when libpq had not yet marked it bad, which SQLAlchemy wraps as
+    sqlalchemy.exc.DatabaseError with `connection_invalidated` set (the workers' retry.is_transient agrees).
+    A DataError or IntegrityError on a live connection stays what it is."""
+    if isinstance(exc, BACKEND_ERRORS):
+        return True
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 class ApiError(Exception):
@@ -30,6 +46,34 @@ class ApiError(Exception):
         self.status, self.code, self.detail, self.field = status, code, detail, field
         self.headers = headers or {}
         self.extra = extra
+
+
+class AcceptedError(ApiError):
+    """Something failed after the job's row was committed: the job exists and may still complete, so the answer
+    is a 503 that carries its id and Location (never "nothing happened"). Admission neither refunds its unit nor
+    frees its in-flight slot: the job is charged when it ends, and its end frees the slot."""
+
+    def __init__(self, job_id: str, detail: str, *, state: str | None = None):
+        super().__init__(503, "accepted_wait_failed", detail, job_id=job_id, state=state,
+                         location=f"/v1/jobs/{job_id}",
+                         headers={"Location": f"/v1/jobs/{job_id}", "Retry-After": "1"})
+
+
+def accepted_wait_failed(job_id: str, error: BaseException, state: str | None = None) -> AcceptedError:
+    log.error("job %s accepted; answering without its outcome: %s: %s", job_id, type(error).__name__, error)
+    return AcceptedError(job_id, f"job {job_id} was accepted and may still complete, but its outcome could not be "
+                         "awaited (a backing service is unreachable or busy); fetch it at the Location given, or "
+                         "retry with the same Idempotency-Key", state=state)
+
+
+def best_effort(fn: Callable[[], T], what: str) -> T | None:
+    """fn() for a step that is not the answer (a refund, a usage read, a wake-up): an error in it is logged once
+    and swallowed, so it never replaces the answer the request already has (a 503, a result, a 202)."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - the first answer wins; this error is only logged
+        log.warning("%s failed (the answer stands): %s: %s", what, type(exc).__name__, exc)
+        return None
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> Response:
@@ -89,6 +133,8 @@ def from_unstorable(error: Exception) -> Response:
 
 
 def from_unexpected(error: Exception) -> Response:
+    if is_backend_error(error):  # a class no handler can be registered for (see is_backend_error)
+        return from_backend_down(error)
     # A 500 is a bug: log it with the request id, never leak the traceback to the client.
     log.exception("unhandled error")
     if current_app.config.get("PROPAGATE_EXCEPTIONS"):

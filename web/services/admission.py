@@ -14,7 +14,7 @@ from flask import current_app, g
 
 from web import timing
 from web.auth import Principal, current
-from web.errors import ApiError
+from web.errors import AcceptedError, ApiError, best_effort
 from web.metrics import queue_depth
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
@@ -48,10 +48,19 @@ def usage_now(principal: Principal | None = None) -> dict[str, Any]:
 
 def usage_headers(p: Principal) -> dict[str, str]:
     """RateLimit headers for responses that consumed nothing, so every /v1 answer shows the budget."""
-    try:
-        return {k: v for k, v in _peek(p).headers().items() if k != "Retry-After"}
-    except Exception:  # headers are informative; a Redis blip must not turn a good answer into an error
-        return {}
+    return best_effort(lambda: {k: v for k, v in _peek(p).headers().items() if k != "Retry-After"},
+                       "usage headers") or {}
+
+
+def usage_block() -> dict[str, Any] | None:
+    """This request's usage block: the one its admission counted, else read now (an Idempotency-Key replay
+    counted nothing); None if Redis cannot say, which never fails an answer that is otherwise good."""
+    return g.get("usage") or best_effort(usage_now, "usage block")
+
+
+def _refused(r, reason: str) -> None:
+    # A counter: the refusal it counts is the answer, even when Redis cannot count it.
+    best_effort(lambda: telemetry.refused(r, reason), "refusal counter")
 
 
 def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_key: str | None = None,
@@ -72,7 +81,7 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
                                  req_hash=req_hash)
 
     job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create)
-    telemetry.submitted(_redis(settings), job.model, kind)
+    best_effort(lambda: telemetry.submitted(_redis(settings), job.model, kind), "submitted counter")
     return job
 
 
@@ -85,14 +94,18 @@ def rate_limited(decision: Decision) -> ApiError:
 
 def accepted(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
     """202 for a new job or replay: its JSON with the caller's usage block, and a Location header."""
-    return {**body, "usage": g.get("usage") or usage_now()}, 202, {"Location": body["links"]["self"]}
+    return {**body, "usage": usage_block()}, 202, {"Location": body["links"]["self"]}
 
 
 def ended(row: Job | Any, state: str) -> None:
-    """The web ended a job or replay (cancel, expiry): wake its waiters and free its in-flight slot."""
+    """The web ended a job or replay (cancel, expiry): wake its waiters and free its in-flight slot.
+
+    Called after the end was committed, so a Redis error here must not answer as if it had not happened:
+    other waiters re-read the row within 5 s (waiting.py) and the slot's lease runs out by itself."""
     r = _redis(current_app.config["SETTINGS"])
     # The same path the workers take (workers/wire/notify.py), in one round trip.
-    notify.ended(r, str(row.id), state, InFlight(r).key(str(row.customer_id)))
+    best_effort(lambda: notify.ended(r, str(row.id), state, InFlight(r).key(str(row.customer_id))),
+                f"wake-up of {row.id} ({state})")
 
 
 def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T]) -> T:
@@ -109,25 +122,31 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
         # minute -> rate; day and month -> quota (the fixed reasons of vla_requests_refused_total)
-        telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
+        _refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
         raise rate_limited(decision)
     try:
         with timing.phase("admit"):
             if queue_depth(r, queue) >= settings.max_queue_depth:
-                telemetry.refused(r, "queue_full")
+                _refused(r, "queue_full")
                 raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly",
                                headers={"Retry-After": "2"})
             inflight = InFlight(r)
             if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
-                telemetry.refused(r, "in_flight")
+                _refused(r, "in_flight")
                 raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in "
                                "flight for this customer; wait for one to finish", headers={"Retry-After": "1"})
         try:
             with timing.phase("enqueue"):
                 return create(inflight.key(p.customer_id))
+        except AcceptedError:
+            raise  # the job exists: it is charged when it ends, and its end frees the slot
         except BaseException:
-            inflight.release(p.customer_id, lease_id)
+            best_effort(lambda: inflight.release(p.customer_id, lease_id), "in-flight release")
             raise
+    except AcceptedError:
+        raise
     except BaseException:
-        limiter.refund(p.customer_id, _limits(p), decision=decision)
+        # A refund that fails (Redis is why we are here, often) loses the customer one unit at worst; it must
+        # not turn this request's answer (a 503, a 422) into a 500.
+        best_effort(lambda: limiter.refund(p.customer_id, _limits(p), decision=decision), "refund")
         raise

@@ -18,18 +18,36 @@ from web.auth import current
 from web.errors import ApiError
 
 HEADER = "Idempotency-Key"
+# The openpi websocket has no per-message headers: a message's key travels in its observation, under this name.
+OBSERVATION_KEY = "vlaapi_idempotency_key"
 T = TypeVar("T")
 
 
 def key_from_request() -> str | None:
     key = request.headers.get(HEADER)
-    if key is None:
-        return None
+    return None if key is None else _checked(key, HEADER)
+
+
+def _checked(key: str, field: str) -> str:
     key = key.strip()
     if not 1 <= len(key) <= 255 or not key.isprintable():
-        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 printable characters",
-                       field=HEADER)
+        raise ApiError(422, "invalid_idempotency_key", f"{field} must be 1 to 255 printable characters", field=field)
     return key
+
+
+def observation_header(obs: object) -> dict[str, str]:
+    """An openpi observation's optional `vlaapi_idempotency_key` (a string), as the Idempotency-Key header of the
+    request its message runs as; the key stays in the observation, which no layout reads under that name."""
+    if not isinstance(obs, dict):
+        return {}
+    raw = obs.get(OBSERVATION_KEY, obs.get(OBSERVATION_KEY.encode()))
+    if raw is None:
+        return {}
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not isinstance(raw, str):
+        raise ApiError(422, "invalid_idempotency_key", f"{OBSERVATION_KEY} must be a string", field=OBSERVATION_KEY)
+    return {HEADER: _checked(raw, OBSERVATION_KEY)}
 
 
 def existing(model: type[T], key: str, req_hash: str) -> T | None:

@@ -9,8 +9,8 @@ from marshmallow import ValidationError
 
 from web import timing
 from web.api.jobs.schemas import InferenceRequestSchema
-from web.errors import ApiError
-from web.services import admission
+from web.errors import ApiError, accepted_wait_failed, is_backend_error
+from web.services import admission, idempotency, submit
 from web.services.public_errors import public_error
 from web.services.waiting import wait_for
 from workers.store.models import Job
@@ -36,10 +36,23 @@ def load_request(body: dict[str, Any]) -> dict[str, Any]:
 
 def submit_and_wait(data: dict[str, Any]) -> Job:
     """Admit (key already checked; limits, quota, in-flight, queue depth), enqueue, and block until the job
-    is final, its deadline passes, or WAIT_MAX_S runs out."""
-    job = admission.submit_job(data, waiter=True)
-    with timing.phase("wait"):
-        return wait_for(job, current_app.config["SETTINGS"].wait_max_s)
+    is final, its deadline passes, or WAIT_MAX_S runs out.
+
+    Idempotency-Key (a header on /v1/inference and /act; the websocket's per-message key becomes the same
+    header): a retry with the key and body of an earlier request waits on that request's job instead of making
+    another, and counts no rate-limit unit; the job is charged once, when it ends. Once the job's row is
+    committed, a backend error while waiting answers 503 with its id and Location (AcceptedError), never as if
+    nothing had happened."""
+    job = idempotency.submit_once(
+        Job, lambda: submit.request_hash(data),
+        lambda key, req_hash: admission.submit_job(data, waiter=True, idempotency_key=key, req_hash=req_hash))
+    try:
+        with timing.phase("wait"):
+            return wait_for(job, current_app.config["SETTINGS"].wait_max_s)
+    except Exception as exc:
+        if not is_backend_error(exc):
+            raise
+        raise accepted_wait_failed(str(job.id), exc) from None
 
 
 def raise_for_failure(job: Job) -> None:

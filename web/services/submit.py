@@ -22,7 +22,7 @@ from safety import validate_robot_config
 from safety.errors import SafetyConfigError
 from web import db
 from web.auth import Principal
-from web.errors import ApiError
+from web.errors import ApiError, accepted_wait_failed, best_effort
 from web.services import catalog
 from workers.settings import Settings
 from workers.store.models import Job
@@ -138,14 +138,22 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     safety_job = {k: v for k, v in payload.items() if k != "images"}
     # The copy goes first: if this process dies between the commit and the publish, the reaper still has the
     # message to send (workers/wire/resend.py).
-    resend.keep(notify.client(current_app.config["SETTINGS"].redis_url), str(job.id), payload, safety_job)
+    r = notify.client(current_app.config["SETTINGS"].redis_url)
+    resend.keep(r, str(job.id), payload, safety_job)
     s = db.session()
     # A plain INSERT of the row's columns: the ORM's unit of work cost the request more CPU than the insert.
     # The returned Job stays outside the session: waiting.wait_for replaces it with the settled row (from the
     # worker's token, or read afresh), never by refreshing this object.
-    s.execute(_INSERT_JOB, {c: getattr(job, c) for c in _JOB_INSERT_COLUMNS})
-    s.commit()
-    _enqueue_or_undo(lambda: send_job(payload, safety_job), lambda: s.execute(_DELETE_JOB, {"id": job.id}), "job")
+    try:
+        s.execute(_INSERT_JOB, {c: getattr(job, c) for c in _JOB_INSERT_COLUMNS})
+        s.commit()
+    except Exception:
+        # The answer will say nothing was written. A commit whose reply was lost may still have landed: without
+        # its copy the reaper never publishes that row, it only ends it at its deadline, uncharged.
+        best_effort(lambda: resend.take(r, str(job.id)), "drop of the resend copy")
+        raise
+    _enqueue_or_undo(lambda: send_job(payload, safety_job), lambda: s.execute(_DELETE_JOB, {"id": job.id}), "job",
+                     job_id=str(job.id))
     return job
 
 
@@ -165,14 +173,24 @@ def commit_then_enqueue(row: Any, send: Callable[[], None], what: str) -> None:
     _enqueue_or_undo(send, lambda: s.delete(row), what)
 
 
-def _enqueue_or_undo(send: Callable[[], None], undo: Callable[[], Any], what: str) -> None:
-    """Send the committed row's message; if the broker refuses, remove the row (a 503): nothing half-written."""
+def _enqueue_or_undo(send: Callable[[], None], undo: Callable[[], Any], what: str, *,
+                     job_id: str | None = None) -> None:
+    """Send the committed row's message; if the broker refuses, remove the row (a 503): nothing half-written.
+
+    If the removal fails too (the database went with the broker), the job row stands with its resend copy, so
+    the reaper publishes or ends it: a job's answer is then a 503 that carries its id (AcceptedError)."""
     try:
         send()
     except Exception:
-        s = db.session()
-        undo()
-        s.commit()
         current_app.logger.warning("enqueue failed", exc_info=True)
+        try:
+            s = db.session()
+            undo()
+            s.commit()
+        except Exception as exc:
+            if job_id is None:
+                raise
+            raise accepted_wait_failed(job_id, exc, state="queued") from None
         raise ApiError(503, "queue_unavailable", f"could not enqueue the {what}; retry shortly",
                        headers={"Retry-After": "1"}) from None
+

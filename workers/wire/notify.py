@@ -13,6 +13,7 @@ SCAN of the keyspace; fields older than their TTL are ignored and pruned by whoe
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -28,6 +29,7 @@ DONE_TTL_S = 300
 SOCKET_TIMEOUT_S = 75.0
 CONNECT_TIMEOUT_S = 5.0
 _clients: dict[str, redis.Redis] = {}
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 
 
@@ -82,8 +84,12 @@ def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> str | None:
     token = got[1].decode()
     settled = outcome(token)
     # Put the token back for any other waiter, as the bare state: they read the row, and the list that lives
-    # for DONE_TTL_S stays a few bytes.
-    _push(r, job_id, token if settled is None else settled["state"], None)
+    # for DONE_TTL_S stays a few bytes. A failed re-push (Redis at maxmemory, or gone since the BLPOP) must not
+    # cost this waiter the outcome it holds: other waiters re-read the row within their 5 s poll.
+    try:
+        _push(r, job_id, token if settled is None else settled["state"], None)
+    except redis.RedisError as exc:
+        log.warning("re-push of job %s's wake-up token failed: %s: %s", job_id, type(exc).__name__, exc)
     return token
 
 

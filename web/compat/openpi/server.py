@@ -24,7 +24,7 @@ from websockets.http11 import Request, Response
 
 from web.compat.arrays import ArrayError
 from web.compat.openpi import codec, mappings, session
-from web.errors import BACKEND_ERRORS, PROBLEM_BASE, ApiError
+from web.errors import PROBLEM_BASE, ApiError, is_backend_error
 from web.services import catalog
 
 log = logging.getLogger("web.openpi")
@@ -66,6 +66,12 @@ class OpenpiServer:
             await self._call(session.check_key, self.app, conn.authorization)
         except ApiError as err:
             return _refuse(ws, err)
+        except Exception as exc:  # the key check reads PostgreSQL: down is a 503 with Retry-After, as on REST
+            if not is_backend_error(exc):
+                raise
+            log.error("backend unavailable at the handshake: %s", type(exc).__name__)
+            return _refuse(ws, ApiError(503, "backend_unavailable", "a backing service is unreachable; retry "
+                                        "shortly", headers={"Retry-After": "2"}))
         ws.vla_connection = conn  # type: ignore[attr-defined]  # read by the handler once upgraded
         return None
 
@@ -108,11 +114,11 @@ class OpenpiServer:
             return session.problem_text(ApiError(422, "invalid_observation", str(exc)))
         except ApiError as err:
             return session.problem_text(err)
-        except BACKEND_ERRORS as exc:
-            log.error("backend unavailable: %s", type(exc).__name__)
-            return session.problem_text(ApiError(503, "backend_unavailable", "a backing service is unreachable; "
-                                                 "retry shortly"))
-        except Exception:
+        except Exception as exc:  # BACKEND_ERRORS, and a DatabaseError on a dead connection (is_backend_error)
+            if is_backend_error(exc):
+                log.error("backend unavailable: %s", type(exc).__name__)
+                return session.problem_text(ApiError(503, "backend_unavailable", "a backing service is "
+                                                     "unreachable; retry shortly"))
             log.exception("openpi message failed")
             return session.problem_text(ApiError(500, "internal_error", "an unexpected error occurred"))
 

@@ -14,7 +14,7 @@ from flask import Flask, g
 from web.auth import authenticate
 from web.compat.openpi import mappings
 from web.errors import PROBLEM_BASE, ApiError
-from web.services import catalog, inference
+from web.services import catalog, idempotency, inference
 from workers import logs
 
 
@@ -50,8 +50,9 @@ def infer(app: Flask, conn: Connection, obs: Any) -> dict[str, Any]:
     """One observation in, openpi's response out: {"actions": (chunk, D), "server_timing", "policy_timing"}.
     Raises ApiError for anything a REST call would answer with a problem document."""
     started = time.monotonic()
-    with app.test_request_context(f"/v1/openpi/{conn.model}", method="POST",
-                                  headers={"Authorization": conn.authorization}):
+    # A message's optional idempotency key becomes the header /v1/inference reads (services/idempotency.py).
+    headers = {"Authorization": conn.authorization, **idempotency.observation_header(obs)}
+    with app.test_request_context(f"/v1/openpi/{conn.model}", method="POST", headers=headers):
         g.request_id = f"req_{uuid.uuid4().hex}"
         logs.bind(request_id=g.request_id, customer_id=None)
         authenticate()  # every message: a key revoked mid-connection stops working at once
