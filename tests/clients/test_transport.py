@@ -21,8 +21,9 @@ def test_submission_with_idempotency_key_is_retried(nowhere):
     assert exc.value.status == 0 and "cannot reach" in str(exc.value) and nowhere.http.retries == 2
 
 
-def test_act_is_not_retried_after_a_lost_connection(nowhere):
-    """POST /v1/inference takes no Idempotency-Key: a second try could run the job twice."""
+def test_act_with_its_idempotency_key_is_retried(nowhere):
+    """POST /v1/inference takes an Idempotency-Key: act sends one per call, so a retry after a lost connection
+    answers the first request's job instead of running a second."""
     with pytest.raises(Unavailable):
         nowhere.act(IMAGE, "x")
-    assert nowhere.http.retries == 0
+    assert nowhere.http.retries == 2

@@ -56,10 +56,11 @@ class VLAClient:
               model: str | None = None, **options: Any) -> Inference:
         """Like `act`, returning the whole answer (safety block, timings, usage, ids)."""
         body = self._body(images, instruction, state, deadline_ms, model, options)
-        # Refusals (429/503) are retried while the deadline allows; a lost connection is not, since the
-        # request may have been admitted (POST /v1/inference takes no Idempotency-Key).
+        # Refusals (429/503) and lost connections are retried while the deadline allows, all with one
+        # Idempotency-Key: a retry of a request that was admitted answers its job, never runs a second one.
         budget = None if deadline_ms is None else deadline_ms / 1000
         resp = self.http.request("POST", "/v1/inference", json=body, budget_s=budget,
+                                 idempotency_key=new_idempotency_key(),
                                  timeout=max(self.http.timeout, (budget or 0) + 5))
         doc = resp.json()
         if resp.status_code == 202:  # the service's wait ran out before the job finished
