@@ -131,12 +131,12 @@ class Reaper:
         return sum(self.release_worker(h) for h, st in gone.items() if st in ("ready", "loading"))
 
     def release_orphans(self) -> int:
-        """Release the jobs of every worker a running job names that has no live heartbeat."""
-        live = {b["hostname"] for m in catalog.enabled_models(self.settings)
-                for b in notify.read_heartbeats(self.redis, m)}
+        """Release the jobs of every worker a running job names that has no live heartbeat (read from the
+        job's model's hash, so a worker of a model this reaper's ENABLED_MODELS omits is judged too)."""
         with session_scope(self.settings.database_url) as s:
             claimed = reaping.claiming_workers(s)
-        return sum(self.release_worker(w) for w in claimed - live)
+        live = {b["hostname"] for m in {m for _, m in claimed} for b in notify.read_heartbeats(self.redis, m)}
+        return sum(self.release_worker(w) for w in {w for w, _ in claimed} - live)
 
     def release_worker(self, worker: str) -> int:
         """Re-queue (deadline allowing) or end each running job `worker` claimed; safe to run twice at once."""

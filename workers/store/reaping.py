@@ -54,10 +54,12 @@ def claimed_by(session: Session, worker: str, limit: int = BATCH) -> list[Job]:
     ).scalars().all())
 
 
-def claiming_workers(session: Session) -> set[str]:
-    """Every worker named by a running job: the reaper releases those with no live heartbeat."""
-    rows = session.execute(select(Job.worker).where(Job.state == "running", Job.worker.is_not(None)).distinct())
-    return set(rows.scalars())
+def claiming_workers(session: Session) -> set[tuple[str, str]]:
+    """(worker, model) for every worker named by a running job: the reaper releases those with no live
+    heartbeat."""
+    rows = session.execute(select(Job.worker, Job.model).where(Job.state == "running", Job.worker.is_not(None))
+                           .distinct())
+    return {(w, m) for w, m in rows}
 
 
 def requeue(session: Session, job: Job) -> None:
