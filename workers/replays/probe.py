@@ -8,7 +8,7 @@ and the parent kills it at a wall-clock limit. The answer reports the child's ow
 
 Request:  {"path", "uploaded", "archive": null | "zip" | "tar" | "gz", "max_extracted_bytes", "episodes",
            "step_range", "instruction", "memory_mb", "cpu_seconds"}
-Answer:   {"ok": true, "path", "format", "total", "cameras", "maxrss_kb"}
+Answer:   {"ok": true, "path", "format", "total", "cameras", "robot_type", "maxrss_kb"}
           or {"ok": false, "field", "message", "maxrss_kb"}
 """
 from __future__ import annotations
@@ -107,7 +107,8 @@ def check(req: dict[str, Any]) -> dict[str, Any]:
         total = ds.validate(req.get("episodes"), step_range)
         _check_frames(ds, req.get("episodes"), step_range, headers_only=False)
         cameras = sorted({c for sel in ds.select(req.get("episodes"), step_range) for c in sel.info.cameras})
-        return {"ok": True, "path": str(path), "format": ds.format, "total": total, "cameras": cameras}
+        return {"ok": True, "path": str(path), "format": ds.format, "total": total, "cameras": cameras,
+                "robot_type": ds.robot_type}
 
 
 def run(req: dict[str, Any]) -> dict[str, Any]:

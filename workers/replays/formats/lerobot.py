@@ -29,6 +29,7 @@ class LeRobotDataset(Dataset):
         self.meta = load_meta(self.path)
         self.v3 = self.meta.version in V3_VERSIONS
         self.format = f"lerobot-{self.meta.version}"
+        self.robot_type = self.meta.robot_type
         self._by_index = {e.index: e for e in self.meta.episodes}
         self._episode_columns: dict[Path, np.ndarray] = {}
         self._durations: dict[Path, float | None] = {}
