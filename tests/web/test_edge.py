@@ -200,6 +200,25 @@ def test_over_the_limit_act_is_429_before_any_image_work(client, over_limit_free
     assert conversions == []  # the image was never converted
 
 
+def test_admission_itself_refuses_before_the_conversion(client, over_limit_free, conversions, monkeypatch):
+    """Without /act's early look at the limits (a request racing past it), the charge in admission still
+    comes before the image is converted."""
+    from web.compat import openvla
+
+    monkeypatch.setattr(openvla, "refuse_if_over_limit", lambda: None)
+    data = json_numpy.dumps({"image": IMAGE, "instruction": "pick up the block"})
+    resp = client.post("/act", data=data, content_type="application/json", headers=over_limit_free)
+    assert _problem(resp, 429)["type"].endswith("rate_limited")
+    assert conversions == []
+
+
+def test_over_the_limit_act_body_is_not_even_read(client, over_limit_free):
+    resp, consumed, _ = _post(client, "/act", json_numpy.dumps({"image": IMAGE, "instruction": "x"}).encode(),
+                              over_limit_free)
+    _problem(resp, 429)
+    assert consumed == 0
+
+
 def test_over_the_limit_openpi_message_is_429_before_any_image_work(app, over_limit_free, conversions):
     from web.compat.openpi import session
     from web.errors import ApiError

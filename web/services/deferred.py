@@ -7,7 +7,8 @@ count) and puts a PendingImage in the body instead of the converted image; the b
 schema (load_request, with a placeholder in the image's place) and the same admission, and the image is
 converted in submit.prepare, inside admission's create step: after the rate limit, quota, queue depth and
 in-flight count, with the unit refunded if the conversion refuses the image. A customer over its limits gets
-its 429 before any image work, on every door.
+its 429 before any image work, on every door. (The OpenVLA door also looks at the limits before reading its
+body at all: web/compat/openvla.py.)
 
 How an array becomes what crosses Redis is the adapter's `convert` callable (web/compat/arrays.py): one place.
 """
@@ -61,3 +62,4 @@ def rejoin(data: dict[str, Any], pending: dict[str | None, PendingImage]) -> dic
 def resolve_images(images: dict[str, Any]) -> dict[str, str]:
     """Encoded images by camera: pending ones converted now (call only after admission has counted)."""
     return {cam: value.resolve() if isinstance(value, PendingImage) else value for cam, value in images.items()}
+
