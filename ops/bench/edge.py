@@ -37,12 +37,22 @@ def _kb(pid: int, field: str) -> int:
     return int(next(ln.split()[1] for ln in open(f"/proc/{pid}/status") if ln.startswith(field + ":")))
 
 
-def _request(port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-             conn: http.client.HTTPConnection | None = None) -> tuple[int, str]:
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+def _request(port: int, method: str, path: str, body: bytes = b"",
+             headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """One request on a new connection; the answer is read even if the server stopped reading the body
+    (a refusal before reading it) and closed the connection while the body was still being sent."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.putrequest(method, path)
+    for k, v in {"Content-Type": "application/json", **(headers or {}), "Content-Length": str(len(body))}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    try:
+        conn.send(body)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
     resp = conn.getresponse()
     data = resp.read()
+    conn.close()
     try:
         code = json.loads(data).get("type", "").rsplit("/", 1)[-1]
     except (ValueError, AttributeError):
