@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 import websockets.asyncio.client
 import websockets.exceptions
@@ -33,9 +35,10 @@ def empty_maps(total_bytes: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n
 
 
-def nested_maps(levels: int = 4, fanout: int = 64) -> bytes:
+def nested_maps(levels: int = 4, fanout: int = 48) -> bytes:
     """Arrays of `fanout` items nested `levels` deep, empty maps at the leaves: fanout**levels objects, each
-    container within any per-object length limit (64**4: 16.7 M maps in 17.6 MB)."""
+    container within msgpack's per-object limits and the frame within the default budget (48**4: 5.3 M maps
+    in 5.4 MB; 64**4: 16.7 M maps in 17.6 MB)."""
     out = b"\x80"
     for _ in range(levels):
         out = b"\xdc" + fanout.to_bytes(2, "big") + out * fanout
@@ -90,19 +93,39 @@ class StallProbe:
         self._thread.join(40)
         self.ws.close()
 
-    @property
-    def worst_ms(self) -> float:
-        return max(self.rtts, default=float("nan"))
+    def summary(self) -> dict:
+        rtts = sorted(self.rtts) or [float("nan")]
+        return {"pings": len(self.rtts), "p50_ms": round(rtts[len(rtts) // 2], 1),
+                "p99_ms": round(rtts[int(len(rtts) * 0.99)], 1), "worst_stall_ms": round(rtts[-1], 1)}
 
 
-def attack_while_probing(url: str, key: str, attack: Callable[[], object], seconds: float) -> tuple[float, int, int]:
-    """Run `attack` back to back for `seconds` while a probe pings: (worst round trip ms, pings, attacks)."""
+PAYLOADS: dict[str, Callable[[], bytes]] = {
+    "30 MB of empty maps": lambda: frame(empty_maps(30 * 1024 * 1024)),
+    "5.3 M nested empty maps": lambda: frame(nested_maps()),
+}
+
+
+def hammer(url: str, key: str, payload: str, seconds: float, out: Connection) -> None:
+    """In a child process (its CPU is not the probe's): send PAYLOADS[payload] back to back on fresh
+    connections for `seconds`; sends (attacks, distinct replies) back through `out`."""
+    data, replies, n = PAYLOADS[payload](), set(), 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        replies.add(send_raw(url, key, data))
+        n += 1
+    out.send((n, sorted(replies)))
+
+
+def attack_while_probing(url: str, key: str, payload: str, seconds: float) -> dict:
+    """The probe's round trips while a child process hammers the server with `payload`."""
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=hammer, args=(url, key, payload, seconds, theirs), daemon=True)
     with StallProbe(url, key) as probe:
-        end, n = time.monotonic() + seconds, 0
-        while time.monotonic() < end:
-            attack()
-            n += 1
-    return probe.worst_ms, len(probe.rtts), n
+        child.start()
+        attacks, replies = mine.recv() if mine.poll(seconds + 120) else (0, ["attacker timed out"])
+    child.join(10)
+    return {"attacks": attacks, "replies": replies, **probe.summary()}
 
 
 async def _one(url: str, key: str, held: list, statuses: list) -> None:

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 
 from web.compat.arrays import ArrayError, make_array
-from web.compat.openpi.limits import FrameBudget
+from web.compat.openpi.limits import FrameBudget, Limits, budget_for
 from web.input_guard import check_value
 
 
@@ -49,7 +49,10 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_pack)
 
 
-def unpackb(raw: bytes, budget: FrameBudget) -> Any:
+DEFAULT_BUDGET = budget_for(None, Limits())  # a model no worker has described yet
+
+
+def unpackb(raw: bytes, budget: FrameBudget = DEFAULT_BUDGET) -> Any:
     """Raises ArrayError (a ValueError) for anything that is not a msgpack-numpy message within `budget`.
 
     The limits make msgpack refuse an over-long object from its length prefix; the container count stops a

@@ -29,7 +29,7 @@ class Limits:
     threads: int = 32  # OPENPI_THREADS: observations served at once (admission and the wait for the job)
     decode_threads: int = 2  # OPENPI_DECODE_THREADS: frames decoded at once, apart from the admission pool
     max_message_bytes: int = 32 * 1024 * 1024  # OPENPI_MAX_MESSAGE_BYTES: a ceiling over every model's budget
-    max_image_pixels: int = 1280 * 1024  # OPENPI_MAX_IMAGE_PIXELS: one image's pixels (H x W)
+    max_image_pixels: int = 1280 * 720  # OPENPI_MAX_IMAGE_PIXELS: one image's pixels (H x W), 720p
     idle_timeout_s: float = 300.0  # OPENPI_IDLE_TIMEOUT_S: a connection that sends nothing this long is closed
     max_queue: int = 2  # OPENPI_MAX_QUEUE: frames received ahead of the one being served, per connection
 
@@ -50,7 +50,7 @@ class FrameBudget:
     """msgpack's per-object limits and the frame's size for one model."""
 
     frame_bytes: int
-    bin_bytes: int  # one image: pixels x 4 bytes (uint8 RGBA at most)
+    bin_bytes: int  # one image: pixels x 3 bytes (uint8 RGB, what openpi's clients send)
     array_len: int
     map_len: int = 64
     str_len: int = OVERHEAD_BYTES
@@ -61,7 +61,7 @@ def budget_for(spec: dict[str, Any] | None, limits: Limits) -> FrameBudget:
     spec = spec or {}
     images = max(len(spec.get("cameras") or []), LAYOUT_IMAGES)
     state_dim = int(spec.get("state_dim") or 0)
-    bin_bytes = limits.max_image_pixels * 4
+    bin_bytes = limits.max_image_pixels * 3
     frame = min(images * bin_bytes + state_dim * 8 + OVERHEAD_BYTES, limits.max_message_bytes)
     return FrameBudget(frame_bytes=frame, bin_bytes=min(bin_bytes, frame), array_len=max(64, 2 * state_dim))
 
