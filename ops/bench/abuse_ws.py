@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     LOGS.mkdir(parents=True, exist_ok=True)
     env = _env()
-    if args.server_src:
-        env["PYTHONPATH"] = f"{args.server_src.resolve()}:{ROOT}"
+    if args.server_src:  # `-m` puts the working directory first on sys.path: run from there
+        env["PYTHONPATH"] = str(ROOT)
     keys = _keys(env, ["enterprise"] * 4 + ["free", "free"])
     port, log = free_port(), LOGS / "abuse-ws.log"
     log.write_bytes(b"")
-    server = spawn(["web.compat.openpi", "--port", str(port)], env, log)
+    server = spawn(["web.compat.openpi", "--port", str(port)], env, log, cwd=args.server_src)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
         url = f"ws://127.0.0.1:{port}/v1/openpi/pi0-tiny"
