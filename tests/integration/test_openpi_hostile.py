@@ -156,3 +156,28 @@ def test_compression_offered_is_declined_and_compressed_frames_fail(url, key):
         assert first.startswith("422 ")
     reply = attack.send_raw(url, key, attack.frame(b"\x00" * 64, rsv1=True))
     assert reply == "closed 1002"  # RSV1 without the extension is a protocol error
+
+
+def test_one_customer_cannot_take_every_thread(tmp_path, make_customer):
+    """OPENPI_THREADS=4, OPENPI_CUSTOMER_THREADS=2: four observations of one customer held in their waits (a
+    model with no worker: each waits out its deadline) leave threads for another customer's frame."""
+    port = free_port()
+    env = {**ENV, "OPENPI_THREADS": "4", "OPENPI_CUSTOMER_THREADS": "2"}
+    first, second = make_customer("enterprise")[1], make_customer("enterprise")[1]
+    url = f"ws://127.0.0.1:{port}/v1/openpi/openvla-slow"
+    with serve(["web.compat.openpi", "--port", str(port)], port, tmp_path / "ws.log", env=env):
+        holders = [attack.connect(f"{url}?deadline_ms=4000", first) for _ in range(4)]
+        for ws in holders:
+            ws.recv(timeout=30)
+            ws.send(msgpack_numpy.packb(OBS))
+        time.sleep(0.5)  # the first two are waiting on their jobs, the other two on their customer's share
+        started = time.monotonic()  # the handshake needs a thread too
+        with attack.connect(url, second) as ws:
+            ws.recv(timeout=30)
+            first_line, _ = _reply(ws, msgpack_numpy.packb({**OBS, "prompt": "a\x00b"}))
+            waited = time.monotonic() - started
+        assert first_line.startswith("422 invalid_characters") and waited < 2.0, waited
+        replies = [ws.recv(timeout=30).splitlines()[0] for ws in holders]
+        assert all(r.startswith("504 deadline_exceeded") for r in replies), replies
+        for ws in holders:
+            ws.close()

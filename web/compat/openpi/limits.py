@@ -27,6 +27,7 @@ MAX_CONTAINERS = 1024  # maps and arrays in one observation; a real one has a fe
 class Limits:
     max_connections: int = 256  # OPENPI_MAX_CONNECTIONS: open connections of this process
     threads: int = 32  # OPENPI_THREADS: observations served at once (admission and the wait for the job)
+    customer_threads: int = 8  # OPENPI_CUSTOMER_THREADS: of those, at most this many for one customer
     decode_threads: int = 2  # OPENPI_DECODE_THREADS: frames decoded at once, apart from the admission pool
     max_message_bytes: int = 32 * 1024 * 1024  # OPENPI_MAX_MESSAGE_BYTES: a ceiling over every model's budget
     max_image_pixels: int = 1280 * 720  # OPENPI_MAX_IMAGE_PIXELS: one image's pixels (H x W), 720p
@@ -38,6 +39,7 @@ class Limits:
         d = cls()
         return cls(max_connections=int(env.get("OPENPI_MAX_CONNECTIONS", d.max_connections)),
                    threads=int(env.get("OPENPI_THREADS", d.threads)),
+                   customer_threads=int(env.get("OPENPI_CUSTOMER_THREADS", d.customer_threads)),
                    decode_threads=int(env.get("OPENPI_DECODE_THREADS", d.decode_threads)),
                    max_message_bytes=int(env.get("OPENPI_MAX_MESSAGE_BYTES", d.max_message_bytes)),
                    max_image_pixels=int(env.get("OPENPI_MAX_IMAGE_PIXELS", d.max_image_pixels)),

@@ -43,6 +43,9 @@ class OpenpiServer:
         # Decoding has its own few threads, so a flood of frames cannot take the threads admission runs in.
         self.decode_pool = ThreadPoolExecutor(limits.decode_threads, thread_name_prefix="openpi-decode")
         self.slots = Slots(limits.max_connections)
+        # A customer's share of the pool: its observations beyond it wait on the loop (holding no thread), so
+        # a key with many connections (a Pro key may have 32 jobs in flight) cannot take every thread.
+        self.shares: dict[str, asyncio.Semaphore] = {}
         self._watchers: set[asyncio.Task] = set()
 
     @property
@@ -74,6 +77,7 @@ class OpenpiServer:
             principal, spec = await self._call(session.handshake, self.app, conn)
             cap = self.app.config["SETTINGS"].openpi_connections_for(principal.tier)
             slot = self.slots.reserve(principal.customer_id, cap)  # no await since the check: atomic
+            conn.customer_id = principal.customer_id
         except ApiError as err:
             return _refuse(ws, err)
         except BACKEND_ERRORS as exc:
@@ -94,6 +98,15 @@ class OpenpiServer:
             await ws.wait_closed()
         finally:
             slot.release()
+            if slot.customer_id not in self.slots.by_customer:
+                self.shares.pop(slot.customer_id, None)
+
+    def _share(self, customer_id: str) -> asyncio.Semaphore:
+        share = self.shares.get(customer_id)
+        if share is None:
+            share = self.shares[customer_id] = asyncio.Semaphore(min(self.limits.customer_threads,
+                                                                     self.limits.threads))
+        return share
 
     def _connection(self, model: str, request: Request, query: dict[str, list[str]]) -> session.Connection:
         catalog.require_model(self.app.config["SETTINGS"], model)
@@ -124,7 +137,9 @@ class OpenpiServer:
                     await ws.close(1000, f"idle for {idle:g} s")
                     return
                 started = time.monotonic()
-                await ws.send(await self._serve_one(conn, budget, message))
+                async with self._share(conn.customer_id):
+                    reply = await self._serve_one(conn, budget, message)
+                await ws.send(reply)
                 conn.prev_total_ms = (time.monotonic() - started) * 1000
         except websockets.ConnectionClosed:
             pass

@@ -33,6 +33,7 @@ class Connection:
     deadline_ms: int | None = None
     robot_type: str | None = None
     prev_total_ms: float | None = None
+    customer_id: str = ""  # set once the handshake has checked the key
 
 
 def handshake(app: Flask, conn: Connection) -> tuple[Principal, dict[str, Any] | None]:
