@@ -65,7 +65,7 @@ def test_30mb_of_empty_maps_is_refused_from_its_header(url, key, base):
 
 
 def test_nested_maps_within_the_size_are_refused_by_count(url, key):
-    """5.4 MB of 5.3 M empty maps, each container within msgpack's limits: stopped after 1,024 containers."""
+    """2.6 MB of 2.6 M empty maps, each container within msgpack's limits: stopped after 1,024 containers."""
     started = time.monotonic()
     assert attack.send_raw(url, key, attack.frame(attack.nested_maps())).startswith("422 invalid_observation")
     assert time.monotonic() - started < 10

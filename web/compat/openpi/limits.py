@@ -30,7 +30,9 @@ class Limits:
     customer_threads: int = 8  # OPENPI_CUSTOMER_THREADS: of those, at most this many for one customer
     decode_threads: int = 2  # OPENPI_DECODE_THREADS: frames decoded at once, apart from the admission pool
     max_message_bytes: int = 32 * 1024 * 1024  # OPENPI_MAX_MESSAGE_BYTES: a ceiling over every model's budget
-    max_image_pixels: int = 1280 * 720  # OPENPI_MAX_IMAGE_PIXELS: one image's pixels (H x W), 720p
+    # OPENPI_MAX_IMAGE_PIXELS: one image's pixels (H x W). openpi's examples send 224 x 224; VGA leaves room
+    # while keeping a full frame's copy and unmasking on the loop (websockets does both there) to a few ms.
+    max_image_pixels: int = 640 * 480
     idle_timeout_s: float = 300.0  # OPENPI_IDLE_TIMEOUT_S: a connection that sends nothing this long is closed
     max_queue: int = 2  # OPENPI_MAX_QUEUE: frames received ahead of the one being served, per connection
 
