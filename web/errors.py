@@ -128,7 +128,8 @@ def from_backend_down(error: Exception) -> Response:
 def from_unstorable(error: Exception) -> Response:
     """A value PostgreSQL refuses (out of a column's range, bytes it cannot store): the input guard should have
     caught it, so log it as a gap in the guard, but the client still sent it: a 422, not a 500."""
-    log.warning("database refused a value: %s", type(error).__name__, exc_info=True)
+    # The type only: the traceback would carry the statement's parameters (customer data) into the log.
+    log.warning("database refused a value: %s", type(error).__name__)
     return problem(422, "invalid_value", "Unprocessable Content", "a value in this request cannot be stored")
 
 

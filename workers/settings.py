@@ -26,6 +26,12 @@ def _bool(name: str, default: bool) -> bool:
     return _env(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _pairs(value: str) -> tuple[tuple[str, int], ...]:
+    """`name=int,name=int` (OPENPI_TIER_CONNECTIONS)."""
+    items = (item.split("=", 1) for item in value.split(",") if "=" in item)
+    return tuple((k.strip(), int(v)) for k, v in items)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -71,6 +77,12 @@ class Settings:
     worker_watchdog_s: float = 20.0
     worker_drain_s: float = 10.0
     redis_sentinel_master: str = "mymaster"
+    # OPENPI_TIER_CONNECTIONS: websocket connections one customer may hold on one openpi process, by tier
+    openpi_tier_connections: tuple[tuple[str, int], ...] = (("free", 4), ("pro", 32), ("enterprise", 128))
+    openpi_customer_connections: int = 4  # OPENPI_CUSTOMER_CONNECTIONS: for a tier the list above does not name
+
+    def openpi_connections_for(self, tier: str) -> int:
+        return dict(self.openpi_tier_connections).get(tier, self.openpi_customer_connections)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +134,8 @@ class Settings:
             worker_watchdog_s=float(_env("WORKER_WATCHDOG_S", "20")),
             worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
             redis_sentinel_master=_env("REDIS_SENTINEL_MASTER", "mymaster"),
+            openpi_tier_connections=_pairs(_env("OPENPI_TIER_CONNECTIONS", "free=4,pro=32,enterprise=128")),
+            openpi_customer_connections=int(_env("OPENPI_CUSTOMER_CONNECTIONS", "4")),
         )
 
 

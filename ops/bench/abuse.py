@@ -9,7 +9,8 @@ worker is needed: every case must be refused at the edge. Before each case the w
 reset through /proc/<pid>/clear_refs; "extra MB" is the peak during the case minus the RSS before it.
 Target (issue 11): each refused in under 1 s with under 256 MB extra. Then the HTTP edge's cases (issue 21,
 ops/bench/edge.py): a request without a valid key costs at most 10 ms of CPU and 1 MB whatever its body; body
-limits, the guard on every /act body form, and 429 before image work. Last line: one JSON object.
+limits, the guard on every /act body form, and 429 before image work. Then the websocket cases of
+ops/bench/abuse_ws.py. Each part prints one JSON line; the websocket's is the last.
 """
 from __future__ import annotations
 
@@ -177,3 +178,6 @@ def _edge(port: int, wpid: int, env: dict[str, str], key: str) -> list[dict]:
 
 if __name__ == "__main__":
     main()
+    from ops.bench import abuse_ws  # the openpi websocket's cases (issue 21): its own server and JSON line
+
+    abuse_ws.main([])

@@ -76,8 +76,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env={**os.environ, **env},
+def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd or ROOT, env={**os.environ, **env},
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
                             preexec_fn=lifeline())  # a benchmark cut off mid-run leaves no workers behind
 

@@ -23,6 +23,7 @@ from ops.faults import RedisServer
 from tests.helpers import request_body
 from web import db
 from web.compat.openpi import codec, session
+from web.compat.openpi.limits import budget_for
 from web.compat.openpi.server import Limits, OpenpiServer
 from web.errors import is_backend_error
 from web.services import admission, submit
@@ -77,7 +78,7 @@ def _ws_answer(app, key: str) -> str:
     conn = session.Connection(model="openvla-tiny", authorization=f"Bearer {key}")
     obs = {"images": {"primary": np.zeros((64, 64, 3), dtype=np.uint8)}, "prompt": "pick"}
     try:
-        return asyncio.run(server._serve_one(conn, codec.packb(obs)))
+        return asyncio.run(server._serve_one(conn, budget_for(None, server.limits), codec.packb(obs)))
     finally:
         server.pool.shutdown()
 

@@ -6,7 +6,8 @@ import asyncio
 import os
 
 from web.app import create_app
-from web.compat.openpi.server import Limits, OpenpiServer
+from web.compat.openpi.limits import Limits
+from web.compat.openpi.server import OpenpiServer
 
 
 def main() -> None:
@@ -14,9 +15,7 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("OPENPI_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("OPENPI_PORT", "8765")))
     args = parser.parse_args()
-    limits = Limits(max_connections=int(os.environ.get("OPENPI_MAX_CONNECTIONS", "256")),
-                    threads=int(os.environ.get("OPENPI_THREADS", "32")),
-                    max_message_bytes=int(os.environ.get("OPENPI_MAX_MESSAGE_BYTES", str(32 * 1024 * 1024))))
+    limits = Limits.from_env()
     app = create_app()  # configures logging, as for the web
     asyncio.run(OpenpiServer(app, limits).run(args.host, args.port))
 

@@ -1,12 +1,16 @@
-"""msgpack-numpy as openpi_client.msgpack_numpy writes it, decoded without trusting the dtype."""
+"""msgpack-numpy as openpi_client.msgpack_numpy writes it, decoded without trusting the dtype, under the model's
+frame budget (web.compat.openpi.limits), and every string checked by the input guard's rules."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
 import numpy as np
 
 from web.compat.arrays import ArrayError, make_array
+from web.compat.openpi.limits import FrameBudget, Limits, budget_for
+from web.input_guard import check_value
 
 
 def _pack(obj: Any) -> Any:
@@ -17,12 +21,27 @@ def _pack(obj: Any) -> Any:
     return obj
 
 
+def _generic(dtype: Any, data: Any) -> np.generic:
+    """A numpy scalar from openpi's {__npgeneric__, data, dtype}: a plain number that fits the dtype, or 422."""
+    kind = make_array(b"", dtype, [0]).dtype  # checks the dtype
+    ok, what = {"b": (bool, "boolean"), "u": (int, "integer"), "i": (int, "integer"),
+                "f": (int | float, "number")}[kind.kind]
+    if not isinstance(data, ok) or (kind.kind != "b" and isinstance(data, bool)):
+        raise ArrayError(f"__npgeneric__ data must be a {what} for dtype {kind.str}")
+    try:
+        value = kind.type(data)
+    except (OverflowError, ValueError, TypeError):
+        raise ArrayError(f"__npgeneric__ value out of range for dtype {kind.str}") from None
+    if kind.kind == "f" and math.isfinite(data) and not np.isfinite(value):
+        raise ArrayError(f"__npgeneric__ value out of range for dtype {kind.str}")
+    return value
+
+
 def _hook(obj: dict[Any, Any]) -> Any:
     if b"__ndarray__" in obj:
         return make_array(obj.get(b"data") or b"", obj.get(b"dtype"), obj.get(b"shape"))
     if b"__npgeneric__" in obj:
-        arr = make_array(b"", obj.get(b"dtype"), [0])  # checks the dtype
-        return arr.dtype.type(obj.get(b"data"))
+        return _generic(obj.get(b"dtype"), obj.get(b"data"))
     return obj
 
 
@@ -30,11 +49,49 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_pack)
 
 
-def unpackb(raw: bytes) -> Any:
-    """Raises ArrayError (a ValueError) for anything that is not a msgpack-numpy message."""
+DEFAULT_BUDGET = budget_for(None, Limits())  # a model no worker has described yet
+
+
+def unpackb(raw: bytes, budget: FrameBudget = DEFAULT_BUDGET) -> Any:
+    """Raises ArrayError (a ValueError) for anything that is not a msgpack-numpy message within `budget`.
+
+    The limits make msgpack refuse an over-long object from its length prefix; the container count stops a
+    frame of nested empty maps (1 byte each) after `budget.containers` of them, however large the frame."""
+    if len(raw) > budget.frame_bytes:  # what Unpacker's max_buffer_size checks, without copying the frame
+        raise ArrayError(f"frame of {len(raw)} bytes; at most {budget.frame_bytes} for this model")
+    seen = 0
+
+    def count(obj: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen > budget.containers:
+            raise ArrayError(f"more than {budget.containers} maps and arrays in one observation")
+        return _hook(obj) if isinstance(obj, dict) else obj
+
     try:
-        return msgpack.unpackb(raw, object_hook=_hook, strict_map_key=False)
+        return msgpack.unpackb(raw, object_hook=count, list_hook=count, strict_map_key=False,
+                               max_bin_len=budget.bin_bytes, max_str_len=budget.str_len,
+                               max_array_len=budget.array_len, max_map_len=budget.map_len, max_ext_len=0)
     except ArrayError:
         raise
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise ArrayError(f"not a msgpack-numpy message: {type(exc).__name__}") from None
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        raise ArrayError(f"not a msgpack-numpy message within this model's limits: {type(exc).__name__}") from None
+
+
+def check_observation(obs: Any) -> None:
+    """The input guard's rules (web/input_guard.py) over a decoded observation: every key and string free of
+    control characters, numbers in range; a 422 naming the field. Arrays are numeric (checked at decode)."""
+    stack: list[tuple[Any, str]] = [(obs, "")]
+    while stack:  # the container count bounds this walk
+        item, path = stack.pop()
+        if isinstance(item, dict | list):
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+                field = f"{path}.{name}" if path else name
+                check_value(name, field)
+                stack.append((child, field))
+        elif isinstance(item, np.generic):
+            check_value(item.item(), path)
+        elif isinstance(item, str | int | float):
+            check_value(item, path)

@@ -14,6 +14,7 @@ import numpy as np
 
 from web.compat.arrays import pending_image
 from web.errors import ApiError
+from web.input_guard import check_text
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,11 @@ def _native_images(obs: dict[str, Any], cameras: list[str]) -> dict[str, Any]:
 def _text(prompt: Any) -> Any:
     if isinstance(prompt, bytes | np.ndarray | np.generic):
         try:
-            return prompt.decode() if isinstance(prompt, bytes) else str(np.asarray(prompt).item())
+            prompt = prompt.decode() if isinstance(prompt, bytes) else str(np.asarray(prompt).item())
         except (UnicodeDecodeError, ValueError):
             raise ApiError(422, "invalid_observation", "prompt must be a string", field="prompt") from None
+    if isinstance(prompt, str):
+        check_text(prompt, "prompt")  # the input guard's rule, whatever form the prompt came in
     return prompt
 
 

@@ -11,11 +11,15 @@ from typing import Any
 import numpy as np
 from flask import Flask, g
 
-from web.auth import authenticate
+from web.auth import Principal, authenticate
 from web.compat.openpi import mappings
 from web.errors import PROBLEM_BASE, ApiError
-from web.services import catalog, idempotency, inference
+from web.ratelimit.decision import Limits
+from web.ratelimit.inflight import InFlight
+from web.ratelimit.limiter import RateLimiter
+from web.services import admission, catalog, idempotency, inference
 from workers import logs
+from workers.wire import notify
 
 
 @dataclass
@@ -29,13 +33,35 @@ class Connection:
     deadline_ms: int | None = None
     robot_type: str | None = None
     prev_total_ms: float | None = None
+    customer_id: str = ""  # set once the handshake has checked the key
 
 
-def check_key(app: Flask, authorization: str | None) -> None:
-    """The handshake's key check (raises ApiError 401/403), so a bad key never gets a websocket."""
-    with app.test_request_context("/v1/openpi", headers={"Authorization": authorization or ""}):
+def handshake(app: Flask, conn: Connection) -> tuple[Principal, dict[str, Any] | None]:
+    """The handshake's key check (raises ApiError 401/403), so a bad key never gets a websocket, and the model's
+    description (None while no worker has reported it), which sizes the connection's frame budget."""
+    with app.test_request_context("/v1/openpi", headers={"Authorization": conn.authorization or ""}):
         g.request_id = f"req_{uuid.uuid4().hex}"
-        authenticate()
+        principal = authenticate()
+        return principal, catalog.spec_of(app.config["SETTINGS"], conn.model)
+
+
+def precheck(app: Flask, conn: Connection) -> None:
+    """Before a frame is decoded: 429 if the rate limit, the quota or the in-flight cap would refuse it now.
+    Consumes nothing; the admission inside `infer` counts, as on REST. A refused frame costs one Redis call."""
+    with app.test_request_context(f"/v1/openpi/{conn.model}", headers={"Authorization": conn.authorization}):
+        g.request_id = f"req_{uuid.uuid4().hex}"
+        p = authenticate()
+        r = notify.client(app.config["SETTINGS"].redis_url)
+        decision = RateLimiter(r).peek(p.customer_id, Limits(p.per_minute, p.per_day, p.per_month))
+        if not decision.allowed:
+            err = admission.rate_limited(decision)
+        elif p.max_in_flight is not None and InFlight(r).count(p.customer_id) >= p.max_in_flight:
+            err = ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in "
+                           "flight for this customer; wait for one to finish", headers={"Retry-After": "1"})
+        else:
+            return
+        err.extra.setdefault("request_id", g.request_id)
+        raise err
 
 
 def metadata(app: Flask, conn: Connection) -> dict[str, Any]:
