@@ -71,6 +71,8 @@ class Settings:
     worker_watchdog_s: float = 20.0
     worker_drain_s: float = 10.0
     redis_sentinel_master: str = "mymaster"
+    fingerprint_dir: Path | None = None  # FINGERPRINT_DIR: fingerprints of read-only checkpoints (docs/models.md)
+    allow_unregistered_checkpoints: bool = False  # ALLOW_UNREGISTERED_CHECKPOINTS: serve unproven in production
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +124,8 @@ class Settings:
             worker_watchdog_s=float(_env("WORKER_WATCHDOG_S", "20")),
             worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
             redis_sentinel_master=_env("REDIS_SENTINEL_MASTER", "mymaster"),
+            fingerprint_dir=Path(_env("FINGERPRINT_DIR", "")) if _env("FINGERPRINT_DIR", "").strip() else None,
+            allow_unregistered_checkpoints=_bool("ALLOW_UNREGISTERED_CHECKPOINTS", False),
         )
 
 

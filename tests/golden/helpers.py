@@ -27,8 +27,10 @@ def tiny_layout(name: str) -> Path:
     parameter order, which another transformers version may change."""
     from workers.policies.presets import build_tiny_checkpoints
 
+    from workers.policies.fingerprint import FILE_NAME
+
     path = TEST_MODEL_DIR / name
-    if not (path / "config.json").exists():
+    if not (path / FILE_NAME).exists():
         build_tiny_checkpoints(TEST_MODEL_DIR, [name])
     return path
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from workers.policies import fingerprint
 from workers.policies.base import Policy
 from workers.policies.checkpoint import read_json, require_dir
 from workers.policies.errors import CheckpointError, ModelNotFound
+from workers.policies.hf_compat import require_supported_transformers
 from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
+from workers.policies.selfcheck import check_registered_outputs
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +88,17 @@ def _loaders() -> dict[str, Callable[..., Policy]]:
 
 
 def resolve_path(name: str, path: Path | None, model_dir: Path) -> Path:
-    """The checkpoint directory; a missing tiny preset is built into model_dir on first use."""
+    """The checkpoint directory; a missing tiny preset is built into model_dir on first use, and a bare-named
+    one built before fingerprints existed is rebuilt (random weights from a fixed seed: the same weights)."""
+    bare = path is None
     if path is None:
         if name not in KNOWN_MODELS:
             raise _unknown(name)
         path = Path(model_dir) / name
-    if not path.exists() and name in TINY_NAMES and path.name == name:
-        log.warning("tiny checkpoint %s not found at %s: building it (random weights)", name, path)
+    stale = bare and path.exists() and not (path / fingerprint.FILE_NAME).is_file()
+    if name in TINY_NAMES and path.name == name and (not path.exists() or stale):
+        log.warning("tiny checkpoint %s %s at %s: building it (random weights)", name,
+                    "unregistered" if stale else "not found", path)
         build_tiny_checkpoints(path.parent, names=(name,), overwrite=False)
     if not path.exists():
         hint = f" ({KNOWN_MODELS[name]})" if name in KNOWN_MODELS else ""
@@ -107,6 +115,17 @@ def family_of(config: dict) -> str | None:
     return None
 
 
+# What load_policy does about fingerprints: "require" one (production), "prefer" (check one if present, warn
+# and serve without: development), "ignore" (`register` itself, which is about to replace it).
+FINGERPRINT_MODES = ("require", "prefer", "ignore")
+
+
+def fingerprint_mode(environment: str, allow_unregistered: bool) -> str:
+    """VLAAPI_ENV=development or ALLOW_UNREGISTERED_CHECKPOINTS=1 serve an unregistered checkpoint with a
+    warning; anything else (production) refuses it."""
+    return "prefer" if environment == "development" or allow_unregistered else "require"
+
+
 def load_policy(
     name: str,
     path: Path | None,
@@ -116,10 +135,16 @@ def load_policy(
     device: str = "auto",
     self_check: bool = True,
     options: Mapping[str, str] | None = None,
+    fingerprints: str = "require",
+    fingerprint_dir: Path | None = None,
 ) -> Policy:
     """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type,
-    then run the policy's self-check (PolicySelfCheckError if the serving path disagrees with its reference):
-    the worker calls this before it reports ready, so a failing check becomes the worker's /health error."""
+    then prove it: its tensors against the fingerprint's digests (hashed while the weights load), its serving
+    path against a slower reference (PolicySelfCheckError), and the fixed inputs' outputs against the
+    registered ones. The worker calls this before it reports ready, so any failure becomes its /health error."""
+    require_supported_transformers()
+    if fingerprints not in FINGERPRINT_MODES:
+        raise ValueError(f"fingerprints must be one of {FINGERPRINT_MODES}, got {fingerprints!r}")
     ckpt = require_dir(resolve_path(name, path, model_dir))
     model_type = family_of(read_json(ckpt / "config.json"))
     loaders = _loaders()
@@ -127,8 +152,48 @@ def load_policy(
         raise CheckpointError(
             f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
         )
+    registered = _registered(name, ckpt, fingerprints, fingerprint_dir)
     log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
-    policy = loaders[model_type](name, ckpt, dtype=dtype, device=device, options=options or {})
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digests = pool.submit(lambda: (fingerprint.tensor_digests(ckpt), fingerprint.file_digests(ckpt))) \
+            if registered else None
+        try:
+            policy = loaders[model_type](name, ckpt, dtype=dtype, device=device, options=options or {})
+        except CheckpointError as exc:
+            if digests is not None:  # a changed copy: say which tensors differ from the registered ones
+                _verify(ckpt, registered, digests, cause=exc)
+            raise
+        if digests is not None:
+            _verify(ckpt, registered, digests)
     if self_check:
         policy.self_check()
+        if registered:
+            check_registered_outputs(policy, registered.get("outputs", []))
     return policy
+
+
+def _verify(ckpt: Path, registered: dict, digests: Future, cause: Exception | None = None) -> None:
+    tensors, files = digests.result()
+    try:
+        fingerprint.compare_tensors(tensors, registered["tensors"], repr(str(ckpt)))
+        fingerprint.compare_files(files, registered.get("files", {}), repr(str(ckpt)))
+    except fingerprint.FingerprintMismatch as exc:
+        raise exc from cause
+
+
+def _registered(name: str, ckpt: Path, mode: str, fingerprint_dir: Path | None) -> dict | None:
+    """The checkpoint's fingerprint, or None where the mode lets it serve without one."""
+    if mode == "ignore":
+        return None
+    found = fingerprint.locate(ckpt, fingerprint_dir)
+    if found is not None:
+        return fingerprint.read(found)
+    where = f"{str(ckpt / fingerprint.FILE_NAME)!r}" + (
+        f" or {str(Path(fingerprint_dir) / (ckpt.name + '.json'))!r}" if fingerprint_dir else "")
+    if mode == "require":
+        raise CheckpointError(f"model {name!r}: checkpoint {str(ckpt)!r} is not registered (no {where}); run "
+                              "`vlaapi models register` on it once (with --out or FINGERPRINT_DIR for a read-only "
+                              "mount), or set ALLOW_UNREGISTERED_CHECKPOINTS=1 to serve it unproven")
+    log.warning("model %s: checkpoint %s is not registered (no %s): serving it without digest or output checks "
+                "(development); `vlaapi models register` it", name, ckpt, where)
+    return None
