@@ -41,15 +41,15 @@ def register(ckpt: Path | str, *, name: str | None = None, out: Path | None = No
              fingerprint_dir: Path | None = None, dtype: str = "float32", device: str = "cpu",
              options: dict[str, str] | None = None) -> Path:
     """Fingerprint `ckpt` (digests, then the fixed inputs' outputs in `dtype` on `device`); return the file."""
-    from workers.policies.registry import load_policy  # registry -> presets -> here: import when called
+    from workers.policies.loading import load_checkpoint
     from workers.policies.selfcheck import record_outputs
 
     ckpt = require_dir(ckpt)
     target = target_path(ckpt, out, fingerprint_dir)
     _writable(target)
     tensors, files = fingerprint.tensor_digests(ckpt), fingerprint.file_digests(ckpt)
-    policy = load_policy(name or ckpt.name, ckpt, model_dir=ckpt.parent, dtype=dtype, device=device,
-                         options=options, fingerprints="ignore")  # loads strictly and runs the self-check
+    policy = load_checkpoint(name or ckpt.name, ckpt, dtype=dtype, device=device, options=options,
+                             fingerprints="ignore")  # loads strictly and runs the self-check
     record = record_outputs(policy)
     outputs = [record] + [r for r in _previous_outputs(target, tensors, files)
                           if (r.get("dtype"), r.get("device")) != (record["dtype"], record["device"])]
