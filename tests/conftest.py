@@ -69,9 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from workers.store.migrate import upgrade
 
     upgrade(db_url)
-    from workers.policies.presets import build_tiny_checkpoints
-
     from workers.policies.fingerprint import FILE_NAME
+    from workers.policies.presets import build_tiny_checkpoints
 
     # Built once, registered (workers here run as production: an unregistered checkpoint is refused); one
     # built before fingerprints existed is rebuilt (same seed, same weights).
