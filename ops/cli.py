@@ -151,6 +151,28 @@ def models_build_tiny(out_dir: Path) -> None:
         click.echo(f"{name}\t{path}")
 
 
+@models.command("register")
+@click.argument("ckpt_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="write the fingerprint here (default: $FINGERPRINT_DIR/<dir name>.json, else beside the weights)")
+@click.option("--dtype", default="float32", show_default=True, help="dtype of the recorded outputs "
+              "(register again with the serving dtype to add a tighter record)")
+@click.option("--device", default="cpu", show_default=True, help="device of the recorded outputs (cpu, cuda)")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="checkpoint option (asset_id=...)")
+def models_register(ckpt_dir: Path, out: Path | None, dtype: str, device: str, options: tuple[str, ...]) -> None:
+    """Fingerprint a checkpoint: tensor digests and the outputs of fixed inputs, checked by every worker."""
+    from workers.policies.errors import PolicyError
+    from workers.policies.register import register
+
+    opts = dict(o.partition("=")[::2] for o in options)
+    try:
+        path = register(ckpt_dir, out=out, fingerprint_dir=get_settings().fingerprint_dir, dtype=dtype,
+                        device=device, options=opts)
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(path))
+
+
 def _guard(fn):
     try:
         return fn()

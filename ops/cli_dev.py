@@ -44,13 +44,15 @@ def prepare_environment() -> dict[str, str]:
 
 
 def ensure_tiny_models() -> None:
+    from workers.policies.fingerprint import FILE_NAME
     from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
     from workers.policies.registry import parse_enabled_models
     from workers.settings import get_settings
 
     settings = get_settings()
     wanted = [n for n, p in parse_enabled_models(settings.enabled_models).items() if n in TINY_NAMES and p is None]
-    missing = [n for n in wanted if not (settings.model_dir / n / "config.json").exists()]
+    # Unregistered (built before fingerprints existed) counts as missing: rebuilt, same seed, same weights.
+    missing = [n for n in wanted if not (settings.model_dir / n / FILE_NAME).exists()]
     if missing:
         build_tiny_checkpoints(settings.model_dir, missing)
         click.echo(f"built tiny checkpoints {missing} in {settings.model_dir}")

@@ -69,9 +69,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from workers.store.migrate import upgrade
 
     upgrade(db_url)
+    from workers.policies.fingerprint import FILE_NAME
     from workers.policies.presets import build_tiny_checkpoints
 
-    missing = [n for n in ("openvla-tiny", "pi0-tiny") if not (TEST_MODEL_DIR / n / "config.json").exists()]
+    # Built once, registered (workers here run as production: an unregistered checkpoint is refused); one
+    # built before fingerprints existed is rebuilt (same seed, same weights).
+    missing = [n for n in ("openvla-tiny", "pi0-tiny") if not (TEST_MODEL_DIR / n / FILE_NAME).exists()]
     if missing:
         build_tiny_checkpoints(TEST_MODEL_DIR, missing)
     config._vla_urls = (server, db_url)  # type: ignore[attr-defined]

@@ -80,6 +80,8 @@ class Settings:
     # OPENPI_TIER_CONNECTIONS: websocket connections one customer may hold on one openpi process, by tier
     openpi_tier_connections: tuple[tuple[str, int], ...] = (("free", 4), ("pro", 32), ("enterprise", 128))
     openpi_customer_connections: int = 4  # OPENPI_CUSTOMER_CONNECTIONS: for a tier the list above does not name
+    fingerprint_dir: Path | None = None  # FINGERPRINT_DIR: fingerprints of read-only checkpoints (docs/models.md)
+    allow_unregistered_checkpoints: bool = False  # ALLOW_UNREGISTERED_CHECKPOINTS: serve unproven in production
 
     def openpi_connections_for(self, tier: str) -> int:
         return dict(self.openpi_tier_connections).get(tier, self.openpi_customer_connections)
@@ -136,6 +138,8 @@ class Settings:
             redis_sentinel_master=_env("REDIS_SENTINEL_MASTER", "mymaster"),
             openpi_tier_connections=_pairs(_env("OPENPI_TIER_CONNECTIONS", "free=4,pro=32,enterprise=128")),
             openpi_customer_connections=int(_env("OPENPI_CUSTOMER_CONNECTIONS", "4")),
+            fingerprint_dir=Path(_env("FINGERPRINT_DIR", "")) if _env("FINGERPRINT_DIR", "").strip() else None,
+            allow_unregistered_checkpoints=_bool("ALLOW_UNREGISTERED_CHECKPOINTS", False),
         )
 
 

@@ -25,10 +25,11 @@ def tiny_layout(name: str) -> Path:
     """A pi0-tiny layout preset in .data/test-models, built there once if missing (like pi0-tiny itself), so
     `make test-tf-min` reuses what the highest transformers built: a toy model's random init follows the
     parameter order, which another transformers version may change."""
+    from workers.policies.fingerprint import FILE_NAME
     from workers.policies.presets import build_tiny_checkpoints
 
     path = TEST_MODEL_DIR / name
-    if not (path / "config.json").exists():
+    if not (path / FILE_NAME).exists():
         build_tiny_checkpoints(TEST_MODEL_DIR, [name])
     return path
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from workers import liveness
 from workers.gpu.batcher import MicroBatcher
-from workers.policies.registry import load_policy, parse_enabled_models, parse_model_options
+from workers.policies.registry import fingerprint_mode, load_policy, parse_enabled_models, parse_model_options
 from workers.settings import Settings, get_settings
 from workers.wire import notify
 
@@ -66,7 +66,8 @@ class GpuRuntime:
 
             torch.set_num_threads(s.torch_cpu_threads)
         return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
-                           options=parse_model_options(s.enabled_models)[self.model])
+                           options=parse_model_options(s.enabled_models)[self.model], fingerprint_dir=s.fingerprint_dir,
+                           fingerprints=fingerprint_mode(s.environment, s.allow_unregistered_checkpoints))
 
     def _heartbeat(self) -> None:
         r = notify.client(self.settings.redis_url)

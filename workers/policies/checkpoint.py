@@ -125,13 +125,40 @@ def strict_check(
 
 
 def load_into(module: torch.nn.Module, ckpt_dir: Path, name_map: Mapping[str, str], device: torch.device) -> None:
-    """Copy checkpoint tensors into an already built module (casting to its dtype as they stream in)."""
+    """Copy checkpoint tensors into an already built module, casting along the documented paths only
+    (docs/models.md, "dtypes"): a floating tensor into the parameter's floating dtype (fp32, bf16, fp16, in
+    either direction); any other tensor only into its own dtype. An int8 tensor where a float weight belongs
+    is a quantised or corrupted checkpoint, and copy_ would cast it silently: refused, naming it. Then every
+    floating weight must be finite (a NaN weight makes every logit NaN, and argmax still picks a token)."""
     params = dict(module.state_dict(keep_vars=True))
     with torch.no_grad():
         for name, tensor in iter_tensors(ckpt_dir, device=device if device.type == "cuda" else "cpu"):
             target = name_map.get(name)
             if target is not None:
+                check_cast(name, tensor.dtype, params[target].dtype)
                 params[target].copy_(tensor)
+    require_finite({ckpt: params[target] for ckpt, target in name_map.items()})
+
+
+def check_cast(name: str, found: torch.dtype, want: torch.dtype) -> None:
+    """Raise CheckpointError unless `found` may be cast to `want` (floating to floating, else equal)."""
+    if found == want or (found.is_floating_point and want.is_floating_point):
+        return
+    raise CheckpointError(f"tensor {name!r} is stored as {str(found).removeprefix('torch.')} where the model "
+                          f"holds {str(want).removeprefix('torch.')}: not a documented cast (a quantised or "
+                          "corrupted checkpoint?); see docs/models.md")
+
+
+def require_finite(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise CheckpointError naming every floating tensor that holds a NaN or an infinity. One flag per
+    tensor, all read back together: one device synchronisation, not one per tensor."""
+    names = [n for n, t in tensors.items() if t.is_floating_point() and t.numel()]
+    if not names:
+        return
+    flags = torch.stack([torch.isfinite(tensors[n]).all() for n in names]).cpu().tolist()
+    bad = [n for n, ok in zip(names, flags, strict=True) if not ok]
+    if bad:
+        raise CheckpointError(f"non-finite values (NaN or inf) in {len(bad)} tensor(s): {_fmt(sorted(bad))}")
 
 
 def save_sharded(state: Mapping[str, torch.Tensor], out_dir: Path, max_shard_bytes: int | None = None) -> list[Path]:

@@ -43,14 +43,18 @@ def build_and_load(
     rename: Callable[[str], str] = lambda k: k,
     ignorable: Callable[[str], bool] = lambda k: False,
     expected_filter: Callable[[str], bool] = lambda k: True,
+    before_load: Callable[[M], None] = lambda m: None,
 ) -> M:
     """Build the module directly on `device` in `dtype`, strictly check names/shapes, then load.
 
     The check runs on the files' headers before any tensor is read, so a wrong checkpoint fails fast.
-    `expected_filter` drops module keys that are not weights (e.g. tied or derived buffers).
+    `expected_filter` drops module keys that are not weights (e.g. tied or derived buffers). `before_load`
+    may change parameter dtypes (pi0's fp32 islands): the checkpoint's values are then copied into those
+    dtypes, so an island holds the checkpoint's own fp32 values, never a bf16 rounding of them.
     """
     with torch.device(device), default_dtype(dtype):
         module = factory()
+    before_load(module)
     expected = {k: v for k, v in module_shapes(module).items() if expected_filter(k)}
     name_map = strict_check(checkpoint_shapes(ckpt_dir), expected, rename=rename, ignorable=ignorable)
     load_into(module, ckpt_dir, name_map, device)

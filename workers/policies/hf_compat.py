@@ -15,6 +15,27 @@ from typing import Any
 from workers.policies.errors import PolicyError
 
 _NAMES = ("cache", "past_key_values")
+# The range setup.cfg declares (a test keeps the two equal): the lowest is what `make test-tf-min` runs.
+SUPPORTED_TRANSFORMERS = ">=5.18.0,<5.25"
+
+
+def require_supported_transformers(version: str | None = None) -> None:
+    """Refuse, naming the supported range, a transformers outside it. Below 5.18 the failure would otherwise
+    be an ImportError deep in a backend (no PI0Config) that names nothing useful."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    try:
+        ok = SpecifierSet(SUPPORTED_TRANSFORMERS).contains(Version(version), prereleases=True)
+    except InvalidVersion:
+        ok = False
+    if not ok:
+        raise PolicyError(f"transformers {version} is not supported: this service needs transformers"
+                          f"{SUPPORTED_TRANSFORMERS} (setup.cfg; docs/models.md)")
 
 
 @functools.cache

@@ -26,7 +26,7 @@ from workers.policies.errors import CheckpointError, PolicyInputError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import normalize, resize_with_pad
+from workers.policies.preprocess import normalize, resize_with_pad, resize_with_pad_top_left
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -48,8 +48,10 @@ class Stats:
 
 class Pi0Policy(Policy):
     def __init__(self, name: str, model: PI0ForConditionalGeneration, tokenizer: Any, meta: dict[str, Any],
-                 device: torch.device, *, eps: float = EPS, inverse_eps: bool = True, layout: str = "native"):
+                 device: torch.device, *, eps: float = EPS, inverse_eps: bool = True, layout: str = "native",
+                 image_convention: str = "openpi"):
         self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
+        self.image_convention = image_convention
         self.cfg: PI0Config = model.config
         self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
         self.flow = FlowGraphPool(model)  # on CUDA the Euler loop replays a captured graph per shape
@@ -82,10 +84,9 @@ class Pi0Policy(Policy):
         cfg._attn_implementation = "sdpa"  # flash-attn would drop the bidirectional mask (see transformers)
         dev = resolve_device(device)
         model = build_and_load(lambda: PI0ForConditionalGeneration(cfg), path, dev, resolve_dtype(dtype, dev),
-                               rename=layout.rename, ignorable=layout.ignorable)
-        keep_fp32_islands(model)
+                               rename=layout.rename, ignorable=layout.ignorable, before_load=keep_fp32_islands)
         return cls(name, model, load_tokenizer(path), layout.stats, dev, eps=layout.eps,
-                   inverse_eps=layout.inverse_eps, layout=layout.name)
+                   inverse_eps=layout.inverse_eps, layout=layout.name, image_convention=layout.image_convention)
 
     def validate(self, obs: Observation) -> None:
         super().validate(obs)
@@ -101,7 +102,10 @@ class Pi0Policy(Policy):
         return ids[:MAX_TOKEN_LEN]
 
     def image(self, img: np.ndarray) -> torch.Tensor:
-        """openpi: resize-with-pad (bilinear, black bars) to the tower's size, then [-1, 1]."""
+        """To the tower's size in [-1, 1] with black bars, as the checkpoint's layout was trained: openpi's
+        centred resize-with-pad (PIL bilinear), or LeRobot <= 0.3's top-left padding (torch bilinear)."""
+        if self.image_convention == "lerobot-0.3":
+            return resize_with_pad_top_left(img, self.image_size)
         return normalize(resize_with_pad(img, self.image_size), (0.5,) * 3, (0.5,) * 3)
 
     def _prefix(self, observations: list[Observation]) -> dict[str, torch.Tensor]:

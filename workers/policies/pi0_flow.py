@@ -26,7 +26,8 @@ FP32_NAMES = ("vision_tower", "multi_modal_projector", "input_layernorm", "post_
 
 
 def keep_fp32_islands(model: PI0ForConditionalGeneration) -> None:
-    """Cast the parameters the references keep in fp32 back to fp32 (a no-op for an fp32 model)."""
+    """Make the parameters the references keep in fp32 fp32 (a no-op for an fp32 model). Called on the
+    freshly built model, before the checkpoint is copied in, so the islands receive its fp32 values."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if any(part in name for part in FP32_NAMES):

@@ -105,6 +105,9 @@ class Layout:
     eps: float
     inverse_eps: bool  # whether un-normalising adds eps to std (openpi does, LeRobot does not)
     tied_duplicates: tuple[str, ...] = ()  # checkpoint names that duplicate a tied tensor already mapped
+    # How camera images reach the tower's square (preprocess.IMAGE_CONVENTIONS): openpi's centred
+    # resize_with_pad, or LeRobot <= 0.3's top-left padding, which its checkpoints were trained with.
+    image_convention: str = "openpi"
 
     def rename(self, name: str) -> str:
         return name if self.name == "native" else openpi_to_native(name)
@@ -158,7 +161,10 @@ def _tied(names: set[str], prefix: str) -> tuple[str, ...]:
 
 
 def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
-    res = cfg.get("image_resolution", [224, 224])
+    # LeRobot <= 0.3 (config resize_imgs_with_padding, statistics as model buffers) padded top-left; from
+    # 0.4 (image_resolution, processor pipelines: the openpi port) it pads centred as openpi does.
+    legacy = "resize_imgs_with_padding" in cfg or not (path / "policy_preprocessor.json").is_file()
+    res = cfg.get("image_resolution") or cfg.get("resize_imgs_with_padding") or [224, 224]
     sizes = _sizes(cfg, cfg.get("paligemma_variant", "gemma_2b"), cfg.get("action_expert_variant", "gemma_300m"))
     sizes["vlm_config"]["vision_config"]["image_size"] = int(res[0])
     config = {**sizes, "chunk_size": int(cfg.get("chunk_size", 50)), "max_state_dim": int(cfg.get("max_state_dim", 32)),
@@ -169,7 +175,8 @@ def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
     cams = [k.removeprefix("observation.images.") for k, v in cfg.get("input_features", {}).items()
             if isinstance(v, dict) and v.get("type") == "VISUAL"]
     meta = {"cameras": cams} if cams else {}
-    return Layout("lerobot", config, {**stats, **meta}, eps, False, _tied(names, "model."))
+    return Layout("lerobot", config, {**stats, **meta}, eps, False, _tied(names, "model."),
+                  "lerobot-0.3" if legacy else "openpi")
 
 
 def lerobot_stats(path: Path, names: set[str]) -> tuple[dict[str, Any], float]:

@@ -1,5 +1,6 @@
 """Image preprocessing shared by the backends, each as its reference does it (OpenVLA: PIL bicubic;
-pi0: openpi's PIL bilinear resize-with-pad)."""
+pi0: openpi's PIL bilinear resize-with-pad, centred, or LeRobot <= 0.3's torch bilinear padded top-left,
+whichever the checkpoint's layout says)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,6 +30,20 @@ def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:
     top, left = max(0, int((size - nh) / 2)), max(0, int((size - nw) / 2))
     out[top : top + nh, left : left + nw] = resized
     return out
+
+
+def resize_with_pad_top_left(img: np.ndarray, size: int) -> torch.Tensor:
+    """LeRobot <= 0.3's pi0 (modeling_pi0.resize_with_pad, then `img * 2 - 1`): the image as float in [0, 1],
+    torch bilinear (align_corners=False, no antialias) to fit inside size x size keeping the aspect ratio
+    (sides truncated), zero-padded on the left and top (the picture sits bottom-right), then [-1, 1].
+    Returns float32 CHW, ready for the tower (the padding is -1, black)."""
+    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255.0)
+    h, w = img.shape[:2]
+    ratio = max(w / size, h / size)
+    nh, nw = int(h / ratio), int(w / ratio)
+    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    x = torch.nn.functional.pad(x, (max(0, size - nw), 0, max(0, size - nh), 0), value=0.0)
+    return x[0] * 2.0 - 1.0
 
 
 def normalize(img: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
+from workers.policies import fingerprint
 from workers.policies.base import Policy
-from workers.policies.checkpoint import read_json, require_dir
 from workers.policies.errors import CheckpointError, ModelNotFound
+from workers.policies.hf_compat import require_supported_transformers
+from workers.policies.loading import family_of, fingerprint_mode, load_checkpoint  # noqa: F401 (re-exported)
 from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
 
 log = logging.getLogger(__name__)
@@ -75,36 +77,23 @@ def parse_enabled_models(spec: str) -> dict[str, Path | None]:
     return out
 
 
-def _loaders() -> dict[str, Callable[..., Policy]]:
-    # Imported lazily: importing a backend pulls in torch/timm/transformers model code.
-    from workers.policies.openvla.policy import OpenVLAPolicy
-    from workers.policies.pi0 import Pi0Policy
-
-    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load}
-
-
 def resolve_path(name: str, path: Path | None, model_dir: Path) -> Path:
-    """The checkpoint directory; a missing tiny preset is built into model_dir on first use."""
+    """The checkpoint directory; a missing tiny preset is built into model_dir on first use, and a bare-named
+    one built before fingerprints existed is rebuilt (random weights from a fixed seed: the same weights)."""
+    bare = path is None
     if path is None:
         if name not in KNOWN_MODELS:
             raise _unknown(name)
         path = Path(model_dir) / name
-    if not path.exists() and name in TINY_NAMES and path.name == name:
-        log.warning("tiny checkpoint %s not found at %s: building it (random weights)", name, path)
+    stale = bare and path.exists() and not (path / fingerprint.FILE_NAME).is_file()
+    if name in TINY_NAMES and path.name == name and (not path.exists() or stale):
+        log.warning("tiny checkpoint %s %s at %s: building it (random weights)", name,
+                    "unregistered" if stale else "not found", path)
         build_tiny_checkpoints(path.parent, names=(name,), overwrite=False)
     if not path.exists():
         hint = f" ({KNOWN_MODELS[name]})" if name in KNOWN_MODELS else ""
         raise CheckpointError(f"checkpoint for model {name!r} not found at {str(path)!r}{hint}")
     return path
-
-
-def family_of(config: dict) -> str | None:
-    """transformers configs say model_type; LeRobot's say "type"; openpi's conversion names Gemma variants."""
-    if "model_type" in config:
-        return config["model_type"]
-    if config.get("type") == "pi0" or "paligemma_variant" in config:
-        return "pi0"
-    return None
 
 
 def load_policy(
@@ -116,19 +105,13 @@ def load_policy(
     device: str = "auto",
     self_check: bool = True,
     options: Mapping[str, str] | None = None,
+    fingerprints: str = "require",
+    fingerprint_dir: Path | None = None,
 ) -> Policy:
-    """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type,
-    then run the policy's self-check (PolicySelfCheckError if the serving path disagrees with its reference):
-    the worker calls this before it reports ready, so a failing check becomes the worker's /health error."""
-    ckpt = require_dir(resolve_path(name, path, model_dir))
-    model_type = family_of(read_json(ckpt / "config.json"))
-    loaders = _loaders()
-    if model_type not in loaders:
-        raise CheckpointError(
-            f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
-        )
-    log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
-    policy = loaders[model_type](name, ckpt, dtype=dtype, device=device, options=options or {})
-    if self_check:
-        policy.self_check()
-    return policy
+    """Load `name` from `path` (or <model_dir>/<name>, building a missing tiny preset) and prove it
+    (loading.load_checkpoint: fingerprint digests and outputs, self-check). The worker calls this before it
+    reports ready, so any failure becomes its /health error."""
+    require_supported_transformers()  # before anything else: the message names the supported range
+    return load_checkpoint(name, resolve_path(name, path, model_dir), dtype=dtype, device=device,
+                           self_check=self_check, options=options, fingerprints=fingerprints,
+                           fingerprint_dir=fingerprint_dir)

@@ -7,6 +7,8 @@ fault on the machine that serves, in the dtype it serves in, at a cost of a few 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 
@@ -63,7 +65,8 @@ def _check_tokens(policy: OpenVLAPolicy, name: str, tokens: torch.Tensor, ref: t
     best = ref.max(dim=1).values
     scale = max(1.0, float(ref.abs().max()))
     gap = float((best - picked).max()) / scale
-    if gap > _tol(policy.dtype):
+    # `not gap <= tol`, never `gap > tol`: a NaN gap (a NaN weight makes every logit NaN) must fail.
+    if not gap <= _tol(policy.dtype) or not bool(torch.isfinite(ref).all()):
         raise PolicySelfCheckError(
             policy.spec.name, name,
             f"a chosen token's logit is {gap:.3g} (relative) below the full recompute's best "
@@ -101,12 +104,110 @@ def check_pi0(policy: Pi0Policy) -> None:
     _compare(policy, "cached flow = prefix recomputed each step", together[1].actions, recomputed)
 
 
-def _compare(policy: Pi0Policy, name: str, got: np.ndarray, ref: np.ndarray) -> None:
+def _compare(policy: Pi0Policy, name: str, got: np.ndarray, ref: np.ndarray, *, factor: float = 1.0) -> None:
     stats = policy.action_stats
     # Compare in normalised units so a wide joint does not hide a narrow one.
     a, b = (np.asarray(got) - stats.mean) / (stats.std + 1e-6), (np.asarray(ref) - stats.mean) / (stats.std + 1e-6)
     scale = max(1.0, float(np.abs(b).max()))
     diff = float(np.abs(a - b).max()) / scale
-    tol = _tol(policy.dtype, PI0_REL_TOL)
-    if not np.all(np.isfinite(a)) or diff > tol:
+    tol = _tol(policy.dtype, PI0_REL_TOL) * factor
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and diff <= tol):
         raise PolicySelfCheckError(policy.spec.name, name, f"max relative difference {diff:.3g} > tolerance {tol:g}")
+
+
+# --- Registered outputs: the fixed inputs' outputs recorded by `vlaapi models register` (fingerprint.py). ---
+# A record made in the serving dtype on the serving kind of device is held to that dtype's tolerance; one made
+# in another (the float32 CPU record build-tiny writes, checked by a bf16 GPU worker) to twice it, because the
+# two runs round differently all the way through (docs/models.md, "Fingerprints").
+CROSS_FACTOR = 2.0
+
+
+def fixed_observation(policy: Policy) -> Observation:
+    """The deterministic observation a checkpoint's outputs are registered on: every camera, a fixed seed."""
+    if policy.spec.family == "openvla":
+        key = sorted(policy.stats)[0]  # type: ignore[attr-defined]
+        return Observation(images={"primary": synthetic_image(101, 224, 224)}, instruction=INSTRUCTIONS[1],
+                           options={"unnorm_key": key})
+    state = np.linspace(-1.0, 1.0, policy.spec.state_dim or 1)
+    return Observation(images={c: synthetic_image(101 + j) for j, c in enumerate(policy.spec.cameras)},
+                       instruction=INSTRUCTIONS[1], state=state, options={"seed": 0})
+
+
+def record_outputs(policy: Policy) -> dict:
+    """The outputs to store in the fingerprint, with the dtype and device kind they were computed in."""
+    import transformers
+
+    obs = fixed_observation(policy)
+    actions = policy.predict([obs])[0].actions
+    rec = {"family": policy.spec.family, "dtype": policy.spec.dtype, "device": torch.device(policy.spec.device).type,
+           "torch": torch.__version__, "transformers": transformers.__version__,
+           "actions": np.asarray(actions, dtype=np.float64).tolist()}
+    if policy.spec.family == "openvla":
+        tokens = policy.decode_tokens([obs])[0]  # type: ignore[attr-defined]
+        rec["tokens"] = tokens.cpu().tolist()
+        rec["logits"] = teacher_forced_logits(policy, obs, tokens).cpu().double().tolist()
+    if not all(np.all(np.isfinite(np.asarray(rec[k], dtype=np.float64))) for k in ("actions", "logits") if k in rec):
+        raise PolicySelfCheckError(policy.spec.name, "registered outputs", "the fixed inputs give non-finite outputs")
+    return rec
+
+
+def pick_record(policy: Policy, records: list[dict], options: Mapping[str, str] | None = None
+                ) -> tuple[dict, float] | None:
+    """The record to compare with and the factor on the tolerance: same dtype and device kind first, then a
+    float32 one, then any; only among records made with the same load options (an option such as OpenVLA's
+    center_crop changes what the model sees, so another option's outputs prove nothing)."""
+    wanted = dict(options or {})
+    records = [r for r in records if dict(r.get("options") or {}) == wanted]
+    device = torch.device(policy.spec.device).type
+    same = [r for r in records if r.get("dtype") == policy.spec.dtype and r.get("device") == device]
+    if same:
+        return same[0], 1.0
+    others = sorted(records, key=lambda r: r.get("dtype") != "float32")
+    return (others[0], CROSS_FACTOR) if others else None
+
+
+def check_registered_outputs(policy: Policy, records: list[dict], options: Mapping[str, str] | None = None) -> None:
+    """Raise PolicySelfCheckError unless the fixed inputs give the registered outputs (within tolerance)."""
+    picked = pick_record(policy, records, options)
+    if picked is None:
+        opts = "".join(f" --option {k}={v}" for k, v in sorted((options or {}).items()))
+        detail = (f"the fingerprint records no outputs for these load options; register the checkpoint with them "
+                  f"(vlaapi models register DIR{opts})" if opts else
+                  "the fingerprint records no outputs; register the checkpoint again")
+        raise PolicySelfCheckError(policy.spec.name, "registered outputs", detail)
+    rec, factor = picked
+    where = f"the registered {rec.get('dtype')}/{rec.get('device')} record"
+    obs = fixed_observation(policy)
+    if policy.spec.family == "openvla":
+        _check_registered_tokens(policy, obs, rec, factor, where)
+    else:
+        ref = np.asarray(rec["actions"], dtype=np.float64)
+        got = policy.predict([obs])[0].actions
+        if got.shape != ref.shape:
+            raise PolicySelfCheckError(policy.spec.name, "registered outputs",
+                                       f"actions of shape {got.shape}, {where} has {ref.shape}")
+        _compare(policy, f"registered outputs ({where})", got, ref, factor=factor)
+
+
+def _check_registered_tokens(policy: OpenVLAPolicy, obs: Observation, rec: dict, factor: float, where: str) -> None:
+    """Logits teacher-forced on the registered tokens must match the registered logits; the tokens served now
+    must be the registered ones up to the first near-tie (after it they see another prefix)."""
+    ref = torch.tensor(rec["logits"], dtype=torch.float64)
+    reg_tokens = torch.tensor(rec["tokens"])
+    now = teacher_forced_logits(policy, obs, reg_tokens).double().cpu()
+    tol = _tol(policy.dtype) * factor
+    scale = max(1.0, float(ref.abs().max()))
+    gap = float((now - ref).abs().max()) / scale if now.shape == ref.shape else float("inf")
+    name = policy.spec.name
+    if not gap <= tol:
+        raise PolicySelfCheckError(name, "registered outputs", f"action logits differ from {where} by {gap:.3g} "
+                                   f"(relative; tolerance {tol:g})")
+    served = policy.decode_tokens([obs])[0].cpu()
+    lo = policy._allowed_ids()[0]
+    for i, (a, b) in enumerate(zip(served.tolist(), reg_tokens.tolist(), strict=False)):
+        if a != b:
+            tie = float(ref[i, b - lo] - ref[i, a - lo]) / scale
+            if not tie <= tol:
+                raise PolicySelfCheckError(name, "registered outputs", f"token {i} is {a}, {where} has {b} "
+                                           f"(logit gap {tie:.3g} relative, tolerance {tol:g})")
+            break

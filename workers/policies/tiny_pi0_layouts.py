@@ -94,7 +94,10 @@ def build_pi0_tiny_lerobot(out_dir: Path, *, v0: bool = False) -> Path:
                 for stat in ("mean", "std"):
                     state[f"{prefix}.buffer_{feat}.{stat}"] = torch.tensor(ns[src][stat], dtype=torch.float32)
         save_sharded(state, out_dir)
-        write_json(out_dir / "config.json", _lerobot_config(cfg, stats))
+        config = _lerobot_config(cfg, stats)
+        if v0:  # LeRobot 0.3's field for the image size (and its top-left padding: pi0_layouts)
+            config["resize_imgs_with_padding"] = config.pop("image_resolution")
+        write_json(out_dir / "config.json", config)
         if not v0:
             _write_processors(out_dir, stats)
         _copy_tokenizer(Path(tmp), out_dir)

@@ -9,18 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.policies.errors import CheckpointError
+from workers.policies.errors import CheckpointError, PolicySelfCheckError
 from workers.policies.openvla.options import V01_SYSTEM_PROMPT, center_crop, resolve
 from workers.policies.openvla.policy import OpenVLAPolicy
+from workers.policies.register import register
 from workers.policies.registry import load_policy, parse_enabled_models, parse_model_options
 
 
-def _copy(tiny_dir: Path, tmp_path: Path, **config) -> Path:
+def _copy(tiny_dir: Path, tmp_path: Path, options: dict[str, str] | None = None, **config) -> Path:
     out = tmp_path / "ckpt"
     shutil.copytree(tiny_dir / "openvla-tiny", out)
     cfg = json.loads((out / "config.json").read_text())
     cfg.update(config)
     (out / "config.json").write_text(json.dumps(cfg))
+    register(out, options=options)  # another config is another checkpoint, proved by a fingerprint of its own
     return out
 
 
@@ -71,7 +73,7 @@ def test_center_crop_geometry() -> None:
 
 def test_center_crop_option_changes_pixels(tiny_dir: Path, tmp_path: Path, openvla: OpenVLAPolicy,
                                            make_vla_obs) -> None:
-    ckpt = _copy(tiny_dir, tmp_path)
+    ckpt = _copy(tiny_dir, tmp_path, options={"center_crop": "true"})
     cropped = load_policy("libero", ckpt, model_dir=tmp_path, dtype="float32", device="cpu",
                           options={"center_crop": "true"})
     assert isinstance(cropped, OpenVLAPolicy) and cropped.options.center_crop
@@ -82,3 +84,11 @@ def test_center_crop_option_changes_pixels(tiny_dir: Path, tmp_path: Path, openv
     said = _copy(tiny_dir, tmp_path / "said", center_crop=False)
     plain = OpenVLAPolicy.load("plain", said, dtype="float32", device="cpu", options={"center_crop": "true"})
     assert not plain.options.center_crop
+
+
+def test_registered_outputs_belong_to_their_load_options(tiny_dir: Path, tmp_path: Path) -> None:
+    """Outputs registered without center_crop prove nothing about a load with it: the worker says how to register."""
+    ckpt = _copy(tiny_dir, tmp_path)
+    with pytest.raises(PolicySelfCheckError, match="--option center_crop=true"):
+        load_policy("libero", ckpt, model_dir=tmp_path, dtype="float32", device="cpu",
+                    options={"center_crop": "true"})
