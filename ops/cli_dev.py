@@ -150,7 +150,8 @@ def run(no_procs: bool) -> None:
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
     bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
     openpi = f"ws://{os.environ.get('OPENPI_HOST', '127.0.0.1')}:{os.environ.get('OPENPI_PORT', '8765')}/v1/openpi"
-    stack.write_state(stack.DATA, env, web=f"http://{bind}", openpi=openpi)  # read by the CLI in other shells
+    # Read by the CLI in other shells (the file is owner-only): `vlaapi replay` uses the web and the demo key.
+    stack.write_state(stack.DATA, env, web=f"http://{bind}", openpi=openpi, demo_key=key)
     click.echo(f"\nDemo API key (customer 'demo', tier pro): {key}\n")
     click.echo(f"curl -s -X POST http://{bind}/v1/inference -H 'Authorization: Bearer {key}' "
                f"-H 'Content-Type: application/json' -d @{os.path.relpath(request, ROOT)}\n")
