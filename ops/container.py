@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         os.execvp(argv_[0], argv_)
     if role in PROCFILE_ROLES:
         ROLE_FILE.write_text(f"{role}\n")
-        if role == "web":
-            _prepare_prometheus_dir()
+        _prepare_prometheus_dir()  # any process that imports the web's metrics needs the directory
         _exec_shell(procfile_command(role, (ROOT / "Procfile").read_text()))
     if role in ("vlaapi", "sh", "bash", "python"):  # operator commands: `... run --rm web vlaapi customers list`
         os.execvp(role, [role, *rest])

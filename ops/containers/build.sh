@@ -13,7 +13,8 @@ ops/containers/base_image.sh
 
 PODMAN=(podman --runtime runc)
 LIMITS=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
-args=(--network host --build-arg "BASE_IMAGE=$BASE_IMAGE" "${LIMITS[@]}" --layers)
+# Docker image format: the OCI format has no HEALTHCHECK, and podman drops it there.
+args=(--format docker --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" "${LIMITS[@]}" --layers)
 # pip's configuration on this machine (/etc/xdg/pip, PIP_* in the environment) names local package
 # directories (file:// indexes, find-links): they are mounted read-only for the build, at the same paths.
 pip_args=()

@@ -16,6 +16,7 @@ if not os.environ.get("VLAAPI_CONTAINER_TESTS"):
 
 SERVICES = ("postgres", "redis", "web-dev", "openpi-dev", "worker-openvla-tiny", "worker-pi0-tiny", "safety-dev",
             "reaper-dev", "flower-dev")
+APP_SERVICES = SERVICES[2:]
 
 
 class Dev:
@@ -46,7 +47,14 @@ def dev():
     stack.compose(ports, "down", "-v", check=False)
     t0 = time.monotonic()
     try:
-        stack.compose(ports, "up", "-d", timeout=900)
+        # Two phases, because podman 4.3 cannot start a container whose dependency has dependencies of its own
+        # (`--requires`: "depends on container ... not found in input list") and ignores health conditions:
+        # the servers and the one-shot migration first, then the rest once it has exited 0. Docker Compose
+        # does the same from the file's depends_on with one `up`.
+        stack.compose(ports, "up", "-d", "--no-deps", "postgres", "redis", "migrate-dev", timeout=300)
+        code = stack.podman("wait", stack.container_of("migrate-dev"), timeout=300).stdout.strip()
+        assert code == "0", stack.logs(stack.container_of("migrate-dev"))
+        stack.compose(ports, "up", "-d", "--no-deps", *APP_SERVICES, timeout=600)
         up_s = time.monotonic() - t0
         _wait_health_200(f"http://127.0.0.1:{ports['WEB_PORT']}", 240)
         health_s = time.monotonic() - t0

@@ -33,7 +33,10 @@ def env(ports: dict[str, int]) -> dict[str, str]:
 
 def run(argv: list[str], *, check: bool = True, timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess:
     kw.setdefault("env", env({}))
-    return subprocess.run(argv, check=check, timeout=timeout, capture_output=True, text=True, **kw)
+    res = subprocess.run(argv, check=False, timeout=timeout, capture_output=True, text=True, **kw)
+    if check and res.returncode:
+        raise AssertionError(f"{' '.join(argv[:6])}... exited {res.returncode}:\n{res.stderr[-3000:]}")
+    return res
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:

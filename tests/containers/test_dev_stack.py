@@ -31,7 +31,7 @@ def test_inference(dev):
             "robot_config": {"type": "widowx_250"}}
     resp = requests.post(dev.url + "/v1/inference", json=body, headers=dev.headers, timeout=120)
     assert resp.status_code == 200, resp.text
-    assert len(resp.json()["action"]) == 7
+    assert len(resp.json()["action"]["values"]) == 7
 
 
 def test_printed_curl_line_works(dev):
@@ -39,7 +39,7 @@ def test_printed_curl_line_works(dev):
     line = next(ln for ln in banner.splitlines() if ln.startswith("curl -s -X POST"))
     line = re.sub(r"http://127\.0\.0\.1:\d+", dev.url, line)  # the banner names the port compose was given
     out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=120, check=True).stdout
-    assert json.loads(out)["status"] == "succeeded", out
+    assert len(json.loads(out)["action"]["values"]) == 7, out
 
 
 def test_replay_through_the_cli(dev, tmp_path):
@@ -72,19 +72,22 @@ def test_processes_run_as_non_root(dev):
         assert uids and "0" not in uids, (service, uids)
 
 
+def _certs(text: str) -> set[str]:
+    return {c.split("-----END")[0].strip() for c in text.split("-----BEGIN CERTIFICATE-----")[1:]}
+
+
 def _proxy_ca_lines() -> list[str]:
-    """A line of each certificate the host's CA bundle adds to certifi's public ones (the TLS proxy's)."""
+    """A line of each certificate the build's CA bundle has beyond the public ones in the image's own certifi:
+    the TLS proxy's, which the build used as a secret and which must not be in the image."""
     import os
 
-    import certifi
-
-    def certs(path: str) -> set[str]:
-        text = open(path).read()
-        return {c.split("-----END")[0] for c in text.split("-----BEGIN CERTIFICATE-----")[1:]}
-
     host = os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
-    extra = certs(host) - certs(certifi.where()) if os.path.exists(host) else set()
-    return [c.strip().splitlines()[5] for c in extra if len(c.strip().splitlines()) > 6]
+    if not os.path.exists(host):
+        return []
+    public = stack.podman("run", "--rm", "--entrypoint", "sh", f"{stack.IMAGE}:latest", "-c",
+                          "cat /opt/venv/lib/python3.11/site-packages/certifi/cacert.pem").stdout
+    extra = _certs(open(host).read()) - _certs(public)
+    return [c.splitlines()[5] for c in extra if len(c.splitlines()) > 6]
 
 
 def test_no_secret_in_any_layer():
@@ -95,7 +98,8 @@ def test_no_secret_in_any_layer():
     # The files: not the build's CA bundle (the proxy's certificates), no .env, no private key.
     patterns = " ".join(f"-e '{line}'" for line in _proxy_ca_lines()) + " -e 'BEGIN [A-Z ]*PRIVATE KEY-----$'"
     found = stack.podman("run", "--rm", "--entrypoint", "sh", f"{stack.IMAGE}:latest", "-c",
-                         f"grep -rlsI --exclude-dir=proc --exclude-dir=sys --exclude-dir=tests {patterns} / ; "
+                         "grep -rlsI --exclude-dir=proc --exclude-dir=sys --exclude-dir=tests --exclude-dir=test "
+                         f"{patterns} / ; "
                          "find / -xdev \\( -name .env -o -name pip_ca \\) -print",
                          check=False, timeout=900).stdout.split()
     assert found == [], found
