@@ -72,8 +72,13 @@ def test_processes_run_as_non_root(dev):
         assert uids and "0" not in uids, (service, uids)
 
 
-def _certs(text: str) -> set[str]:
-    return {c.split("-----END")[0].strip() for c in text.split("-----BEGIN CERTIFICATE-----")[1:]}
+def _certs(text: str) -> dict[str, str]:
+    """Certificates by their base64 body without whitespace (bundles wrap and annotate them differently)."""
+    out = {}
+    for c in text.split("-----BEGIN CERTIFICATE-----")[1:]:
+        body = c.split("-----END")[0].strip()
+        out["".join(body.split())] = body
+    return out
 
 
 def _proxy_ca_lines() -> list[str]:
@@ -84,10 +89,10 @@ def _proxy_ca_lines() -> list[str]:
     host = os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt")
     if not os.path.exists(host):
         return []
-    public = stack.podman("run", "--rm", "--entrypoint", "sh", f"{stack.IMAGE}:latest", "-c",
-                          "cat /opt/venv/lib/python3.11/site-packages/certifi/cacert.pem").stdout
-    extra = _certs(open(host).read()) - _certs(public)
-    return [c.splitlines()[5] for c in extra if len(c.splitlines()) > 6]
+    public = _certs(stack.podman("run", "--rm", "--entrypoint", "sh", f"{stack.IMAGE}:latest", "-c",
+                                 "cat /opt/venv/lib/python3.11/site-packages/certifi/cacert.pem").stdout)
+    extra = [body for key, body in _certs(open(host).read()).items() if key not in public]
+    return [c.splitlines()[-2] for c in extra if len(c.splitlines()) > 6]  # in the signature: unique
 
 
 def test_no_secret_in_any_layer():
