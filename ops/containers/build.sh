@@ -29,10 +29,26 @@ done
 ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
 [ -s "$ca" ] && pip_args+=(--secret "id=pip_ca,src=$ca")
 
+# A fingerprint of everything a build reads, kept as a label: an image whose label matches is current, and
+# is not built again (buildah's own cache check hashes the 6 GB virtual environment on every COPY --from).
+fingerprint() {
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --exclude=__pycache__ -c "$@" | sha256sum | cut -c1-16
+}
+build() {  # build TAG FINGERPRINT ARGS...
+  local tag=$1 fp=$2; shift 2
+  if [ "$(podman image inspect --format '{{index .Labels "vlaapi.source"}}' "$tag" 2>/dev/null)" = "$fp" ]; then
+    echo "$tag is current ($fp)"; return
+  fi
+  "${PODMAN[@]}" build "${args[@]}" --label "vlaapi.source=$fp" -t "$tag" "$@" .
+}
+app_fp="$(fingerprint Dockerfile .dockerignore Procfile celeryconfig.py setup.cfg pyproject.toml README.md \
+  migrations safety workers web ops)"
+svc_fp="$(fingerprint ops/containers/services.Dockerfile ops/containers/postgres-entrypoint.sh)"
+
 t0=$(date +%s)
-"${PODMAN[@]}" build "${args[@]}" "${pip_args[@]}" --target dev -t "$VLAAPI_IMAGE:dev" -f Dockerfile .
-"${PODMAN[@]}" build "${args[@]}" "${pip_args[@]}" --target prod -t "$VLAAPI_IMAGE:latest" -f Dockerfile .
-"${PODMAN[@]}" build "${args[@]}" --target postgres -t localhost/vlaapi-postgres:15 -f ops/containers/services.Dockerfile .
-"${PODMAN[@]}" build "${args[@]}" --target redis -t localhost/vlaapi-redis:7 -f ops/containers/services.Dockerfile .
+build "$VLAAPI_IMAGE:dev" "$app_fp" "${pip_args[@]}" --target dev -f Dockerfile
+build "$VLAAPI_IMAGE:latest" "$app_fp" "${pip_args[@]}" --target prod -f Dockerfile
+build localhost/vlaapi-postgres:15 "$svc_fp" --target postgres -f ops/containers/services.Dockerfile
+build localhost/vlaapi-redis:7 "$svc_fp" --target redis -f ops/containers/services.Dockerfile
 echo "images built in $(( $(date +%s) - t0 )) s"
 podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'vlaapi|debian-base'
