@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml clients/python/pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-tf-min install lint bench golden clean
+.PHONY: run test test-tf-min test-containers install lint bench golden clean
 # The lowest transformers setup.cfg allows; `make test` also runs the policy tests on it (issue 13).
 TF_MIN := $(shell sed -n 's/^ *transformers>=\([0-9.]*\),.*/\1/p' setup.cfg)
 TF_MIN_DIR := .data/tf-$(TF_MIN)
@@ -36,6 +36,18 @@ $(TF_MIN_DIR)/.ok:
 test-tf-min: install $(TF_MIN_DIR)/.ok
 	PYTHONPATH=$(TF_MIN_DIR):$(CURDIR) $(PY) -m pytest -q -p no:cacheprovider tests/workers/policies tests/golden
 	PYTHONPATH=$(TF_MIN_DIR):$(CURDIR) $(PY) -c "import transformers as t; assert t.__version__ == '$(TF_MIN)', t.__version__"
+
+# The deployment, for real (issue 23): builds the images with podman (the Debian base by debootstrap when
+# missing), brings compose.yaml's dev profile up, drives it, and takes it down leaving nothing behind.
+# Needs root with podman, runc and debootstrap (.ci/run installs them); `make test` needs none of it.
+PODMAN_COMPOSE_VENV := .data/podman-compose-venv
+$(PODMAN_COMPOSE_VENV)/bin/podman-compose:
+	python3 -m venv $(PODMAN_COMPOSE_VENV)
+	$(PODMAN_COMPOSE_VENV)/bin/pip install -q 'podman-compose==1.6.0'
+
+test-containers: install $(PODMAN_COMPOSE_VENV)/bin/podman-compose
+	ops/containers/build.sh
+	VLAAPI_CONTAINER_TESTS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/containers $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

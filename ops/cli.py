@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from ops import cli_replay, reaper, stack
+from ops import cli_replay, cli_usage, reaper, stack
 from ops.cli_dev import dev
 from web.accounts import service
 from workers.settings import get_settings, reload_settings
@@ -35,6 +35,7 @@ def main() -> None:
 main.add_command(dev)
 main.add_command(cli_replay.replay)
 main.add_command(reaper.main)
+cli_usage.add_to(main, lambda: _db_url())
 
 
 @main.group()

@@ -90,6 +90,35 @@ def write_demo_request(model: str) -> Path:
     return path
 
 
+def tiny_png_b64(size: int = 8) -> str:
+    """A small real PNG, short enough to sit inside a printed curl line (the policy resizes it)."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def demo_banner(web_url: str, model: str | None = None) -> str:
+    """The containers' version of `make run`'s greeting: the demo key and a self-contained curl line."""
+    from workers.settings import get_settings
+
+    model = model or get_settings().enabled_models.split(",")[0].split("=")[0].strip()
+    key = demo_key()
+    body = json.dumps({"model": model, "image": tiny_png_b64(), "instruction": "pick up the red block",
+                       "robot_config": {"type": "widowx_250"}})
+    return (f"Demo API key (customer 'demo', tier pro): {key}\n"
+            f"curl -s -X POST {web_url}/v1/inference -H 'Authorization: Bearer {key}' "
+            f"-H 'Content-Type: application/json' -d '{body}'")
+
+
+def flower_url() -> str:
+    """Where the Procfile's flower line listens (ops/flower.py reads the same two variables)."""
+    address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")
+    return f"http://{'127.0.0.1' if address in ('', '0.0.0.0') else address}:{os.environ.get('FLOWER_PORT', '5555')}"
+
+
 @click.group()
 def dev() -> None:
     """Development stack."""
@@ -126,12 +155,15 @@ def run(no_procs: bool) -> None:
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(12)}"
     bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
     openpi = f"ws://{os.environ.get('OPENPI_HOST', '127.0.0.1')}:{os.environ.get('OPENPI_PORT', '8765')}/v1/openpi"
-    stack.write_state(stack.DATA, env, web=f"http://{bind}", openpi=openpi)  # read by the CLI in other shells
+    # Read by the CLI in other shells (the file is owner-only): `vlaapi replay` uses the web and the demo key.
+    stack.write_state(stack.DATA, env, web=f"http://{bind}", openpi=openpi, demo_key=key)
     click.echo(f"\nDemo API key (customer 'demo', tier pro): {key}\n")
     click.echo(f"curl -s -X POST http://{bind}/v1/inference -H 'Authorization: Bearer {key}' "
                f"-H 'Content-Type: application/json' -d @{os.path.relpath(request, ROOT)}\n")
-    click.echo(f"Docs: http://{bind}/docs   openpi: {openpi}/<model>   Flower: http://127.0.0.1:5555 ({flower_auth})")
-    click.echo("Other terminals: `vlaapi customers list`, `vlaapi keys create --customer demo` find this stack.\n")
+    click.echo(f"Docs: http://{bind}/docs   openpi: {openpi}/<model>   Flower: {flower_url()} ({flower_auth})")
+    click.echo("Other terminals: `vlaapi customers list`, `vlaapi usage demo`, `vlaapi replay ...` find this stack.")
+    click.echo("Stop: Ctrl-C stops the processes; `vlaapi dev stop` (or `make clean`) stops the embedded "
+               "PostgreSQL and Redis, which stay up between runs.\n")
     if no_procs:
         return
     prom = stack.DATA / "prometheus"

@@ -1,7 +1,9 @@
 """`vlaapi replay ...`: submit a replay, follow it with a progress bar, fetch its results and plot.
 
-A client of the HTTP API (VLA_API_URL, VLA_API_KEY), not of the database: it works from any machine
-that can reach the service.
+A client of the HTTP API, not of the database: it works from any machine that can reach the service. Where:
+--api-url / VLA_API_URL, else the web of the `make run` stack recorded in .data/stack.json, else
+http://127.0.0.1:8000. Who: --api-key / VLA_API_KEY, else (under `make run`, development only) the demo key
+that `make run` printed and recorded in the same owner-only file.
 """
 from __future__ import annotations
 
@@ -16,17 +18,34 @@ from typing import IO, Any
 import click
 import requests
 
+from ops import stack
+
 TERMINAL = ("succeeded", "failed", "canceled")
+DEFAULT_URL = "http://127.0.0.1:8000"
+NO_KEY = ("no API key: pass --api-key or set VLA_API_KEY. Make one with `vlaapi keys create --customer NAME` "
+          "(add --create-customer for a new customer); under `make run` the demo key is used by itself.")
+
+
+def running_stack() -> tuple[str | None, str | None]:
+    """The web URL and the demo key `make run` recorded, when a stack of this checkout was started."""
+    state = stack.read_state() or {}
+    web = state.get("web")
+    if web:  # a wildcard bind is reached on loopback
+        web = web.replace("//0.0.0.0:", "//127.0.0.1:")
+    return web, state.get("demo_key")
 
 
 class Api:
     def __init__(self, base: str, key: str | None):
         self.base = base.rstrip("/")
+        self.key = key
         self.session = requests.Session()
         if key:
             self.session.headers["Authorization"] = f"Bearer {key}"
 
     def call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        if not self.key:  # checked here, not in the group, so `--help` of every subcommand still works
+            raise click.UsageError(NO_KEY)
         try:
             resp = self.session.request(method, self.base + path, timeout=kw.pop("timeout", 60), **kw)
         except requests.RequestException as exc:
@@ -46,12 +65,15 @@ def _problem(resp: requests.Response) -> str:
 
 
 @click.group()
-@click.option("--api-url", envvar="VLA_API_URL", default="http://127.0.0.1:8000", show_default=True)
-@click.option("--api-key", envvar="VLA_API_KEY", default=None, help="or VLA_API_KEY")
+@click.option("--api-url", envvar="VLA_API_URL", default=None,
+              help=f"or VLA_API_URL; default: the running `make run` stack, else {DEFAULT_URL}")
+@click.option("--api-key", envvar="VLA_API_KEY", default=None,
+              help="or VLA_API_KEY; default under `make run`: its demo key")
 @click.pass_context
-def replay(ctx: click.Context, api_url: str, api_key: str | None) -> None:
+def replay(ctx: click.Context, api_url: str | None, api_key: str | None) -> None:
     """Replay recorded trajectories through a policy."""
-    ctx.obj = Api(api_url, api_key)
+    web, demo = running_stack()
+    ctx.obj = Api(api_url or web or DEFAULT_URL, api_key or demo)
 
 
 @replay.command("submit")
