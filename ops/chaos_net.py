@@ -16,7 +16,11 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+from ops.chaos_stack import Stack, StackConfig
+from ops.faults import PostgresServer, RedisServer, netns_preexec
 
 PREFIX = "vchaos"
 HOSTS = ("web", "gpu", "safety")  # each its own namespace; the drill host is the root namespace
@@ -135,3 +139,40 @@ class Net:
             ip("link", "del", f"{self.tag}dri{server}", check=False)
         ip("link", "del", f"{self.tag}frd", check=False)
         self.made.clear()
+
+
+class NetStack(Stack):
+    """ops/chaos_stack.py's stack spread over hosts: redis-server and PostgreSQL (and the reaper, which must
+    outlive any partition it is asked to clean up after) on the db host, web, GPU and safety workers each on
+    their own, every server bound to its namespace address."""
+
+    HOST_OF = {"web": "web", "gpu": "gpu", "safety": "safety", "reaper": "db"}
+
+    def __init__(self, cfg: StackConfig, work_dir: Path | None = None):
+        if cfg.sentinel:
+            raise ValueError("the multi-host stack runs one redis-server, not Sentinel")
+        super().__init__(cfg, work_dir)
+        self.net = Net()
+        db = self.net.ns("db")
+        self.redis = RedisServer(self.dir / "redis", 6379, appendonly=cfg.redis_appendonly,
+                                 host=self.net.addr("db", "redis"), netns=db)
+        self.pg = PostgresServer(self.dir / "pg", 5432, host=self.net.addr("db", "postgres"), netns=db)
+        self.web_host, self.web_port = self.net.addr("web", "front"), 8000
+
+    def start(self, timeout: float = 180.0) -> NetStack:
+        self.net.up()
+        try:
+            super().start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def preexec(self, name: str) -> Callable[[], None] | None:
+        return netns_preexec(self.net.ns(self.HOST_OF[name]))
+
+    def stop(self, *, remove: bool = False) -> None:
+        try:
+            super().stop(remove=remove)
+        finally:
+            self.net.down()

@@ -71,6 +71,8 @@ class RedisServer:
         argv = [redis_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--maxmemory-policy", "noeviction", *(extra or [])]
+        if self.host != "127.0.0.1":  # a namespace address (ops/chaos_net.py): only the drill's hosts reach it
+            argv += ["--protected-mode", "no"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, preexec_fn=netns_preexec(self.netns))
         end = time.monotonic() + timeout
@@ -232,6 +234,9 @@ class PostgresServer:
             os.chown(self.dir, self._user["_uid"], self._user["_gid"])
         subprocess.run([_pg_binary("initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._popen_kw())
+        if self.host != "127.0.0.1":  # initdb trusts loopback only; a namespace's clients are on its subnets
+            with open(self.dir / "data" / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
         return self
 
     def start(self, timeout: float = 30.0) -> PostgresServer:
