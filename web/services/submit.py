@@ -23,7 +23,7 @@ from safety.errors import SafetyConfigError
 from web import db
 from web.auth import Principal
 from web.errors import ApiError, accepted_wait_failed, best_effort
-from web.services import catalog
+from web.services import catalog, deferred
 from workers.settings import Settings
 from workers.store.models import Job
 from workers.tasks import send_job
@@ -42,7 +42,8 @@ class Prepared:
 
 def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str = "interactive") -> Prepared:
     catalog.require_model(settings, data["model"])
-    images_b64 = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
+    images = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
+    images_b64 = deferred.resolve_images(images)  # a compatibility door's arrays: converted now, once counted
     image_meta = {cam: _check_image(settings, cam, b64, "images" in data) for cam, b64 in images_b64.items()}
     _check_spec(settings, data, images_b64)
     robot_config = data.get("robot_config") or {"type": default_robot(settings, data.get("unnorm_key"))}
@@ -121,7 +122,8 @@ def check_unnorm_key(spec: dict[str, Any] | None, key: str | None) -> None:
 
 
 def request_hash(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=deferred.json_default)
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job_id: uuid.UUID,

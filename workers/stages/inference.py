@@ -40,9 +40,11 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     except PolicyInputError as exc:
         return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
 
+    worker = runtime.current().hostname  # the name its heartbeat carries: the reaper releases its jobs by it
+
     def claim_it() -> jobstore.Claim:
         with session_scope(settings.database_url) as s:
-            return jobstore.claim_for_inference(s, job_id)
+            return jobstore.claim_for_inference(s, job_id, worker)
 
     try:
         claim = retry_transient(claim_it, job["deadline"], what="claim job")
