@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from ops.chaos_drills import DRILLS, ISSUE22, MULTIHOST, RECOVER_WITHIN, SPECIAL, DrillConfig
-from ops.chaos_load import Load
+from ops.chaos_load import Load, prime
 from ops.chaos_measure import measure, misses
 from ops.chaos_stack import Stack, StackConfig
 
@@ -82,7 +82,8 @@ def run_group(drills: list[str], overrides: dict[str, Any], multihost: bool, cfg
     results: list[dict[str, Any]] = []
     try:
         stack.start()
-        print(f"stack up in {time.monotonic() - t0:.1f} s (logs in {stack.dir})", flush=True)
+        print(f"stack up in {time.monotonic() - t0:.1f} s, first success {prime(stack):.1f} s later "
+              f"(logs in {stack.dir})", flush=True)
         for run in range(1, runs + 1):
             for name in drills:
                 result = {"run": run, **run_drill(stack, name, cfg)}

@@ -157,3 +157,15 @@ class Load:
             with self._lock:
                 self.submissions.append(sub)
             self._stop.wait(max(0.0, period - (time.time() - t0)))
+
+
+def prime(stack: Stack, timeout: float = 120.0) -> float:
+    """Send synchronous requests until one succeeds: a worker that reports ready can still take seconds over
+    its first message (first forward pass, first connections), which is not what a drill measures."""
+    load, t0 = Load(stack), time.monotonic()
+    http = requests.Session()
+    while time.monotonic() - t0 < timeout:
+        if load._post(http, "/v1/inference", f"chaos-prime-{uuid.uuid4()}").status == 200:
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise RuntimeError(f"no request succeeded within {timeout} s of the stack's start; logs in {stack.dir}")

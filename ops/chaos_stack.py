@@ -61,11 +61,12 @@ class Stack:
     def env(self) -> dict[str, str]:
         from workers.settings import ROOT as SROOT
 
+        # Heartbeats (WORKER_HEARTBEAT_S) at their default, as `make run`: how fast a dead stage shows is measured.
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(DATABASE_URL=self.db_url, REDIS_URL=self.redis_url, ENABLED_MODELS=MODEL,
                    REDIS_SENTINEL_MASTER=SentinelCluster.MASTER,
                    MODEL_DIR=str(SROOT / ".data" / "models"), API_KEY_PEPPER=PEPPER, LOG_LEVEL="WARNING",
-                   WORKER_HEARTBEAT_S="1", WORKER_WATCHDOG_S=str(self.cfg.watchdog_s), WORKER_DRAIN_S="3",
+                   WORKER_WATCHDOG_S=str(self.cfg.watchdog_s), WORKER_DRAIN_S="3",
                    REAPER_INTERVAL_S="1", REAPER_GRACE_S=str(self.cfg.reaper_grace_s),
                    BROKER_VISIBILITY_TIMEOUT_S=str(self.cfg.visibility_s), PYTHONPATH=str(ROOT),
                    TORCH_CPU_THREADS="1", PYTHONUNBUFFERED="1")
