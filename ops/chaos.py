@@ -76,10 +76,12 @@ def _stack(overrides: dict[str, Any], multihost: bool, deadline_ms: int) -> Stac
 
 
 def run_group(drills: list[str], overrides: dict[str, Any], multihost: bool, cfg: DrillConfig, runs: int,
-              deadline_ms: int, keep: bool) -> list[dict[str, Any]]:
+              deadline_ms: int, keep: bool, results: list[dict[str, Any]]) -> None:
+    """Run the group's drills `runs` times on one stack, appending each result to `results` as it comes (so a
+    stack that fails midway still leaves the figures it had)."""
     stack = _stack(overrides, multihost, deadline_ms)
     t0 = time.monotonic()
-    results: list[dict[str, Any]] = []
+    mine: list[dict[str, Any]] = []
     try:
         stack.start()
         print(f"stack up in {time.monotonic() - t0:.1f} s, first success {prime(stack):.1f} s later "
@@ -89,10 +91,14 @@ def run_group(drills: list[str], overrides: dict[str, Any], multihost: bool, cfg
                 result = {"run": run, **run_drill(stack, name, cfg)}
                 result["healthy_again_s"] = round(stack.wait_healthy(120), 1)
                 print(format_row(result), flush=True)
+                mine.append(result)
                 results.append(result)
+    except Exception as exc:
+        print(f"{drills} stopped: {type(exc).__name__}: {exc}", flush=True)
+        results.append({"drills": drills, "error": f"{type(exc).__name__}: {exc}", "misses": ["error"]})
+        mine.append(results[-1])
     finally:
-        stack.stop(remove=not keep and bool(results) and not any(r["misses"] for r in results))
-    return results
+        stack.stop(remove=not keep and bool(mine) and not any(r["misses"] for r in mine))
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
@@ -119,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
     cfg = DrillConfig(rate=args.rate, fault_s=args.fault_s)
-    results = []
-    for group, overrides, multihost in _groups(drills):
-        results += run_group(group, overrides, multihost, cfg, args.runs, args.deadline_ms, args.keep)
-    print(json.dumps({"drills": results}))
+    results: list[dict[str, Any]] = []
+    try:
+        for group, overrides, multihost in _groups(drills):
+            run_group(group, overrides, multihost, cfg, args.runs, args.deadline_ms, args.keep, results)
+    finally:
+        print(json.dumps({"drills": results}))
     return 1 if any(r["misses"] for r in results) else 0
 
 
