@@ -1,136 +1,29 @@
-"""Fault drills under a steady load: `python -m ops.chaos [--drills redis,postgres,gpu,safety,pause]`.
+"""Fault drills under a steady load: `python -m ops.chaos [--drills a,b | --issue22 | --multihost | --all]`.
 
 A stack of its own (ops/chaos_stack.py: private redis-server and PostgreSQL, web, one GPU worker, the safety
-worker and the reaper, each supervised as under `make run`) takes a steady stream of POST /v1/jobs while each
-drill strikes:
+worker and the reaper, each supervised as under `make run`; with --multihost, each host in its own network
+namespace, ops/chaos_net.py) takes a steady load (ops/chaos_load.py: 4 clients alternating a synchronous
+POST /v1/inference and POST /v1/jobs + polling, 5 s deadlines) while each drill strikes (ops/chaos_drills.py
+lists them). Per drill it prints what ops/chaos_measure.py measures and the issue-22 targets it missed; the
+last line is every result as one JSON object. `--runs 3` repeats each drill on the same stack.
 
-  redis       redis-server SIGKILL, restarted 5 s later (append-only file, as `make run`)
-  redis-wipe  the same with no persistence: every queued message, token and heartbeat is lost
-  postgres    the postmaster SIGQUIT (crash, no checkpoint), restarted 5 s later (crash recovery)
-  gpu         the GPU worker SIGKILL; its supervisor starts a new one
-  safety      the safety worker SIGKILL; its supervisor starts a new one
-  pause       the GPU worker SIGSTOP for the deadline plus 5 s, then SIGCONT
-  sentinel    Redis behind Sentinel (a primary, a replica, three sentinels): the master SIGKILL, failover
-
-Per drill it prints: accepted, finished by state, stuck (not terminal) 60 s after the fault, jobs not terminal
-by their deadline plus 10 s, duplicate usage rows, 5xx other than 503, and seconds from the end of the fault
-to the first job submitted after it that succeeded. The last line is all of it as JSON.
+  python -m ops.chaos --all --runs 3     every drill (one-host ones, then the partitions), three times
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from ops.chaos_stack import Load, Stack, StackConfig
+from ops.chaos_drills import DRILLS, ISSUE22, MULTIHOST, RECOVER_WITHIN, SPECIAL, DrillConfig
+from ops.chaos_load import Load, prime
+from ops.chaos_measure import measure, misses
+from ops.chaos_stack import Stack, StackConfig
 
-TERMINAL = {"succeeded", "failed", "expired", "canceled"}
-
-
-@dataclass
-class DrillConfig:
-    rate: float = 5.0  # submissions per second
-    warmup_s: float = 5.0
-    outage_s: float = 5.0  # how long a killed server stays down
-    load_after_s: float = 20.0  # load keeps coming this long after the fault began
-    stuck_after_s: float = 60.0
-
-
-def _kill_child(stack: Stack, name: str, sig: int = signal.SIGKILL) -> int:
-    pid = stack.child(name)
-    os.kill(pid, sig)
-    return pid
-
-
-def _redis(stack: Stack, cfg: DrillConfig) -> float:
-    stack.redis.kill()
-    time.sleep(cfg.outage_s)
-    stack.redis.start()
-    return time.time()
-
-
-def _postgres(stack: Stack, cfg: DrillConfig) -> float:
-    stack.pg.crash()
-    time.sleep(cfg.outage_s)
-    stack.pg.start()
-    return time.time()
-
-
-def _pause(stack: Stack, cfg: DrillConfig) -> float:
-    pid = _kill_child(stack, "gpu", signal.SIGSTOP)
-    time.sleep(stack.cfg.deadline_ms / 1000.0 + 5.0)
-    os.kill(pid, signal.SIGCONT)
-    return time.time()
-
-
-def _failover(stack: Stack, cfg: DrillConfig) -> float:
-    """SIGKILL the Redis master; the fault ends when the sentinels name a new one."""
-    killed = stack.cluster.kill_primary()
-    end = time.monotonic() + 60
-    while time.monotonic() < end:
-        port = stack.cluster.master_port()
-        if port and port != killed:
-            return time.time()
-        time.sleep(0.2)
-    raise RuntimeError("the sentinels elected no new master within 60 s")
-
-
-DRILLS = {
-    "redis": _redis,
-    "redis-wipe": _redis,  # the stack is started without an append-only file for this one
-    "postgres": _postgres,
-    "gpu": lambda stack, cfg: (_kill_child(stack, "gpu"), time.time())[1],
-    "safety": lambda stack, cfg: (_kill_child(stack, "safety"), time.time())[1],
-    "pause": _pause,
-    "sentinel": _failover,  # the stack runs on a primary, a replica and three sentinels for this one
-}
-SPECIAL = {"redis-wipe": {"redis_appendonly": False}, "sentinel": {"sentinel": True}}
-
-
-def _rows(stack: Stack, ids: list[str], timeout: float = 60.0) -> list[Any]:
-    """(id, state, deadline_at, finished_at, created_at, code) per job, retried while the database comes back."""
-    from sqlalchemy import select
-
-    from workers.store.db import session_scope
-    from workers.store.models import Job
-
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            with session_scope(stack.db_url) as s:
-                return s.execute(select(Job.id, Job.state, Job.deadline_at, Job.finished_at, Job.created_at,
-                                        Job.error["code"].astext.label("code"))
-                                 .where(Job.id.in_([uuid.UUID(i) for i in ids]))).all()
-        except Exception:
-            if time.monotonic() > end:
-                raise
-            time.sleep(1.0)
-
-
-def _duplicates(stack: Stack, ids: list[str]) -> int:
-    from sqlalchemy import func, select
-
-    from workers.store.db import session_scope
-    from workers.store.models import UsageRecord
-
-    with session_scope(stack.db_url) as s:
-        counts = s.execute(select(UsageRecord.job_id, func.count()).where(
-            UsageRecord.job_id.in_([uuid.UUID(i) for i in ids])).group_by(UsageRecord.job_id)).all()
-    return sum(n - 1 for _, n in counts if n > 1)
-
-
-def _epoch(ts: datetime | None) -> float | None:
-    if ts is None:
-        return None
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+CLASSIC = ["redis", "postgres", "gpu", "safety", "pause"]
 
 
 def _sleep_until(t: float) -> None:
@@ -143,75 +36,102 @@ def run_drill(stack: Stack, name: str, cfg: DrillConfig) -> dict[str, Any]:
         time.sleep(cfg.warmup_s)
         fault_at = time.time()
         fault_end = DRILLS[name](stack, cfg)
-        _sleep_until(fault_at + cfg.load_after_s)
+        time.sleep(cfg.after_s)
     finally:
         load.stop()
-    subs = load.submissions
-    ids = [s.job_id for s in subs if s.job_id]
-    _sleep_until(fault_at + cfg.stuck_after_s)
-    stuck = sum(r.state not in TERMINAL for r in _rows(stack, ids))
-    _sleep_until(max(s.at for s in subs) + stack.cfg.deadline_ms / 1000.0 + 11.0)
-    rows = _rows(stack, ids)
-    late = sum(r.finished_at is None or _epoch(r.finished_at) > _epoch(r.deadline_at) + 10.0 for r in rows)
-    after = [_epoch(r.finished_at) for r in rows if r.state == "succeeded" and _epoch(r.created_at) >= fault_end]
-    statuses = Counter(s.status for s in subs)
-    return {
-        "drill": name, "accepted": len(ids), "submitted": len(subs),
-        "answers": {str(k): v for k, v in sorted(statuses.items())},
-        "finished": dict(sorted(Counter(r.state for r in rows).items())),
-        "expired_lost": sum(r.state == "expired" and r.code == "lost" for r in rows),
-        "stuck_after_60s": stuck, "late_past_deadline_plus_10s": late, "duplicate_usage_rows": _duplicates(stack, ids),
-        "non_503_5xx": sum(n for code, n in statuses.items() if code >= 500 and code != 503),
-        "unreachable": statuses.get(0, 0),
-        "recovered_s": round(min(after) - fault_end, 1) if after else None,
-    }
+    last = max(s.at for s in load.submissions)
+    _sleep_until(last + stack.cfg.deadline_ms / 1000.0 + cfg.settle_s)
+    result = {"drill": name, "fault_s": round(fault_end - fault_at, 1), **measure(stack, load, fault_end)}
+    result["misses"] = misses(result, RECOVER_WITHIN.get(name, 5.0))
+    return result
 
 
 def format_row(r: dict[str, Any]) -> str:
-    return (f"{r['drill']:<10} accepted {r['accepted']:>4}  finished {r['finished']} (lost {r['expired_lost']})  "
-            f"stuck {r['stuck_after_60s']}  "
-            f"late {r['late_past_deadline_plus_10s']}  dup usage {r['duplicate_usage_rows']}  "
-            f"non-503 5xx {r['non_503_5xx']}  answers {r['answers']}  recovered {r['recovered_s']} s")
+    return (f"{r['drill']:<14} accepted {r['accepted']:>4}  finished {r['finished']}  stuck {r['stuck']}  "
+            f"lost rows {r['lost_rows']} (reaped lost {r['expired_lost']})  dup usage {r['duplicate_usage_rows']}  "
+            f"non-503 5xx {r['non_503_5xx']}  answered wrongly {r['accepted_answered_wrongly']} "
+            f"{r['wrong_answers'] or ''}  retried {r['retried']} (mismatch {r['retry_mismatch']})  "
+            f"late>2s {r['late_2s']}  recovered {r['recovered_s']} s  answers {r['answers']} polls {r['polls']}"
+            f"  MISSES {','.join(r['misses']) or 'none'}")
+
+
+def _groups(drills: list[str]) -> list[tuple[list[str], dict[str, Any], bool]]:
+    """(drills, StackConfig overrides, multi-host) per stack: a special drill has a stack of its own."""
+    out = [([d], SPECIAL[d], False) for d in drills if d in SPECIAL]
+    one = [d for d in drills if d not in SPECIAL and d not in MULTIHOST]
+    multi = [d for d in drills if d in MULTIHOST]
+    return out + ([(one, {}, False)] if one else []) + ([(multi, {}, True)] if multi else [])
+
+
+def _stack(overrides: dict[str, Any], multihost: bool, deadline_ms: int) -> Stack:
+    cfg = StackConfig(deadline_ms=deadline_ms, **overrides)
+    if not multihost:
+        return Stack(cfg)
+    from ops.chaos_net import NetStack, available
+
+    why = available()
+    if why:
+        raise SystemExit(f"the multi-host drills cannot run here: {why}")
+    return NetStack(cfg)
+
+
+def run_group(drills: list[str], overrides: dict[str, Any], multihost: bool, cfg: DrillConfig, runs: int,
+              deadline_ms: int, keep: bool, results: list[dict[str, Any]]) -> None:
+    """Run the group's drills `runs` times on one stack, appending each result to `results` as it comes (so a
+    stack that fails midway still leaves the figures it had)."""
+    stack = _stack(overrides, multihost, deadline_ms)
+    t0 = time.monotonic()
+    mine: list[dict[str, Any]] = []
+    try:
+        stack.start()
+        print(f"stack up in {time.monotonic() - t0:.1f} s, first success {prime(stack):.1f} s later "
+              f"(logs in {stack.dir})", flush=True)
+        for run in range(1, runs + 1):
+            for name in drills:
+                result = {"run": run, **run_drill(stack, name, cfg)}
+                result["healthy_again_s"] = round(stack.wait_healthy(120), 1)
+                print(format_row(result), flush=True)
+                mine.append(result)
+                results.append(result)
+    except Exception as exc:
+        print(f"{drills} stopped: {type(exc).__name__}: {exc}", flush=True)
+        results.append({"drills": drills, "error": f"{type(exc).__name__}: {exc}", "misses": ["error"]})
+        mine.append(results[-1])
+    finally:
+        stack.stop(remove=not keep and bool(mine) and not any(r["misses"] for r in mine))
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every stack's stop (namespaces included)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--drills", default="redis,postgres,gpu,safety,pause")
+    p.add_argument("--drills", default=",".join(CLASSIC), help=f"comma-separated, of: {', '.join(DRILLS)}")
+    p.add_argument("--issue22", action="store_true", help=f"the one-host drills of issue 22: {', '.join(ISSUE22)}")
+    p.add_argument("--multihost", action="store_true", help=f"the partitions: {', '.join(MULTIHOST)}")
+    p.add_argument("--all", action="store_true", help="every drill but sentinel and redis-wipe, then partitions")
+    p.add_argument("--runs", type=int, default=1)
     p.add_argument("--rate", type=float, default=5.0)
     p.add_argument("--deadline-ms", type=int, default=5000)
-    p.add_argument("--stuck-after", type=float, default=60.0)
+    p.add_argument("--fault-s", type=float, default=20.0, help="length of a hang, memory limit or partition")
     p.add_argument("--keep", action="store_true", help="keep each stack's folder (data and logs) even on success")
     args = p.parse_args(argv)
-    drills = args.drills.split(",")
+    drills = ([*CLASSIC, *ISSUE22, *MULTIHOST] if args.all else
+              [*ISSUE22] * args.issue22 + [*MULTIHOST] * args.multihost or args.drills.split(","))
     unknown = [d for d in drills if d not in DRILLS]
     if unknown:
         p.error(f"unknown drills {unknown}; choose from {', '.join(DRILLS)}")
-    cfg = DrillConfig(rate=args.rate, stuck_after_s=args.stuck_after)
-    results = []
-    groups = [[d] for d in SPECIAL if d in drills] + [[d for d in drills if d not in SPECIAL]]
-    for group in (g for g in groups if g):
-        stack = Stack(StackConfig(deadline_ms=args.deadline_ms, **SPECIAL.get(group[0], {})))
-        t0 = time.monotonic()
-        stack.start()
-        print(f"stack up in {time.monotonic() - t0:.1f} s (logs in {stack.dir})", flush=True)
-        ok = False
-        try:
-            for name in group:
-                result = run_drill(stack, name, cfg)
-                result["healthy_again_s"] = round(stack.wait_healthy(120), 1)
-                print(format_row(result), flush=True)
-                results.append(result)
-            ok = not any(_off(r) for r in results)
-        finally:
-            stack.stop(remove=ok and not args.keep)  # a failed drill keeps its logs
-    print(json.dumps({"drills": results}))
-    return 1 if any(_off(r) for r in results) else 0
-
-
-def _off(r: dict[str, Any]) -> bool:
-    """A drill that missed a target of issue 12."""
-    return bool(r["stuck_after_60s"] or r["duplicate_usage_rows"] or r["non_503_5xx"]
-                or r["late_past_deadline_plus_10s"])
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    cfg = DrillConfig(rate=args.rate, fault_s=args.fault_s)
+    results: list[dict[str, Any]] = []
+    try:
+        for group, overrides, multihost in _groups(drills):
+            run_group(group, overrides, multihost, cfg, args.runs, args.deadline_ms, args.keep, results)
+    finally:
+        print(json.dumps({"drills": results}))
+    return 1 if any(r["misses"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -1,21 +1,19 @@
 """The stack the fault drills run against: its own redis-server and PostgreSQL cluster (so killing them
 touches nobody else), and web, a GPU worker, a safety worker and the reaper, each under ops/supervise.py as
-`make run` runs them; plus a steady load of submissions through the real HTTP API.
+`make run` runs them. The load they take is ops/chaos_load.py.
 """
 from __future__ import annotations
 
-import base64
-import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -31,7 +29,7 @@ PEPPER = "chaos-pepper"
 @dataclass
 class StackConfig:
     deadline_ms: int = 5000
-    reaper_grace_s: float = 3.0
+    reaper_grace_s: float = 1.0  # with its 1 s interval, a job no worker can end ends by deadline + 2 s (issue 22)
     watchdog_s: float = 10.0
     visibility_s: int = 30
     redis_appendonly: bool = True  # as `make run`'s embedded Redis
@@ -47,7 +45,7 @@ class Stack:
         self.redis = RedisServer(self.dir / "redis", appendonly=cfg.redis_appendonly)
         self.cluster = SentinelCluster(self.dir / "sentinel") if cfg.sentinel else None
         self.pg = PostgresServer(self.dir / "pg")
-        self.web_port = free_port()
+        self.web_host, self.web_port = "127.0.0.1", free_port()
         self.procs: dict[str, subprocess.Popen] = {}
         self.db_url = ""
         self.api_key = ""
@@ -58,47 +56,55 @@ class Stack:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
+        return f"http://{self.web_host}:{self.web_port}"
 
     def env(self) -> dict[str, str]:
         from workers.settings import ROOT as SROOT
 
+        # Heartbeats (WORKER_HEARTBEAT_S) at their default, as `make run`: how fast a dead stage shows is measured.
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(DATABASE_URL=self.db_url, REDIS_URL=self.redis_url, ENABLED_MODELS=MODEL,
                    REDIS_SENTINEL_MASTER=SentinelCluster.MASTER,
                    MODEL_DIR=str(SROOT / ".data" / "models"), API_KEY_PEPPER=PEPPER, LOG_LEVEL="WARNING",
-                   WORKER_HEARTBEAT_S="1", WORKER_WATCHDOG_S=str(self.cfg.watchdog_s), WORKER_DRAIN_S="3",
+                   WORKER_WATCHDOG_S=str(self.cfg.watchdog_s), WORKER_DRAIN_S="3",
                    REAPER_INTERVAL_S="1", REAPER_GRACE_S=str(self.cfg.reaper_grace_s),
                    BROKER_VISIBILITY_TIMEOUT_S=str(self.cfg.visibility_s), PYTHONPATH=str(ROOT),
                    TORCH_CPU_THREADS="1", PYTHONUNBUFFERED="1")
         return env
 
     def start(self, timeout: float = 180.0) -> Stack:
+        self._servers()
+        self.db_url = self.pg.create_database("vlaapi")
+        self._prepare()
+        for name, cmd in self.commands().items():
+            env = {**self.env(), **({"WORKER_MODEL": MODEL} if name == "gpu" else {})}
+            log = open(self.dir / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "ops.supervise", "--", *cmd], cwd=ROOT,
+                                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True, preexec_fn=self.preexec(name))
+        self.wait_healthy(timeout)
+        return self
+
+    def _servers(self) -> None:
         if self.cluster:
             self.cluster.start()
         else:
             self.redis.start()
         self.pg.init().start()
-        self.db_url = self.pg.create_database("vlaapi")
-        self._prepare()
+
+    def commands(self) -> dict[str, list[str]]:
         py = sys.executable
-        commands = {
+        return {
             "web": [py, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "32",
-                    "--bind", f"127.0.0.1:{self.web_port}", "web.app:create_app()"],
+                    "--bind", f"{self.web_host}:{self.web_port}", "web.app:create_app()"],
             "gpu": [py, "-m", *gpu_worker_argv(MODEL, concurrency=8)],
             "safety": [py, "-m", *safety_worker_argv(concurrency=4)],
             "reaper": [py, "-m", "ops.reaper"],
         }
-        env = self.env()
-        for name, cmd in commands.items():
-            if name == "gpu":
-                env = {**env, "WORKER_MODEL": MODEL}
-            log = open(self.dir / f"{name}.log", "ab")
-            self.procs[name] = subprocess.Popen([py, "-m", "ops.supervise", "--", *cmd], cwd=ROOT, env=env,
-                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            env = self.env()
-        self.wait_healthy(timeout)
-        return self
+
+    def preexec(self, name: str) -> Callable[[], None] | None:
+        """What a supervised process runs before its command: nothing here; its namespace in ops/chaos_net.py."""
+        return None
 
     def _prepare(self) -> None:
         """Migrate, make sure the tiny checkpoint exists, and make an enterprise customer with a key."""
@@ -150,67 +156,3 @@ class Stack:
             self.cluster.stop()
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _png_b64() -> str:
-    import numpy as np
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-@dataclass
-class Submission:
-    at: float  # epoch seconds
-    status: int  # HTTP status; 0 when the web could not be reached
-    job_id: str | None
-
-
-@dataclass
-class Load:
-    """A steady stream of POST /v1/jobs from a few threads, every answer recorded."""
-
-    stack: Stack
-    rate: float = 5.0
-    threads: int = 4
-    submissions: list[Submission] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._body = {"model": MODEL, "image": _png_b64(), "instruction": "pick up the red block",
-                      "robot_config": {"type": "widowx_250"}, "safety": {"mode": "clamp"},
-                      "deadline_ms": self.stack.cfg.deadline_ms}
-        self._workers = [threading.Thread(target=self._run, daemon=True) for _ in range(self.threads)]
-
-    def start(self) -> Load:
-        for t in self._workers:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._workers:
-            t.join(30)
-
-    def _run(self) -> None:
-        http = requests.Session()
-        headers = {"Authorization": f"Bearer {self.stack.api_key}"}
-        period = self.threads / self.rate
-        while not self._stop.is_set():
-            t0 = time.time()
-            try:
-                resp = http.post(self.stack.base + "/v1/jobs", json=self._body, headers=headers, timeout=15)
-                job_id = resp.json().get("id") if resp.status_code == 202 else None
-                sub = Submission(t0, resp.status_code, job_id)
-            except (requests.RequestException, ValueError):
-                sub = Submission(t0, 0, None)
-            with self._lock:
-                self.submissions.append(sub)
-            self._stop.wait(max(0.0, period - (time.time() - t0)))
-
-    def since(self, t: float) -> list[Submission]:
-        with self._lock:
-            return [s for s in self.submissions if s.at >= t]

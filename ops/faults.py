@@ -14,11 +14,33 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+CLONE_NEWNET = 0x40000000
+
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def netns_preexec(netns: str | None, then=None):
+    """A preexec_fn that moves the child into network namespace `netns` (ops/chaos_net.py), then runs `then`
+    (e.g. dropping root for PostgreSQL, which must come after: setns needs root). Python 3.11 has no
+    os.setns, hence libc."""
+    if netns is None:
+        return then
+
+    def enter() -> None:
+        import ctypes
+
+        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {netns}")
+        os.close(fd)
+        if then is not None:
+            then()
+
+    return enter
 
 
 def redis_binary() -> str:
@@ -34,25 +56,29 @@ class RedisServer:
     """One redis-server on a port of its own; `kill` is SIGKILL (no save), `start` brings it back on the
     same port, empty unless `appendonly` kept its data."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = False):
+    def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = False,
+                 host: str = "127.0.0.1", netns: str | None = None):
         self.dir, self.port, self.appendonly = Path(data_dir), port or free_port(), appendonly
+        self.host, self.netns = host, netns
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0, extra: list[str] | None = None) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
-        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+        argv = [redis_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.dir),
                 "--save", "", "--appendonly", "yes" if self.appendonly else "no",
                 "--maxmemory-policy", "noeviction", *(extra or [])]
+        if self.host != "127.0.0.1":  # a namespace address (ops/chaos_net.py): only the drill's hosts reach it
+            argv += ["--protected-mode", "no"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=netns_preexec(self.netns))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -189,16 +215,18 @@ class PostgresServer:
     """A PostgreSQL cluster of our own (initdb, trust auth, a free port): `crash` is SIGQUIT to the postmaster
     (immediate shutdown: no checkpoint, crash recovery at the next start), `start` brings it back."""
 
-    def __init__(self, data_dir: Path, port: int | None = None):
-        self.dir, self.port = Path(data_dir), port or free_port()
+    def __init__(self, data_dir: Path, port: int | None = None, *, host: str = "127.0.0.1",
+                 netns: str | None = None):
+        self.dir, self.port, self.host, self.netns = Path(data_dir), port or free_port(), host, netns
         self.proc: subprocess.Popen | None = None
         self._user = _as_postgres_user()
 
-    def _popen_kw(self) -> dict:
-        return {"preexec_fn": self._user["preexec_fn"]} if self._user else {}
+    def _popen_kw(self, netns: str | None = None) -> dict:
+        fn = netns_preexec(netns, self._user.get("preexec_fn"))
+        return {"preexec_fn": fn} if fn else {}
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg2://postgres@{self.host}:{self.port}/{database}"
 
     def init(self) -> PostgresServer:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -206,17 +234,20 @@ class PostgresServer:
             os.chown(self.dir, self._user["_uid"], self._user["_gid"])
         subprocess.run([_pg_binary("initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **self._popen_kw())
+        if self.host != "127.0.0.1":  # initdb trusts loopback only; a namespace's clients are on its subnets
+            with open(self.dir / "data" / "pg_hba.conf", "a") as hba:
+                hba.write("host all all samenet trust\n")
         return self
 
     def start(self, timeout: float = 30.0) -> PostgresServer:
         argv = [_pg_binary("postgres"), "-D", str(self.dir / "data"), "-p", str(self.port), "-k", str(self.dir),
-                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=on"]
+                "-c", f"listen_addresses={self.host}", "-c", "max_connections=300", "-c", "fsync=on"]
         log = open(self.dir / "postgres.log", "ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     **self._popen_kw())
+                                     **self._popen_kw(self.netns))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            ok = subprocess.run([_pg_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+            ok = subprocess.run([_pg_binary("pg_isready"), "-h", self.host, "-p", str(self.port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
             if ok:
                 return self

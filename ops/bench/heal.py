@@ -28,7 +28,8 @@ from typing import Any
 import redis
 import requests
 
-from ops.chaos_stack import MODEL, Load, Stack, StackConfig
+from ops.chaos_load import Load
+from ops.chaos_stack import MODEL, Stack, StackConfig
 
 FAULTS = ("detect-safety", "detect-gpu", "redis", "postgres", "gpu-kill")
 

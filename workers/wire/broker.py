@@ -6,12 +6,22 @@ and a job's path does it a dozen times across the web, the GPU worker and the sa
 thin, thread-safe handle on the pool (pipelines are separate objects), so one per channel serves every
 thread. It is rebuilt whenever the channel gets a new pool (after a fork, or a reconnection). celeryconfig.py
 selects these classes for `redis://`, `rediss://` and `sentinel://` broker URLs.
+
+Redis answers some outages with an error reply, not a dropped connection: OOM at maxmemory with noeviction,
+READONLY from a primary demoted by a failover, MASTERDOWN from a replica cut off from its primary. kombu files
+them with every other ResponseError as channel errors, which Celery's consumer does not retry: at maxmemory
+the worker died with "Unrecoverable error: OutOfMemoryError" (the unacked-index HSET after a BRPOP, or a
+queue declare), and a GPU worker's restart costs a model load. Named here as connection errors, they make the
+consumer reconnect with its usual backoff instead, as the web's BACKEND_ERRORS answer them 503 (issue 22).
 """
 from __future__ import annotations
 
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from redis import exceptions as redis_errors
+
+OUTAGE_REPLIES = (redis_errors.OutOfMemoryError, redis_errors.ReadOnlyError, redis_errors.MasterDownError)
 
 
 class _OneSyncClient:
@@ -32,6 +42,7 @@ class Channel(_OneSyncClient, kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    connection_errors = kombu_redis.Transport.connection_errors + OUTAGE_REPLIES
 
 
 class SentinelChannel(_OneSyncClient, kombu_redis.SentinelChannel):
@@ -40,3 +51,4 @@ class SentinelChannel(_OneSyncClient, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+    connection_errors = kombu_redis.SentinelTransport.connection_errors + OUTAGE_REPLIES
