@@ -25,6 +25,16 @@ broker_transport_options = {
     "unacked_restore_interval": max(1, min(10, _s.broker_visibility_timeout_s // 2)),
     "unacked_restore_throttle": 1,
     "queue_order_strategy": "priority",
+    # A publish to a Redis that hangs (stopped, or cut off by a partition that drops packets) fails within
+    # seconds, so the web answers 503 (with the job's id once its row is committed) and a worker's hand-off
+    # retries until the deadline, instead of blocking on a socket with no timeout. The consumer's own BRPOP
+    # asks for 1 s at a time, well inside it.
+    "socket_timeout": 10.0,
+    "socket_connect_timeout": 5.0,
+    # kombu drops a BRPOP connection whose reply is overdue by brpop_timeout (1 s) + this, so a consumer on a
+    # half-open connection (a partition) reconnects within about 1 + 2 x 3 s instead of 51 s, well before the
+    # watchdog (WORKER_WATCHDOG_S) gives up on it and the worker pays a restart.
+    "health_check_interval": 3,
 }
 if broker_url.startswith("sentinel://"):
     # REDIS_URL names the sentinels (workers/wire/sentinel.py); kombu asks them for the master, again after a

@@ -35,7 +35,7 @@ def wait_for(job: Job, timeout_s: float) -> Job:
             break
         # Wake at least every 5 s to re-read the row, so a token lost with a Redis restart costs
         # latency, never correctness.
-        token = notify.wait_done(r, str(job.id), min(remaining, 5.0))
+        token = notify.wait_done(r, str(job.id), min(remaining, notify.MAX_BLOCK_S))
         settled = notify.outcome(token)
         job = _settled(job, settled) if settled is not None and not inspect(job).persistent else _read(s, job.id)
     if job.state not in TERMINAL_STATES and time.monotonic() >= deadline:

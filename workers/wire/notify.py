@@ -24,9 +24,12 @@ from workers.wire import sentinel
 
 # A token lives long enough for any waiter (waits are capped at WAIT_MAX_S) and any late poll, not longer.
 DONE_TTL_S = 300
-# Above the longest blocking call (a wait is at most 60 s), so BLPOP never trips the socket timeout; a dead
-# server is still noticed within this bound, and a connect within CONNECT_TIMEOUT_S.
-SOCKET_TIMEOUT_S = 75.0
+# A blocking wait asks Redis for at most MAX_BLOCK_S at a time (a longer wait loops, re-reading the row), so
+# the socket timeout can sit just above it: a Redis that hangs (SIGSTOP, a partition that drops packets rather
+# than resetting) is noticed within SOCKET_TIMEOUT_S, and a waiter whose job was accepted answers 503 with the
+# job's id instead of blocking for a minute (issue 22 drills: hang-redis, part-web-redis).
+MAX_BLOCK_S = 5.0
+SOCKET_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 5.0
 _clients: dict[str, redis.Redis] = {}
 log = logging.getLogger(__name__)
@@ -75,10 +78,11 @@ def job_ended(r: redis.Redis, job: dict[str, Any], state: str, outcome: dict[str
 
 
 def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> str | None:
-    """Block until the job's token appears or the timeout passes (None); leave the token for other waiters."""
+    """Block until the job's token appears or the timeout (at most MAX_BLOCK_S) passes (None); leave the token
+    for other waiters."""
     if timeout_s <= 0:
         return None
-    got = r.blpop([done_key(job_id)], timeout=timeout_s)
+    got = r.blpop([done_key(job_id)], timeout=min(timeout_s, MAX_BLOCK_S))
     if got is None:
         return None
     token = got[1].decode()
