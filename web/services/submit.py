@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +24,11 @@ from web import db
 from web.auth import Principal
 from web.errors import ApiError, accepted_wait_failed, best_effort
 from web.services import catalog
+from web.services.raw_images import RawImage, json_default
 from workers.settings import Settings
 from workers.store.models import Job
 from workers.tasks import send_job
-from workers.wire import notify, resend
+from workers.wire import frames, notify, resend
 from workers.wire.images import ImageRejected, inspect
 
 DEFAULT_CAMERA = "primary"
@@ -35,16 +36,19 @@ DEFAULT_CAMERA = "primary"
 
 @dataclass
 class Prepared:
-    payload: dict[str, Any]  # what the GPU worker receives (images included)
+    payload: dict[str, Any]  # what the GPU worker receives (images described, not included)
     record: dict[str, Any]  # what the job row keeps (images by hash and size)
     deadline_at: datetime
+    frames: dict[str, bytes] = field(default_factory=dict)  # the images' bytes, beside the message
+    deadline_ms: int = 0
 
 
 def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str = "interactive") -> Prepared:
     catalog.require_model(settings, data["model"])
-    images_b64 = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
-    image_meta = {cam: _check_image(settings, cam, b64, "images" in data) for cam, b64 in images_b64.items()}
-    _check_spec(settings, data, images_b64)
+    images_in = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
+    checked = {cam: _check_image(settings, cam, value, "images" in data) for cam, value in images_in.items()}
+    image_meta = {cam: meta for cam, (meta, _) in checked.items()}
+    _check_spec(settings, data, images_in)
     robot_config = data.get("robot_config") or {"type": default_robot(settings, data.get("unnorm_key"))}
     try:
         validate_robot_config(robot_config)
@@ -58,9 +62,10 @@ def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str
         "options": options, "robot_config": robot_config,
         "robot_state": data.get("robot_state"), "safety": data.get("safety") or {},
     }
-    payload = {**common, "images": images_b64, "request_id": request_id, "deadline": deadline_at.timestamp()}
+    # The message describes the images; their bytes travel beside it, once (workers/wire/frames.py).
+    payload = {**common, "images": image_meta, "request_id": request_id, "deadline": deadline_at.timestamp()}
     record = {**common, "images": image_meta, "deadline_ms": deadline_ms}
-    return Prepared(payload, record, deadline_at)
+    return Prepared(payload, record, deadline_at, {cam: raw for cam, (_, raw) in checked.items()}, deadline_ms)
 
 
 # The robots behind OpenVLA's best-known dataset statistics (robot-limits.md §4, §5).
@@ -78,8 +83,12 @@ def _default_camera(settings: Settings, model: str) -> str:
     return spec["cameras"][0] if spec and spec.get("cameras") else DEFAULT_CAMERA
 
 
-def _check_image(settings: Settings, cam: str, b64: str, multi: bool) -> dict[str, Any]:
+def _check_image(settings: Settings, cam: str, value: Any, multi: bool) -> tuple[dict[str, Any], bytes]:
+    """The image's description (for the message and the job row) and its bytes (kept beside the message)."""
     field = f"images.{cam}" if multi else "image"
+    if isinstance(value, RawImage):
+        return value.checked(settings.max_image_bytes, field)
+    b64 = value
     if len(b64) > settings.max_image_bytes * 4 // 3 + 4:
         raise ApiError(413, "image_too_large", f"image is larger than {settings.max_image_bytes} bytes", field=field)
     try:
@@ -92,8 +101,7 @@ def _check_image(settings: Settings, cam: str, b64: str, multi: bool) -> dict[st
         info = inspect(raw)  # header and structure only: the GPU worker decodes the pixels, once
     except ImageRejected as exc:
         raise ApiError(422, "invalid_image", exc.message, field=field) from None
-    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "height": info.height, "width": info.width,
-            "format": info.format}
+    return frames.describe(raw, height=info.height, width=info.width, format=info.format), raw
 
 
 def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]) -> None:
@@ -121,7 +129,8 @@ def check_unnorm_key(spec: dict[str, Any] | None, key: str | None) -> None:
 
 
 def request_hash(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job_id: uuid.UUID,
@@ -136,10 +145,13 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     # created_at travels with the job so the workers can measure queue wait and total latency (telemetry).
     payload = {**prepared.payload, "job_id": str(job.id), "created_at": job.created_at.timestamp()}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
-    # The copy goes first: if this process dies between the commit and the publish, the reaper still has the
-    # message to send (workers/wire/resend.py).
+    # The images and the copy go first, in one round trip: if this process dies between the commit and the
+    # publish, the reaper still has the message to send (workers/wire/resend.py), and the worker its images.
     r = notify.client(current_app.config["SETTINGS"].redis_url)
-    resend.keep(r, str(job.id), payload, safety_job)
+    pipe = r.pipeline(transaction=False)
+    frames.stage(pipe, str(job.id), prepared.frames, frames.ttl_for(prepared.deadline_ms / 1000))
+    resend.keep(pipe, str(job.id), payload, safety_job)
+    pipe.execute()
     s = db.session()
     # A plain INSERT of the row's columns: the ORM's unit of work cost the request more CPU than the insert.
     # The returned Job stays outside the session: waiting.wait_for replaces it with the settled row (from the

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
 from workers.gpu import runtime
-from workers.gpu.decode import to_observation
+from workers.gpu.decode import described, to_observation
 from workers.gpu.items import BatcherStopped, BatchFuture, DeadlineExceeded, ModelUnavailable
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
@@ -17,7 +18,7 @@ from workers.stages.finish import announce_expired, finish_job
 from workers.stages.retry import HandBack, retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
-from workers.wire import notify, telemetry
+from workers.wire import frames, notify, telemetry
 from workers.wire.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -27,25 +28,30 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Claim the job and run it through the batcher, the two at once; record the timing. Returns what the
     safety stage needs.
 
-    The observation is queued for the model before the claim's round trip to PostgreSQL, so the claim costs
-    the job no latency; the result is used only once the claim says the job may run. A job the claim refuses
-    (canceled, ended, or past its deadline) has its item cancelled: dropped if its pass has not started, its
-    result ignored if it has. Nothing is written before the claim except a failure to read the input, and
-    that ends the job only if it is still active (jobstore's conditional UPDATE).
+    The claim's round trip to PostgreSQL runs on a small pool of its own while this thread fetches the
+    images (one HMGET), decodes them and queues the observation for the model, so neither waits for the
+    other; the result is used only once the claim says the job may run. A job the claim refuses (canceled,
+    ended, or past its deadline) has its item cancelled: dropped if its pass has not started, its result
+    ignored if it has. Nothing is written before the claim except a failure to read the input, and that ends
+    the job only if it is still active (jobstore's conditional UPDATE).
     """
     job_id = job["job_id"]
     claimed_at, t0 = time.time(), time.perf_counter()
-    try:
-        future = _submit(job)
-    except PolicyInputError as exc:
-        return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
 
     def claim_it() -> jobstore.Claim:
         with session_scope(settings.database_url) as s:
             return jobstore.claim_for_inference(s, job_id)
 
+    claiming = _CLAIMS.submit(retry_transient, claim_it, job["deadline"], what="claim job")
     try:
-        claim = retry_transient(claim_it, job["deadline"], what="claim job")
+        future = _submit(job, settings)
+    except (PolicyInputError, frames.FramesMissing) as exc:
+        refused = _settle(claiming)
+        if refused is not None:  # ended already (a cancel deletes the images): nothing to report
+            return {"skip": refused}
+        return _end(settings, job, "failed", _input_error(exc))
+    try:
+        claim = claiming.result()
     except BaseException:
         future.cancel()
         raise
@@ -78,10 +84,34 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
-def _submit(job: dict[str, Any]) -> BatchFuture:
-    """Decode the job's images (the one place they are decoded) and queue the observation; the message's
-    deadline is the row's, so the batcher drops the item uncomputed once it has passed."""
-    obs = to_observation(job)
+# Claims overlap the image fetch and decode of their own job; a few threads cover the worker's concurrency,
+# since a claim is one short UPDATE.
+_CLAIMS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="claim")
+
+
+def _settle(claiming: Future) -> str | None:
+    """Let the claim finish before the job is ended for bad input; the state it found if it refused the job."""
+    try:
+        claim = claiming.result()
+    except Exception:
+        log.warning("claim failed for a job with unusable input", exc_info=True)
+        return None
+    return None if claim.state == "run" else claim.state
+
+
+def _input_error(exc: PolicyInputError | frames.FramesMissing) -> JobError:
+    if isinstance(exc, frames.FramesMissing):
+        return JobError("images_missing", exc.why, f"images.{exc.camera}")
+    return JobError("invalid_input", exc.message, exc.field)
+
+
+def _submit(job: dict[str, Any], settings: Settings) -> BatchFuture:
+    """Fetch the job's images from beside its message, decode them (the one place they are decoded) and queue
+    the observation; the message's deadline is the row's, so the batcher drops the item uncomputed once it
+    has passed."""
+    wanted = described(job)
+    stored = frames.fetch(notify.client(settings.redis_url), job["job_id"], wanted) if wanted else None
+    obs = to_observation(job, stored)
     remaining = job["deadline"] - time.time()
     priority = 1 if job.get("kind") == "replay" else 0
     return runtime.get_batcher().submit(obs, priority=priority, deadline=time.monotonic() + remaining,
