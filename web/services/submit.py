@@ -139,8 +139,6 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     job = Job(id=job_id, customer_id=uuid.UUID(principal.customer_id), model=prepared.payload["model"],
               kind=prepared.payload["kind"], request_id=request_id, request=prepared.record, state="queued",
               deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash,
-              # Set here, not by the server default: now() is the transaction's start, which for a web
-              # request is the authentication query, and would inflate queue_wait_ms.
               created_at=datetime.now(UTC), attempts=0)
     # created_at travels with the job so the workers can measure queue wait and total latency (telemetry).
     payload = {**prepared.payload, "job_id": str(job.id), "created_at": job.created_at.timestamp()}
@@ -152,6 +150,11 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     frames.stage(pipe, str(job.id), prepared.frames, frames.ttl_for(prepared.deadline_ms / 1000))
     resend.keep(pipe, str(job.id), payload, safety_job)
     pipe.execute()
+    # The job is accepted when its row is written, so created_at is taken now, after the Redis round trip (the
+    # copy keeps the time it was made, a moment earlier). Not the server default: now() is the transaction's
+    # start, which for a web request is the authentication query, and would inflate queue_wait_ms.
+    job.created_at = datetime.now(UTC)
+    payload["created_at"] = safety_job["created_at"] = job.created_at.timestamp()
     s = db.session()
     # A plain INSERT of the row's columns: the ORM's unit of work cost the request more CPU than the insert.
     # The returned Job stays outside the session: waiting.wait_for replaces it with the settled row (from the
