@@ -1,0 +1,37 @@
+"""What crosses Redis for one job: the image bytes once, as the client sent them, beside a message that only
+describes them (workers/wire/frames.py); no base64 image in the Celery message nor in the resend copy."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from tests.helpers import png_b64, request_body
+from workers.wire import frames, resend
+
+
+def _broker_message(redis_client, job_id: str) -> bytes:
+    for key in redis_client.scan_iter(match="infer.openvla-tiny*"):
+        for raw in redis_client.lrange(key, 0, -1):
+            if job_id.encode() in base64.b64decode(json.loads(raw)["body"]):
+                return raw
+    raise AssertionError(f"no broker message for job {job_id}")
+
+
+def test_the_image_crosses_redis_once_as_bytes_beside_a_small_message(client, make_customer, redis_client):
+    headers = make_customer()[2]
+    b64 = png_b64(224, 224, seed=3)
+    png = base64.b64decode(b64)
+    r = client.post("/v1/jobs", json=request_body(images={"primary": b64}, image=None, deadline_ms=2000),
+                    headers=headers)
+    assert r.status_code == 202, r.get_json()
+    job_id = r.get_json()["id"]
+    assert redis_client.hgetall(frames.key(job_id)) == {b"primary": png}
+    assert 2_000 < redis_client.pttl(frames.key(job_id)) <= 32_000  # the deadline plus a margin
+    message = _broker_message(redis_client, job_id)
+    assert len(message) < 4096 < len(png)  # descriptions, not images
+    args = json.loads(base64.b64decode(json.loads(message)["body"]))[0][0]
+    assert args["images"]["primary"]["sha256"] == hashlib.sha256(png).hexdigest()
+    assert args["images"]["primary"]["format"] == "PNG"
+    copy = redis_client.get(resend.key(job_id))
+    assert len(copy) < 4096 and b64[:64].encode() not in copy
