@@ -1,7 +1,8 @@
 """Celery settings (celery-notes.md has the why of each).
 
 One queue per model (`infer.<model>`, plus `infer.<model>.replay` for replay steps) and a `safety` queue.
-Every job is a chain `infer | safety`. Delivery is at least once; tasks are idempotent by job id.
+Every job is `infer`, which hands on to `safety` itself (workers/stages/handoff.py). Delivery is at least
+once; tasks are idempotent by job id.
 """
 from workers.settings import get_settings
 

@@ -27,7 +27,10 @@ def prepare_environment() -> dict[str, str]:
     """Start or find the services, migrate, and return the environment every process should see."""
     db_server = stack.ensure_postgres()
     db_url = db_server if os.environ.get("DATABASE_URL") else stack.ensure_database(db_server, "vlaapi")
-    redis_url = stack.ensure_redis()
+    try:
+        redis_url = stack.ensure_redis()
+    except stack.StackConflict as exc:  # a stranger on the embedded port: say what to do, no traceback
+        raise click.ClickException(str(exc)) from None
     os.environ.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
     from workers.settings import reload_settings
     from workers.store.migrate import upgrade

@@ -2,6 +2,10 @@
 
 Flower's API can revoke tasks and shut workers down, and basic auth with an empty credential matches an
 empty login, so an unset or malformed FLOWER_BASIC_AUTH is a start-up error, not an open dashboard.
+
+Flower keeps its metrics to itself: PROMETHEUS_MULTIPROC_DIR is dropped from its environment, so its
+flower_* series (worker names, host, pids) are served only by its own /metrics, behind its credentials
+(ops/flower_serve.py), never through the web's public /metrics, which reads that directory.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ def main() -> None:
                          f"(a password of {MIN_PASSWORD}+ characters), e.g. admin:$(python -c 'import secrets; "
                          "print(secrets.token_urlsafe(16))')\n")
         raise SystemExit(2)
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # execv passes os.environ on
+    argv = [sys.executable, "-m", "ops.flower_serve", "-A", "workers.celery_app", "flower",
             f"--port={os.environ.get('FLOWER_PORT', '5555')}",
             f"--address={os.environ.get('FLOWER_ADDRESS', '127.0.0.1')}", f"--basic-auth={auth}"]
     os.execv(sys.executable, argv)

@@ -1,6 +1,15 @@
 """The reaper: PostgreSQL is the truth, and this small loop makes Redis and the workers agree with it.
 
+Every REAPER_WATCH_S (0.25 s) it reads the GPU workers' heartbeats (one HGETALL per model) and writes its own;
+a GPU worker whose heartbeat stopped (killed, host lost, SIGSTOPped past its TTL) has its claimed jobs
+released at once (`release_worker`): each still-running job it claimed (jobs.worker) is re-published from the
+copy of its message (workers/wire/resend.py, GETDEL: once) and set back to `queued` while its deadline
+allows, else ended `expired`/`lost` and its waiters woken. So a dead worker's jobs move within ~2.5 s of its
+death (heartbeat TTL plus one watch), not at their deadline plus the grace.
+
 Each pass (every REAPER_INTERVAL_S, 2 s by default):
+  - releases the jobs of any worker named by a running job that has no live heartbeat (a death the watch
+    missed: the reaper itself was down, or it started after the death);
   - re-publishes, at most once, every job still `queued` 5 s after it was accepted, from the short-lived copy
     of its message the web keeps (workers/wire/resend.py): the web died between commit and publish, or the
     broker lost the message; a duplicate of a message that was merely slow is harmless (its claim fails);
@@ -32,6 +41,7 @@ from pathlib import Path
 import click
 
 from web.ratelimit.inflight import InFlight
+from web.services import catalog
 from workers import logs
 from workers.settings import Settings, get_settings
 from workers.store import reaping
@@ -41,6 +51,8 @@ from workers.wire.queues import replay_slice_s
 
 log = logging.getLogger("ops.reaper")
 STAGE = "reaper"
+BEAT_S = 0.5  # the reaper's own heartbeat period, written from its watch ticks
+RELEASE_MIN_S = 0.25  # a released job with less time left than this is ended, not re-published to expire
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,14 @@ class ReaperConfig:
     grace_s: float = 10.0  # past a job's deadline before it counts as lost (a worker ends it at the deadline)
     sweep_s: float = 30.0  # how often uploads and leases are swept (they are not urgent)
     upload_age_s: float = 3600.0
+    watch_s: float = 0.25  # how often GPU workers' heartbeats are read (a dead one's jobs are released)
 
     @classmethod
     def from_env(cls) -> ReaperConfig:
         env = os.environ.get
         return cls(float(env("REAPER_INTERVAL_S", "2")), float(env("REAPER_GRACE_S", "10")),
-                   float(env("REAPER_SWEEP_S", "30")), float(env("REAPER_UPLOAD_AGE_S", "3600")))
+                   float(env("REAPER_SWEEP_S", "30")), float(env("REAPER_UPLOAD_AGE_S", "3600")),
+                   float(env("REAPER_WATCH_S", "0.25")))
 
 
 class Reaper:
@@ -62,6 +76,8 @@ class Reaper:
         self.settings, self.config = settings, config or ReaperConfig()
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self._last_sweep = float("-inf")
+        self._last_beat = float("-inf")
+        self._gpu_workers: dict[str, str] = {}  # hostname -> its last state, for every GPU worker seen live
 
     @property
     def redis(self):
@@ -74,8 +90,8 @@ class Reaper:
     def run_pass(self, *, sweep: bool | None = None) -> dict[str, int]:
         """One pass; returns what it did. A failing step is logged and the others still run."""
         counts = {"passes": 1}
-        steps = [("jobs_republished", self.republish_jobs), ("jobs_expired", self.expire_jobs),
-                 ("replays_resumed", self.resume_replays)]
+        steps = [("jobs_released", self.release_orphans), ("jobs_republished", self.republish_jobs),
+                 ("jobs_expired", self.expire_jobs), ("replays_resumed", self.resume_replays)]
         if sweep if sweep is not None else time.monotonic() - self._last_sweep >= self.config.sweep_s:
             self._last_sweep = time.monotonic()
             steps += [("uploads_deleted", self.delete_orphan_uploads), ("leases_released", self.release_leases)]
@@ -94,13 +110,53 @@ class Reaper:
     def expire_jobs(self) -> int:
         with session_scope(self.settings.database_url) as s:
             ended = reaping.expire_lost_jobs(s, self.config.grace_s)
+        self._announce(ended)
+        return len(ended)
+
+    def _announce(self, ended: list[reaping.Ended]) -> None:
         for row in ended:  # after the commit: a waiter woken now reads the terminal row
             log.warning("job lost: expired by the reaper", extra={"job_id": row.id})
             try:
                 notify.ended(self.redis, row.id, row.state, self._inflight_key(row.customer_id))
             except Exception:  # waiters still read the row at their timeout; the lease sweep frees the slot
                 log.warning("could not announce a reaped job", extra={"job_id": row.id}, exc_info=True)
-        return len(ended)
+
+    def watch(self) -> int:
+        """Read the GPU workers' heartbeats; release the jobs of each that was live and no longer is. A worker
+        that was stopping (its batcher `stopped`: a drain hands its jobs back itself) is only forgotten."""
+        beats = {b["hostname"]: b.get("state", "") for m in catalog.enabled_models(self.settings)
+                 for b in notify.read_heartbeats(self.redis, m)}
+        gone = {h: st for h, st in self._gpu_workers.items() if h not in beats}
+        self._gpu_workers = beats
+        return sum(self.release_worker(h) for h, st in gone.items() if st in ("ready", "loading"))
+
+    def release_orphans(self) -> int:
+        """Release the jobs of every worker a running job names that has no live heartbeat (read from the
+        job's model's hash, so a worker of a model this reaper's ENABLED_MODELS omits is judged too)."""
+        with session_scope(self.settings.database_url) as s:
+            claimed = reaping.claiming_workers(s)
+        live = {b["hostname"] for m in {m for _, m in claimed} for b in notify.read_heartbeats(self.redis, m)}
+        return sum(self.release_worker(w) for w in {w for w, _ in claimed} - live)
+
+    def release_worker(self, worker: str) -> int:
+        """Re-queue (deadline allowing) or end each running job `worker` claimed; safe to run twice at once."""
+        from workers.tasks import send_job  # the one place messages are sent
+
+        ended, released = [], 0
+        with session_scope(self.settings.database_url) as s:
+            for job in reaping.claimed_by(s, worker):
+                copy = resend.take(self.redis, str(job.id))  # GETDEL: one releaser re-publishes it
+                if copy is not None and job.deadline_at.timestamp() - time.time() > RELEASE_MIN_S:
+                    send_job(*copy)  # before the commit: a crash in between leaves a duplicate, never a loss
+                    reaping.requeue(s, job)
+                else:
+                    ended.append(reaping.end_lost(s, job))
+                released += 1
+        if released:
+            log.warning("GPU worker gone: its jobs released", extra={"worker": worker, "released": released,
+                                                                     "ended": len(ended)})
+        self._announce(ended)
+        return released
 
     def republish_jobs(self) -> int:
         """Publish again the kept copy of every job still queued REPUBLISH_AFTER_S after it was accepted."""
@@ -166,12 +222,26 @@ class Reaper:
                 released += r.zrem(key, *stale)
         return released
 
+    def tick(self) -> int:
+        """Between passes (every watch_s): release the jobs of GPU workers that died; say we are alive."""
+        released = 0
+        try:
+            released = self.watch()
+        except Exception:  # a backend outage: the next tick tries again
+            log.warning("reaper watch failed", exc_info=True)
+        if released:
+            self._report({"jobs_released": released})
+        elif time.monotonic() - self._last_beat >= BEAT_S:
+            self._report({})
+        return released
+
     def _report(self, counts: dict[str, int]) -> None:
         try:
             notify.count_actions(self.redis, counts)
-            ttl = max(3 * self.config.interval_s, 6.0)
-            notify.publish_heartbeat(self.redis, STAGE, self.hostname, {"state": "ready", "last_pass": counts},
-                                     ttl, key=notify.stage_key(STAGE))
+            # The same freshness rule as the workers' (2 s): a stopped reaper shows on /health as fast.
+            notify.publish_heartbeat(self.redis, STAGE, self.hostname, {"state": "ready"},
+                                     notify.heartbeat_ttl(BEAT_S), key=notify.stage_key(STAGE))
+            self._last_beat = time.monotonic()
         except Exception:
             log.warning("reaper could not report to Redis", exc_info=True)
 
@@ -183,13 +253,18 @@ class Reaper:
 
 
 def serve(reaper: Reaper, stop: threading.Event) -> None:
-    """Pass after pass until `stop` is set (SIGTERM, SIGINT); a pass in progress finishes first."""
+    """A watch tick every watch_s and a pass every interval_s until `stop` is set (SIGTERM, SIGINT); a pass in
+    progress finishes first."""
+    next_pass = time.monotonic()
     while not stop.is_set():
         t0 = time.monotonic()
-        counts = reaper.run_pass()
-        if any(v for k, v in counts.items() if k != "passes"):
-            log.info("reaper pass", extra=counts)
-        stop.wait(max(0.0, reaper.config.interval_s - (time.monotonic() - t0)))
+        if t0 >= next_pass:
+            next_pass = t0 + reaper.config.interval_s
+            counts = reaper.run_pass()
+            if any(v for k, v in counts.items() if k != "passes"):
+                log.info("reaper pass", extra=counts)
+        reaper.tick()
+        stop.wait(max(0.0, min(t0 + reaper.config.watch_s, next_pass) - time.monotonic()))
     reaper.withdraw()
 
 

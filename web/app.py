@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy.exc
 from flask import Flask, Response, g, request
 
-from web import cors, db, docs_assets, input_guard, metrics, timing
+from web import body_limits, cors, db, docs_assets, input_guard, metrics, timing
 from web.auth import authenticate
 from web.compat import openvla as openvla_compat
 from web.errors import BACKEND_ERRORS, ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
@@ -33,7 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # Swagger UI from the pinned swagger-ui-bundle wheel, served here (web/docs_assets.py): no CDN.
         OPENAPI_SWAGGER_UI_URL="/docs/assets/",
         JSON_SORT_KEYS=False,
-        MAX_CONTENT_LENGTH=64 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=64 * 1024 * 1024,  # replay uploads; every other route less (web/body_limits.py)
     )
     app.config.update(config or {})
     app.config.setdefault("SETTINGS", get_settings())
@@ -46,8 +46,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # One Api per app: flask-smorest keeps the OpenAPI spec on the Api object, so a shared one would
     # collect duplicate paths when tests build several apps.
     _register_blueprints(Api(app))
-    # OpenVLA's /act: outside the OpenAPI document, its body is json-numpy rather than JSON Schema.
-    app.register_blueprint(openvla_compat.blp)
     app.register_error_handler(ApiError, from_api_error)
     for backend_error in BACKEND_ERRORS:
         app.register_error_handler(backend_error, from_backend_down)
@@ -81,7 +79,8 @@ def _register_blueprints(api: Api) -> None:
     from web.api.system.resources import blp as system_blp
     from web.api.usage.resources import blp as usage_blp
 
-    for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp, replays_blp):
+    # OpenVLA's /act is documented too: its json-numpy body written as JSON Schema (web/compat/openvla_doc.py).
+    for blp in (jobs_blp, inference_blp, models_blp, usage_blp, system_blp, replays_blp, openvla_compat.blp):
         api.register_blueprint(blp)
     # The multipart replay's `spec` part refers to it by name.
     from web.api.replays.schemas import ReplaySpecSchema
@@ -99,10 +98,16 @@ def _begin() -> Response | None:
     preflight = cors.preflight()
     if preflight is not None:
         return preflight
-    if request.path.startswith("/v1/"):
+    # Cheapest first, and nothing read before the key is checked: the route's body limit (413 from
+    # Content-Length alone; the stream is capped for chunked bodies), then the key, then the guard. An
+    # unmatched route is answered 404/405 without its body being read.
+    body_limits.apply()
+    keyed = request.path.startswith("/v1/") or request.endpoint in openvla_compat.ENDPOINTS
+    if keyed:
         with timing.phase("auth"):
             authenticate()
-    input_guard.check_request()
+    if request.routing_exception is None:
+        input_guard.check_request(parse_body=keyed and request.path.startswith("/v1/"))
     return None
 
 

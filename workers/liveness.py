@@ -4,10 +4,13 @@ A Celery worker can lose its broker connection and never consume again while its
 a Redis restart kombu logged `Error on stopping Hub` and the worker sat idle: celery-notes.md, "Workers that
 stop consuming"). PID or TCP checks cannot see that. So every WORKER_HEARTBEAT_S the watchdog pings its own
 node through the broker (Celery's remote-control `ping`, answered by the consumer's event loop on the same
-connection and poller as the task queues). A reply proves the consumer runs; the stage heartbeat (safety
-workers) and the GPU runtime's heartbeat say `consuming` only while replies come. With no reply for
-WORKER_WATCHDOG_S the process stops (SIGTERM, then a hard exit) so its supervisor (ops/supervise.py under
-`make run`, systemd or Kubernetes in production) starts a fresh one, which connects cleanly.
+connection and poller as the task queues; `limit=1`, so a reply ends the wait at once). A reply proves the
+consumer runs; the stage heartbeat (safety workers, written by its own thread every WORKER_HEARTBEAT_S, so a
+slow ping never delays it) and the GPU runtime's heartbeat say `consuming` only while replies come: a hung
+consumer shows within 4 intervals (2 s at the default 0.5 s), a stopped process within its heartbeat's TTL
+(notify.heartbeat_ttl, also 2 s). With no reply for WORKER_WATCHDOG_S the process stops (SIGTERM, then a
+hard exit) so its supervisor (ops/supervise.py under `make run`, systemd or Kubernetes in production) starts
+a fresh one, which connects cleanly.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ EXIT_CODE = 70  # EX_SOFTWARE: the supervisor restarts it
 class Watchdog:
     def __init__(self, app: Any, nodename: str, settings: Settings, *, stage: str | None = None):
         self.app, self.nodename, self.settings, self.stage = app, nodename, settings, stage
-        self.interval_s = max(settings.worker_heartbeat_s, 0.5)
+        self.interval_s = max(settings.worker_heartbeat_s, 0.1)
         self.exit_after_s = settings.worker_watchdog_s
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self.last_ok = time.monotonic()
@@ -37,18 +40,20 @@ class Watchdog:
 
     def start(self) -> Watchdog:
         threading.Thread(target=self._loop, name="watchdog", daemon=True).start()
+        if self.stage is not None:
+            threading.Thread(target=self._beat, name="stage-heartbeat", daemon=True).start()
         return self
 
     def consuming(self) -> bool:
-        """True while the last reply is recent (two intervals plus a probe's timeout)."""
-        return time.monotonic() - self.last_ok <= 2 * self.interval_s + self._probe_timeout()
+        """True while the last reply is recent: three probes may go unanswered, the fourth not."""
+        return time.monotonic() - self.last_ok <= max(4 * self.interval_s, 2 * self._probe_timeout())
 
     def _probe_timeout(self) -> float:
         return max(1.0, self.interval_s)
 
     def probe(self) -> bool:
         try:
-            replies = self.app.control.ping(destination=[self.nodename], timeout=self._probe_timeout())
+            replies = self.app.control.ping(destination=[self.nodename], timeout=self._probe_timeout(), limit=1)
         except Exception:  # the broker is down: no reply
             log.warning("watchdog: ping failed", exc_info=True)
             return False
@@ -56,26 +61,28 @@ class Watchdog:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            t0 = time.monotonic()
             if self.probe():
                 self.last_ok = time.monotonic()
             if self._stop.is_set():
                 return
-            self._publish()
             silent = time.monotonic() - self.last_ok
             if self.exit_after_s > 0 and silent > self.exit_after_s:
                 self._exit(silent)
                 return
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - t0)))
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            self._publish()
             self._stop.wait(self.interval_s)
 
     def _publish(self) -> None:
-        if self.stage is None:
-            return
         state = "ready" if self.consuming() else "not_consuming"
         try:
             notify.publish_heartbeat(notify.client(self.settings.redis_url), self.stage, self.hostname,
                                      {"state": state, "consuming": state == "ready", "node": self.nodename},
-                                     ttl_s=self.interval_s * 3 + self._probe_timeout(),
-                                     key=notify.stage_key(self.stage))
+                                     ttl_s=notify.heartbeat_ttl(self.interval_s), key=notify.stage_key(self.stage))
         except Exception:
             log.warning("watchdog: heartbeat failed", exc_info=True)
 

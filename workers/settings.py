@@ -103,7 +103,7 @@ class Settings:
             log_level=_env("LOG_LEVEL", "INFO"),
             max_deadline_ms=int(_env("MAX_DEADLINE_MS", "300000")),
             broker_visibility_timeout_s=int(_env("BROKER_VISIBILITY_TIMEOUT_S", "600")),
-            worker_heartbeat_s=float(_env("WORKER_HEARTBEAT_S", "2")),
+            worker_heartbeat_s=float(_env("WORKER_HEARTBEAT_S", "0.5")),
             max_queue_depth=int(_env("MAX_QUEUE_DEPTH", "1000")),
             replay_data_root=Path(_env("REPLAY_DATA_ROOT", str(ROOT / ".data" / "datasets"))),
             replay_upload_dir=Path(_env("REPLAY_UPLOAD_DIR", str(ROOT / ".data" / "uploads"))),

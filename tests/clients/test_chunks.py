@@ -1,4 +1,4 @@
-"""ChunkPlayer: one action per control tick, in order, with an open-loop horizon and a refill threshold."""
+"""ChunkPlayer: a queue of actions, one per control tick, that never drops an unused action."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +19,26 @@ def test_hands_out_actions_in_order_then_none():
     assert player.next() is None  # the horizon, not the chunk, ends it
 
 
-def test_push_replaces_the_rest_and_single_actions_work():
+def test_push_keeps_the_unused_actions():
+    """The issue-24 bug: a one-action push replaced the action not yet played."""
     player = ChunkPlayer()
-    player.push(np.zeros((5, 2)))
+    player.push(np.zeros((3, 2)))
     player.next()
     player.push(np.ones(2))
-    assert player.remaining == 1
-    np.testing.assert_array_equal(player.next(), np.ones(2))
+    assert player.remaining == 3
+    for expected in (np.zeros(2), np.zeros(2), np.ones(2)):
+        np.testing.assert_array_equal(player.next(), expected)
+    assert player.next() is None
+
+
+def test_wants_more_only_when_the_queue_covers_less_than_the_latency():
+    player = ChunkPlayer()
+    assert player.wants_more(latency_s=0.05, period_s=0.2)  # empty
+    player.push(np.zeros(7))
+    assert not player.wants_more(latency_s=0.05, period_s=0.2)  # one action lasts longer than a request
+    assert player.wants_more(latency_s=0.35, period_s=0.2)  # a request spans two ticks: keep two queued
+    player.push(np.zeros(7))
+    assert not player.wants_more(latency_s=0.35, period_s=0.2)
 
 
 @pytest.mark.parametrize("bad", [np.zeros((0, 3)), np.zeros((2, 2, 2))])

@@ -123,6 +123,11 @@ def test_same_key_on_act_is_one_job(settings, workers, make_customer, client):
     [job_id] = _jobs_with_key(settings, headers["Idempotency-Key"])
     assert _usage_rows(settings, job_id) == 1
     assert client.get("/v1/usage", headers=headers).get_json()["requests_this_minute"] == 1
+    # The image is part of the body the key was made with: another image under the same key is refused.
+    other = json_numpy.dumps({"image": np.zeros((64, 64, 3), dtype=np.uint8), "instruction": "pick",
+                              "model": "openvla-tiny", "seed": 3})
+    resp = client.post("/act", data=other, headers=headers)
+    assert resp.status_code == 422 and resp.get_json()["type"].endswith("idempotency_key_reused")
 
 
 @pytest.fixture(scope="module")

@@ -51,3 +51,35 @@ def test_flower_requires_basic_auth_and_turns_task_events_on(tmp_path, client, h
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_flower_metrics_are_its_own_and_behind_its_credentials(tmp_path):
+    """Issue 21 item 8: under `make run` the web's /metrics carried 116 flower_* series through the shared
+    multiprocess directory, and Flower's /metrics and /healthcheck answered anyone. Started as the Procfile
+    starts it (python -m ops.flower), with the directory set as `make run` sets it."""
+    port = _free_port()
+    prom = tmp_path / "prometheus"
+    prom.mkdir()
+    env = {**os.environ, "FLOWER_BASIC_AUTH": "ops:a-long-s3cret-value", "FLOWER_PORT": str(port),
+           "PROMETHEUS_MULTIPROC_DIR": str(prom)}
+    proc = subprocess.Popen([sys.executable, "-m", "ops.flower"], cwd=ROOT, env=env,
+                            stdout=open(tmp_path / "flower.log", "wb"), stderr=subprocess.STDOUT,
+                            preexec_fn=lifeline())
+    auth = ("ops", "a-long-s3cret-value")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                requests.get(f"{base}/healthcheck", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        for path in ("/metrics", "/healthcheck"):
+            assert requests.get(base + path, timeout=5).status_code == 401, path
+            assert requests.get(base + path, auth=("ops", "wrong"), timeout=5).status_code == 401, path
+            assert requests.get(base + path, auth=auth, timeout=5).status_code == 200, path
+        assert "flower_" in requests.get(f"{base}/metrics", auth=auth, timeout=5).text
+        assert not list(prom.iterdir()), "Flower wrote into the web's multiprocess directory"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

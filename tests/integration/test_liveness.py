@@ -60,14 +60,36 @@ def test_health_reports_each_stage(client, workers, settings):
 
 
 def test_paused_safety_worker_makes_health_degraded(client, workers):
+    """Issue 22's target: a stopped (SIGSTOP) stage shows on /health within 3 s (heartbeats every 0.5 s, 2 s TTL)."""
     safety = workers[2]
+    _until(lambda: _stage(client, "safety")["live"], 15, "safety not live before the test")
     os.kill(safety.proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
     try:
-        _until(lambda: not _stage(client, "safety")["live"], 15, "safety still reported live while paused")
+        _until(lambda: not _stage(client, "safety")["live"], 15, "safety still reported live while paused", step=0.05)
+        detected_s = time.monotonic() - t0
         assert client.get("/health").status_code == 503
     finally:
         os.kill(safety.proc.pid, signal.SIGCONT)
+    assert detected_s <= 3.0, detected_s
     _until(lambda: _stage(client, "safety")["live"], 15, "safety not live again after SIGCONT")
+
+
+def test_paused_gpu_worker_leaves_admission_readiness_within_3_s(workers, settings):
+    """What the web reads for admission and /v1/models (the GPU runtime's heartbeat) drops a stopped worker."""
+    from web.services import catalog
+
+    gpu = workers[1]  # pi0-tiny
+    _until(lambda: catalog.describe(settings, "pi0-tiny")["ready"], 15, "pi0-tiny not ready before the test")
+    os.kill(gpu.proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        _until(lambda: not catalog.describe(settings, "pi0-tiny")["ready"], 15, "still ready while paused", step=0.05)
+        detected_s = time.monotonic() - t0
+    finally:
+        os.kill(gpu.proc.pid, signal.SIGCONT)
+    assert detected_s <= 3.0, detected_s
+    _until(lambda: catalog.describe(settings, "pi0-tiny")["ready"], 15, "pi0-tiny not ready again after SIGCONT")
 
 
 def test_gpu_worker_that_failed_to_load_stops_consuming(client, redis_client, log_dir, tmp_path, workers):

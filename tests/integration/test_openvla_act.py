@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 
 import json_numpy
@@ -140,3 +141,57 @@ def test_rejected_action_is_a_problem_not_an_array(live_url, key, workers):
     resp = _post(live_url, key, body)
     assert resp.status_code == 422 and resp.json()["type"].endswith("action_rejected")
     assert resp.json()["safety"]["decision"] == "rejected"
+
+
+# Issue 21, the HTTP edge against gunicorn: nothing unpaid is parsed, one guard for every body form, and the
+# charge before any image work (the in-process proofs, with byte and call counts: tests/web/test_edge.py).
+HOSTILE = b"[" + b"{}," * 1_000_000 + b"{}]"  # 3 MB: held a web worker 2.8 s before its 401 when parsed
+
+
+@pytest.mark.parametrize("path,status", [("/act", 401), ("/openvla/openvla-tiny/act", 401), ("/no/such", 404)])
+def test_anonymous_hostile_body_is_answered_at_once(live_url, path, status):
+    requests.get(live_url + "/health", timeout=60)  # gunicorn loads the app on its first request
+    started = time.perf_counter()
+    resp = requests.post(live_url + path, data=HOSTILE, headers={"Content-Type": "application/json"}, timeout=30)
+    assert resp.status_code == status and resp.json()["status"] == status
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("form", ["json", "encoded", "text/plain"])
+def test_control_character_is_422_in_every_body_form(live_url, key, form):
+    body = json_numpy.dumps({"image": IMAGE, "instruction": "pick\u0001up"})
+    if form == "encoded":
+        body = json.dumps({"encoded": body})
+    content_type = "text/plain" if form == "text/plain" else "application/json"
+    resp = requests.post(live_url + "/act", data=body, timeout=30,
+                         headers={"Authorization": f"Bearer {key}", "Content-Type": content_type})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["type"].endswith("invalid_characters") and resp.json()["field"] == "instruction"
+
+
+def test_over_the_limit_is_429_before_any_image_work(live_url, settings):
+    """A Free customer over its minute sends a 2000x2000 image: 429 in less time than converting it takes."""
+    from web.compat.arrays import _png_b64
+    from web.ratelimit.decision import Limits
+    from web.ratelimit.limiter import RateLimiter
+    from workers.wire import notify
+
+    with session_scope(settings.database_url) as s:
+        customer = service.create_customer(s, f"free-{uuid.uuid4().hex[:8]}", "free")
+        _, free_key = service.create_key(s, customer, settings.api_key_pepper)
+        tier = s.get(Tier, "free")
+        limits = Limits(per_minute=tier.requests_per_minute, per_day=tier.requests_per_day,
+                        per_month=tier.requests_per_month)
+        customer_id = str(customer.id)
+    limiter = RateLimiter(notify.client(settings.redis_url))
+    while limiter.hit(customer_id, limits).allowed:
+        pass
+    big = np.random.default_rng(2).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+    body = json_numpy.dumps({"image": big, "instruction": "pick up the block"})
+    started = time.perf_counter()
+    resp = requests.post(live_url + "/act", data=body, headers={"Authorization": f"Bearer {free_key}"}, timeout=60)
+    elapsed = time.perf_counter() - started
+    assert resp.status_code == 429 and resp.json()["type"].endswith("rate_limited"), resp.text
+    started = time.perf_counter()
+    _png_b64(big, "image")
+    assert elapsed < time.perf_counter() - started  # answered faster than the conversion alone would take

@@ -1,11 +1,14 @@
 """The reaper against real PostgreSQL, Redis and worker processes: lost jobs end by their deadline plus the
-grace, exactly once with two reapers at once; a replay whose message is gone resumes; orphans are swept."""
+grace, exactly once with two reapers at once; a replay whose message is gone resumes; orphans are swept; a
+SIGKILLed GPU worker's claimed jobs are released within 3 s and finish on another worker, charged once."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from ops.lifeline import lifeline
-from ops.reaper import Reaper, ReaperConfig
+from ops.reaper import Reaper, ReaperConfig, serve
 from tests.helpers import request_body
 from tests.integration.conftest import VISIBILITY_S
 from tests.integration.replay_helpers import poll_replay, write_dataset
@@ -189,3 +192,51 @@ def test_a_job_whose_message_was_lost_is_republished_once_and_completes(client, 
     job = _job(db_session, job_id)
     assert job.state == "succeeded", job.error
     assert _usage_rows(db_session, [job_id]) == 1
+
+
+def test_a_killed_gpu_workers_claimed_jobs_are_released_within_3_s(client, make_customer, redis_client, settings,
+                                                                    db_session, log_dir):
+    """Issue 22: the jobs a GPU worker held when it was SIGKILLed go back to the queue (deadline allowing) within
+    3 s of its death, through the reaper's heartbeat watch, not at their deadline plus the grace; a second worker
+    then finishes every job, each charged once."""
+    headers = make_customer()[2]
+    env = {"BATCH_MAX_SIZE": "1", "BATCH_MAX_WAIT_MS": "0"}
+    first = gpu_worker(NO_WORKER_MODEL, log_dir, **env).start()
+    stop = threading.Event()
+    watcher = threading.Thread(target=serve, args=(Reaper(settings, ReaperConfig(sweep_s=3600)), stop), daemon=True)
+    try:
+        wait_ready(redis_client, NO_WORKER_MODEL, worker=first)
+        watcher.start()
+        ids = [client.post("/v1/jobs", json=request_body(NO_WORKER_MODEL, deadline_ms=60000, seed=i),
+                           headers=headers).get_json()["id"] for i in range(48)]
+
+        def held() -> list[str]:
+            db_session.expire_all()
+            return [str(i) for i in db_session.execute(select(Job.id).where(
+                Job.id.in_([uuid.UUID(i) for i in ids]), Job.state == "running", Job.worker.is_not(None))).scalars()]
+
+        deadline = time.monotonic() + 60
+        while not held():
+            assert time.monotonic() < deadline, "no job ever claimed"
+            time.sleep(0.005)
+        first.kill(signal.SIGKILL)
+        t0 = time.monotonic()
+        claimed = held()
+        while held():
+            assert time.monotonic() - t0 < 10, "claimed jobs not released"
+            time.sleep(0.05)
+        released_s = time.monotonic() - t0
+        second = gpu_worker(NO_WORKER_MODEL, log_dir, **env).start()
+        try:
+            end = time.monotonic() + 90
+            while {_job(db_session, i).state for i in ids} != {"succeeded"}:
+                assert time.monotonic() < end, "not every job succeeded after the release"
+                time.sleep(0.2)
+        finally:
+            second.stop()
+    finally:
+        stop.set()
+        first.stop()
+        watcher.join(10)
+    assert claimed and released_s <= 3.0, (claimed, released_s)
+    assert _usage_rows(db_session, ids) == len(ids)

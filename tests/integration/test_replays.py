@@ -71,6 +71,34 @@ def test_upload_each_format(client, headers, data_root, workers, settings, fmt):
     assert client.get(f"/v1/replays/{done['id']}/results?format=csv", headers=headers).status_code == 200
 
 
+def test_without_robot_config_every_step_is_judged_by_the_datasets_robot(client, headers, data_root, workers):
+    """Issue 21: a replay naming no robot skipped the safety stage and its summary read 'violations: 0'. Now the
+    dataset's own robot_type picks the profile (monitor mode unless asked), and every row names it."""
+    path, total = write_dataset("lerobot", data_root.dir, episodes=1, steps=6)
+    info_path = path / "meta" / "info.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "robot_type": "Franka Panda"}))
+    body = _submit(client, headers, data_root, path).get_json()
+    assert body["options"]["robot_config"] == {"type": "franka_panda"}, body
+    assert body["options"]["safety"]["mode"] == "monitor" and body["options"]["robot_source"].startswith("dataset")
+    done = poll_replay(client, headers, body["id"])
+    assert done["state"] == "succeeded", done
+    rows = [json.loads(line) for line in
+            client.get(f"/v1/replays/{body['id']}/results", headers=headers).get_data(as_text=True).splitlines()]
+    assert len(rows) == total and all(r["safety_decision"] for r in rows)
+    assert {r["safety_profile"].split("@")[0] for r in rows} == {"franka_panda"}
+    assert all(r["predicted_action"] == r["raw_action"] for r in rows)  # monitor: flagged, never changed
+    safety = done["summary"]["safety"]
+    assert safety["judged_steps"] == total and safety["unjudged_steps"] == 0
+    assert list(safety["profiles"]) == [rows[0]["safety_profile"]]
+    # A robot we have no profile of: SAFETY_DEFAULT_ROBOT judges, in the mode the request names.
+    info_path.write_text(json.dumps({**info, "robot_type": "koch"}))
+    body = _submit(client, headers, data_root, path, safety={"mode": "clamp"}).get_json()
+    assert body["options"]["robot_config"] == {"type": "widowx_250"} and body["options"]["robot_source"] == "default"
+    assert body["options"]["safety"]["mode"] == "clamp"
+    assert poll_replay(client, headers, body["id"])["summary"]["safety"]["judged_steps"] == total
+
+
 def test_results_exports_and_plot(client, headers, data_root, workers):
     path, total = write_dataset("npz", data_root.dir, episodes=3, steps=7)
     # The recorded states are random, so as end-effector positions they lie outside the WidowX workspace:

@@ -1,6 +1,7 @@
 """Transient backend errors inside a stage are retried until the job's deadline: the safety stage ends its
 job while a real redis-server is killed and restarted, and while the real PostgreSQL database is closed to
-connections (its sessions terminated) and reopened."""
+connections (its sessions terminated) and reopened; the GPU -> safety hand-off is published through a broker
+that refuses for 3.6 s, and a job whose broker refuses until its deadline ends `expired` at it."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +15,10 @@ from sqlalchemy import func, select
 
 from ops.faults import DatabaseGate, RedisServer
 from tests.integration.test_reaper import _submit_lost
+from web.metrics import _PRIORITY_SUFFIXES
+from workers import tasks
+from workers.celery_app import app as celery_app
+from workers.stages.handoff import REFUSED, publish_until_deadline
 from workers.stages.safety import run_safety
 from workers.store.db import session_scope
 from workers.store.models import Job, UsageRecord
@@ -111,3 +116,51 @@ def test_safety_stage_survives_a_database_outage(client, make_customer, redis_cl
     assert out.get("value") == "succeeded", out
     assert _final(job["job_id"]) == ("succeeded", 1)
     assert notify.wait_done(redis_client, job["job_id"], 1.0)
+
+
+def _send_safety_via(url: str, job: dict):
+    """The inference task's hand-off (the same task and publish options), through the broker at `url`."""
+    conn = celery_app.connection_for_write(url)
+    return conn, lambda: tasks.safety_check.apply_async((PREV, job), connection=conn, **tasks._STEP_PUBLISH)
+
+
+def _queued(url: str, queue: str) -> int:
+    r = redis.Redis.from_url(url)
+    return sum(r.llen(queue + suffix) for suffix in _PRIORITY_SUFFIXES)
+
+
+def test_handoff_to_safety_outlasts_a_broker_refusal(client, make_customer, redis_client, settings, flaky_redis):
+    """The measured fault of issue 22: the broker refused the next step's publish for 3.6 s."""
+    job = _job(client, make_customer, redis_client, deadline_ms=30000)
+    conn, send = _send_safety_via(flaky_redis.url, job)
+    try:
+        flaky_redis.kill()
+        thread, out = _run_in_thread(lambda: publish_until_deadline(send, job, settings, what="hand off"))
+        time.sleep(3.6)
+        assert thread.is_alive(), out  # Celery's own publish retry (~0.3 s) gave up long ago; ours goes on
+        flaky_redis.start()
+        thread.join(30)
+        assert out.get("value") is True, out
+        assert _queued(flaky_redis.url, "safety") == 1
+        assert _final(job["job_id"])[0] == "queued"  # untouched: the safety stage ends it
+    finally:
+        conn.release()
+
+
+def test_handoff_refused_until_the_deadline_ends_the_job_at_it(client, make_customer, redis_client, settings,
+                                                              flaky_redis):
+    job = {**_job(client, make_customer, redis_client, deadline_ms=1500), "waiter": True, "model": "openvla-slow"}
+    conn, send = _send_safety_via(flaky_redis.url, job)
+    try:
+        flaky_redis.kill()
+        assert publish_until_deadline(send, job, settings, what="hand off") is False
+    finally:
+        conn.release()
+    assert _final(job["job_id"]) == ("expired", 1)
+    with session_scope(_db_url()) as s:
+        row = s.get(Job, uuid.UUID(job["job_id"]))
+        late_s = (row.finished_at - row.deadline_at).total_seconds()
+        assert row.error == {"code": "deadline_exceeded", "detail": REFUSED}
+    assert late_s < 2.0  # the target: no job ends more than 2 s after its deadline because of a fault
+    token = notify.wait_done(redis_client, job["job_id"], 1.0)  # its waiter woke, with the settled row
+    assert notify.outcome(token)["state"] == "expired"

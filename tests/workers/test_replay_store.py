@@ -1,15 +1,19 @@
 """Replay bookkeeping against real PostgreSQL: slice claims, duplicate-proof step counts, camera mapping."""
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import Future
 from datetime import timedelta
 
 import numpy as np
 import pytest
 
 from web.accounts import service
+from workers.gpu.items import ItemTrace
+from workers.policies.base import PolicyResult
 from workers.replays import Step
-from workers.stages.replay_steps import map_cameras, robot_state
+from workers.stages.replay_steps import map_cameras, resolve_robot, robot_state, step_row
 from workers.store import replays as store
 from workers.store.db import session_scope
 from workers.store.models import Replay
@@ -75,3 +79,18 @@ def test_camera_mapping_and_robot_state():
     step = Step(0, 0, {"front": a}, "go", np.arange(8.0), np.zeros(7))
     assert robot_state(step, "dataset") == {"ee_position": [0.0, 1.0, 2.0], "ee_orientation": [3.0, 4.0, 5.0]}
     assert robot_state(step, "none") is None
+
+
+def test_a_replay_stored_without_a_robot_is_judged_by_the_default_in_monitor_mode(settings):
+    """Issue 21: rows used to carry safety_decision null. A replay submitted before the web resolved a robot
+    is judged against SAFETY_DEFAULT_ROBOT, monitor mode: flagged, never changed, and the row names the profile."""
+    options = resolve_robot({"robot_config": None, "safety": None}, settings)
+    fut: Future = Future()
+    fut.trace = ItemTrace(enqueued_at=time.monotonic())  # type: ignore[attr-defined]
+    wild = np.array([[0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 7.0]])  # far past the velocity caps, gripper out of range
+    fut.set_result(PolicyResult(wild, "delta_ee", ["m"] * 7, {}))
+    step = Step(0, 0, {}, "go", None, np.zeros(7))
+    row = step_row(step, fut, options, settings)
+    assert row["safety_decision"] is not None and row["safety_flags"]
+    assert row["safety_profile"].split("@")[0] == settings.safety_default_robot
+    assert row["predicted_action"] == row["raw_action"]

@@ -5,7 +5,7 @@ client or fuzzer (schemathesis) generates only what the server accepts, and read
 - Objects sized with marshmallow's Length say so with minProperties/maxProperties (apispec writes
   minLength, which JSON Schema ignores on objects).
 - A schema class may add schema-level keywords (oneOf, ...) with an `OPENAPI_EXTRA` dict.
-- /v1 operations name the API key scheme; /health, /metrics and the document itself need none.
+- /v1 operations and /act name the API key scheme; /health, /metrics and the document itself need none.
 - A submission's 202 links its id to the operations that read, wait on and cancel it.
 """
 from __future__ import annotations
@@ -52,6 +52,11 @@ def tighten(schema: Any) -> None:
             tighten(sub)
 
 
+def _keyed(path: str) -> bool:
+    """The operations that need a key: the REST API and OpenVLA's /act door (web/app.py checks the same)."""
+    return path.startswith("/v1/") or path in ("/act", "/openvla/{model}/act")
+
+
 def _pointer(path: str, method: str) -> str:
     return "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
 
@@ -76,7 +81,7 @@ class ConformancePlugin(BasePlugin):
                     tighten(param.get("schema"))
             for media in ((op.get("requestBody") or {}).get("content") or {}).values():
                 tighten(media.get("schema"))
-            op["security"] = [{SECURITY_SCHEME: []}] if (path or "").startswith("/v1/") else []
+            op["security"] = [{SECURITY_SCHEME: []}] if _keyed(path or "") else []
             self._links(path or "", method, op)
 
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import math
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from web.errors import ApiError
+from web.services.deferred import PendingImage
 from workers.wire.images import MAX_PIXELS
 
 _KINDS = {"u", "i", "f", "b"}
@@ -43,9 +45,11 @@ def make_array(raw: bytes, dtype: Any, shape: Any) -> np.ndarray:
 
 
 def json_numpy_hook(obj: dict[str, Any]) -> Any:
-    """`json.loads(object_hook=...)` for json-numpy bodies."""
+    """`json.loads(object_hook=...)` for json-numpy bodies: an array is exactly {__numpy__, dtype, shape}."""
     if "__numpy__" not in obj:
         return obj
+    if set(obj) != {"__numpy__", "dtype", "shape"} or not isinstance(obj["dtype"], str):
+        raise ArrayError("an array is {'__numpy__': base64, 'dtype': str, 'shape': [int, ...]} and nothing else")
     try:
         raw = base64.b64decode(obj["__numpy__"], validate=True)
     except (binascii.Error, TypeError, ValueError):
@@ -60,9 +64,25 @@ def json_numpy_encode(arr: np.ndarray) -> dict[str, Any]:
     return {"__numpy__": base64.b64encode(arr.tobytes()).decode(), "dtype": arr.dtype.str, "shape": list(arr.shape)}
 
 
+def pending_image(value: Any, field: str, *, channels_first: bool = False) -> PendingImage:
+    """An RGB image array (H, W, 3), (H, W) or, for openpi's ALOHA layout, (3, H, W), checked now for what is
+    cheap (dtype, shape, pixel count) and converted to the REST body's form only once the request has been
+    charged (web/services/deferred.py)."""
+    arr = _image_array(value, field, channels_first)
+    return PendingImage(lambda: _png_b64(arr, field), field, lambda: _digest(arr))
+
+
 def image_png_b64(value: Any, field: str, *, channels_first: bool = False) -> str:
-    """An RGB image array (H, W, 3), (H, W) or, for openpi's ALOHA layout, (3, H, W) as base64 PNG, the form
-    the REST body carries. PNG is lossless, so the policy sees exactly the pixels the client sent."""
+    """The same image converted at once (for callers that have already been charged)."""
+    return pending_image(value, field, channels_first=channels_first).resolve()
+
+
+def _digest(arr: np.ndarray) -> str:
+    head = f"{arr.dtype.str}{list(arr.shape)}".encode()
+    return hashlib.sha256(head + np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def _image_array(value: Any, field: str, channels_first: bool) -> np.ndarray:
     try:
         arr = np.asarray(value) if isinstance(value, np.ndarray | list) else None
     except ValueError:  # a ragged nested list
@@ -76,6 +96,13 @@ def image_png_b64(value: Any, field: str, *, channels_first: bool = False) -> st
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:  # refuse before spending time encoding it
         raise ApiError(413, "image_too_large", f"image is {arr.shape[1]}x{arr.shape[0]}; at most {MAX_PIXELS} pixels",
                        field=field)
+    return arr
+
+
+def _png_b64(arr: np.ndarray, field: str) -> str:
+    """The conversion itself: base64 PNG, the form the REST body carries and the worker decodes. PNG is
+    lossless, so the policy sees exactly the pixels the client sent. (Issue 26 may carry raw arrays instead:
+    this is the one place that decides.)"""
     if arr.dtype != np.uint8:
         if arr.min() < 0 or arr.max() > 255:
             raise ApiError(422, "invalid_image", "image values must lie in 0..255", field=field)

@@ -3,9 +3,14 @@
 deploy.py takes a json-numpy body {"image": np.ndarray (H, W, 3) uint8, "instruction": str, "unnorm_key":
 optional str} and answers with the action array itself, json-numpy encoded (shape (7,) for OpenVLA; (T, D)
 for a chunk model). A client that cannot install json-numpy sends {"encoded": "<json-numpy text>"} and gets
-the json-numpy text back as a JSON string; both forms work here. The key goes in the Authorization header
-(`Bearer <key>` or `Api-Key <key>`). Unlike deploy.py, which answers a bad request with the string "error"
-and status 200, failures here are problem documents with a 4xx/5xx status.
+the json-numpy text back as a JSON string; both forms work here, whatever the Content-Type. The key goes in
+the Authorization header (`Bearer <key>` or `Api-Key <key>`), checked by the app before the body is read
+(web/app.py). Unlike deploy.py, which answers a bad request with the string "error" and status 200, failures
+here are problem documents with a 4xx/5xx status.
+
+Every body form goes through the input guard's rules (web/input_guard.py) and the REST schema; the image is
+converted only after the request has been counted (web/services/deferred.py), so a customer over its limits
+gets 429 before any image work.
 """
 from __future__ import annotations
 
@@ -13,32 +18,43 @@ import json
 from typing import Any
 
 import numpy as np
-from flask import Blueprint, Response, current_app, request
+from flask import Response, current_app, g, request
 
-from web.auth import authenticate
-from web.compat.arrays import ArrayError, image_png_b64, json_numpy_encode, json_numpy_hook
+from web import input_guard
+from web.auth import current
+from web.compat import openvla_doc
+from web.compat.arrays import ArrayError, json_numpy_encode, json_numpy_hook, pending_image
 from web.errors import ApiError
+from web.extensions import Blueprint
+from web.ratelimit.decision import Limits
+from web.ratelimit.limiter import RateLimiter
 from web.services import catalog, inference
+from web.services.admission import rate_limited
+from workers.wire import notify, telemetry
 
-blp = Blueprint("openvla_compat", __name__)
+blp = Blueprint("openvla_compat", __name__, description="OpenVLA's deploy.py protocol (json-numpy bodies)")
+ENDPOINTS = frozenset({"openvla_compat.act_default", "openvla_compat.act_model"})  # need a key (web/app.py)
 
 # Fields of POST /v1/inference a deploy.py-style body may carry besides image and instruction.
 PASSTHROUGH = ("unnorm_key", "deadline_ms", "seed", "robot_config", "robot_state", "safety", "state")
 
 
-@blp.post("/act")
+@blp.route("/act", methods=["POST"])
+@blp.doc(**openvla_doc.DOC)
 def act_default() -> Response:
-    """deploy.py's URL: the model named in the body, else the first enabled model."""
+    """An action for one json-numpy image and instruction (deploy.py's URL; model: the body's, else the first)."""
     return _act(catalog.enabled_models(current_app.config["SETTINGS"])[0])
 
 
-@blp.post("/openvla/<model>/act")
+@blp.route("/openvla/<model>/act", methods=["POST"])
+@blp.doc(**openvla_doc.DOC)
 def act_model(model: str) -> Response:
+    """deploy.py's protocol for the model named in the path."""
     return _act(model)
 
 
 def _act(model: str) -> Response:
-    authenticate()  # outside /v1, so the app's before_request hook did not
+    refuse_if_over_limit()  # over its limits: 429 without reading the body (admission still charges)
     payload, double_encoded = _read_body()
     body = _rest_body(payload, model)
     job = inference.submit_and_wait(inference.load_request(body))
@@ -48,18 +64,38 @@ def _act(model: str) -> Response:
     return Response(out, status=200, mimetype="application/json")
 
 
+def refuse_if_over_limit() -> None:
+    """A json-numpy body is costly to read and decode (up to ~17 MB of base64): look, consuming nothing, at the
+    caller's limits, and answer 429 before reading it if one is used up. Not the charge, which admission still
+    makes atomically (a request racing past this look is refused there, still before any image work)."""
+    p = current()
+    r = notify.client(current_app.config["SETTINGS"].redis_url)
+    decision = RateLimiter(r).peek(p.customer_id, Limits(per_minute=p.per_minute, per_day=p.per_day,
+                                                         per_month=p.per_month))
+    if not decision.allowed:
+        g.extra_headers = decision.headers()
+        telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
+        raise rate_limited(decision)
+
+
 def _read_body() -> tuple[dict[str, Any], bool]:
+    """The body as json-numpy, whatever its Content-Type; bounded before parsing (input_guard.precheck) and
+    checked after, inner body of the `encoded` form included, by the guard's rules."""
+    raw = request.get_data(cache=False) or b"null"
     try:
-        payload = json.loads(request.get_data(cache=False) or b"null", object_hook=json_numpy_hook)
+        input_guard.precheck(raw)
+        payload = json.loads(raw, object_hook=json_numpy_hook)
         double_encoded = isinstance(payload, dict) and "encoded" in payload
         if double_encoded:
             if len(payload) != 1 or not isinstance(payload["encoded"], str):
                 raise ArrayError("an 'encoded' body carries nothing else")
+            input_guard.precheck(payload["encoded"], "encoded")
             payload = json.loads(payload["encoded"], object_hook=json_numpy_hook)
     except (ArrayError, ValueError, RecursionError) as exc:
         raise ApiError(422, "invalid_body", f"not a json-numpy body: {exc}") from None
     if not isinstance(payload, dict):
         raise ApiError(422, "invalid_body", "the body must be an object {'image': ndarray, 'instruction': str}")
+    input_guard.check_value(payload)
     return payload, double_encoded
 
 
@@ -72,7 +108,7 @@ def _rest_body(payload: dict[str, Any], model: str) -> dict[str, Any]:
         raise ApiError(422, "validation_error", "image is required (an (H, W, 3) uint8 array)", field="image")
     body = {k: _plain(payload[k]) for k in PASSTHROUGH if k in payload}
     body.update(model=payload.get("model", model), instruction=payload.get("instruction"),
-                image=image_png_b64(payload["image"], "image"))
+                image=pending_image(payload["image"], "image"))  # converted once the request is counted
     return body
 
 

@@ -6,7 +6,6 @@ lie in 0..255): dtype, shape, pixel count, byte count. The GPU worker lays it ou
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,15 +55,3 @@ class RawImage:
         h, w = frames.height_width(self.array.shape)
         return frames.describe(data, format=frames.RAW, dtype=self.array.dtype.str, shape=list(self.array.shape),
                                height=int(h), width=int(w)), data
-
-    def fingerprint(self) -> str:
-        """What the Idempotency-Key's request hash sees of this image."""
-        digest = hashlib.sha256(memoryview(self.array).cast("B")).hexdigest()
-        return f"raw:{self.array.dtype.str}:{list(self.array.shape)}:{digest}"
-
-
-def json_default(obj: Any) -> Any:
-    """`json.dumps(default=...)` for request bodies that hold RawImages (request hashes)."""
-    if isinstance(obj, RawImage):
-        return obj.fingerprint()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

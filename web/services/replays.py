@@ -9,6 +9,7 @@ row written, nothing queued, the upload deleted and every unit refunded.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -21,6 +22,7 @@ from werkzeug.datastructures import FileStorage
 
 from safety import validate_robot_config
 from safety.errors import SafetyConfigError
+from safety.robots import profile_for
 from web import db, input_guard
 from web.api.replays.schemas import ReplayRequestSchema, ReplaySpecSchema
 from web.auth import current
@@ -131,7 +133,8 @@ def _check_dataset(settings: Settings, data: dict[str, Any], root: str, path: Pa
     final = path if archive is None else path.parent / "dataset"
     rel = str(final.resolve().relative_to(base.resolve()))
     return {"format": str(answer["format"]), "root": root, "path": rel, "episodes": episodes,
-            "step_range": step_range, "camera_map": data.get("camera_map"), "cameras": sorted(cameras)}, \
+            "step_range": step_range, "camera_map": data.get("camera_map"), "cameras": sorted(cameras),
+            "robot_type": _printable(answer.get("robot_type"))}, \
         max(1, int(answer["total"]))
 
 
@@ -150,6 +153,24 @@ def _check_against_model(settings: Settings, data: dict[str, Any], cameras: set[
                        f"{spec['cameras']}", field="camera_map")
 
 
+def _printable(name: Any) -> str | None:
+    """A dataset's robot name as stored and shown: the customer wrote it, so letters, digits, ' ._-' only."""
+    return re.sub(r"[^\w .-]", "", name, flags=re.ASCII)[:64] or None if isinstance(name, str) else None
+
+
+def judged_by(settings: Settings, data: dict[str, Any], robot_type: str | None) -> dict[str, Any]:
+    """Every step is judged: the request's robot_config, else the profile of the dataset's own robot, else
+    SAFETY_DEFAULT_ROBOT. A robot the customer did not name is a guess, so its default mode is `monitor`
+    (flags every violation, changes no action) unless the request names one. `robot_source` says which."""
+    if data.get("robot_config") is not None:
+        return {"robot_source": "request"}
+    profile = profile_for(robot_type)
+    safety = dict(data.get("safety") or {})
+    safety["mode"] = safety.get("mode") or "monitor"
+    return {"robot_config": {"type": profile or settings.safety_default_robot}, "safety": safety,
+            "robot_source": f"dataset ({robot_type})" if profile else "default"}
+
+
 def _create(settings: Settings, ticket: Ticket, data: dict[str, Any], dataset: dict[str, Any], total: int,
             key: str | None, req_hash: str | None) -> Replay:
     """Write the row, then enqueue its first slice; if the broker refuses, the row goes: nothing half-made.
@@ -157,7 +178,7 @@ def _create(settings: Settings, ticket: Ticket, data: dict[str, Any], dataset: d
     replay_id, inflight_key = ticket.replay_id, ticket.inflight_key
     ticket.check_concurrency(db.session())
     options = {k: data.get(k) for k in ("instruction", "robot_config", "robot_state_source", "safety",
-                                        "unnorm_key")}
+                                        "unnorm_key")} | judged_by(settings, data, dataset.get("robot_type"))
     replay = Replay(id=replay_id, customer_id=uuid.UUID(current().customer_id), model=data["model"], state="queued",
                     dataset=dataset, options=options, total_steps=total, request_id=g.request_id,
                     idempotency_key=key, request_hash=req_hash)

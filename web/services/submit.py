@@ -23,8 +23,8 @@ from safety.errors import SafetyConfigError
 from web import db
 from web.auth import Principal
 from web.errors import ApiError, accepted_wait_failed, best_effort
-from web.services import catalog
-from web.services.raw_images import RawImage, json_default
+from web.services import catalog, deferred
+from web.services.raw_images import RawImage
 from workers.settings import Settings
 from workers.store.models import Job
 from workers.tasks import send_job
@@ -45,7 +45,8 @@ class Prepared:
 
 def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str = "interactive") -> Prepared:
     catalog.require_model(settings, data["model"])
-    images_in = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
+    images = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
+    images_in = deferred.resolve_images(images)  # a compatibility door's arrays: laid out now, once counted
     checked = {cam: _check_image(settings, cam, value, "images" in data) for cam, value in images_in.items()}
     image_meta = {cam: meta for cam, (meta, _) in checked.items()}
     _check_spec(settings, data, images_in)
@@ -129,8 +130,8 @@ def check_unnorm_key(spec: dict[str, Any] | None, key: str | None) -> None:
 
 
 def request_hash(data: dict[str, Any]) -> str:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default)
-    return hashlib.sha256(text.encode()).hexdigest()
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), default=deferred.json_default)
+    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job_id: uuid.UUID,

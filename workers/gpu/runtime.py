@@ -82,7 +82,7 @@ class GpuRuntime:
                 info["error"] = self.stopped_consuming
             try:
                 notify.publish_heartbeat(r, self.model, self.hostname, info,
-                                         ttl_s=self.settings.worker_heartbeat_s * 3)
+                                         ttl_s=notify.heartbeat_ttl(self.settings.worker_heartbeat_s))
             except Exception:  # Redis blips must not kill the heartbeat thread
                 log.warning("heartbeat failed", exc_info=True)
             self._stop.wait(self.settings.worker_heartbeat_s)

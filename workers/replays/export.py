@@ -25,7 +25,8 @@ PARQUET_SCHEMA = pa.schema([
     ("episode", pa.int64()), ("step", pa.int64()),
     ("predicted_action", pa.list_(pa.float64())), ("raw_action", pa.list_(pa.float64())),
     ("recorded_action", pa.list_(pa.float64())),
-    ("safety_decision", pa.string()), ("safety_flags", pa.list_(pa.string())), ("latency_ms", pa.float64()),
+    ("safety_decision", pa.string()), ("safety_flags", pa.list_(pa.string())), ("safety_profile", pa.string()),
+    ("latency_ms", pa.float64()),
 ])
 
 
@@ -61,7 +62,7 @@ def stream_csv(rows: Iterable[Any]) -> Iterator[bytes]:
         for r in batch:
             writer.writerow([r["episode"], r["step"], _cell(r["predicted_action"]), _cell(r["raw_action"]),
                              _cell(r["recorded_action"]),
-                             r["safety_decision"] or "", ";".join(r["safety_flags"]),
+                             r["safety_decision"] or "", ";".join(r["safety_flags"]), r["safety_profile"] or "",
                              "" if r["latency_ms"] is None else r["latency_ms"]])
         yield buf.getvalue().encode()
         buf.seek(0)

@@ -43,6 +43,8 @@ class ActionMetrics:
     modified: int = 0
     rejected: int = 0
     flags: Counter = field(default_factory=Counter)
+    judged: int = 0
+    profiles: Counter = field(default_factory=Counter)
 
     def update(self, predicted: Sequence[float] | np.ndarray | None, recorded: Sequence[float] | np.ndarray,
                *, decision: str | None = None, flags: Iterable[str] = ()) -> None:
@@ -56,6 +58,9 @@ class ActionMetrics:
         self.modified += row.modified
         self.rejected += row.rejected
         self.flags.update(row.safety_flags)
+        if row.judged:
+            self.judged += 1
+            self.profiles[row.safety_profile or "unknown"] += 1
         if row.model_action is None:
             self.missing_predictions += 1
             return
@@ -98,9 +103,10 @@ class ActionMetrics:
             self.abs_err[i] += other.abs_err[i]
             self.sign_agree[i] += other.sign_agree[i]
         for name in ("steps", "compared", "missing_predictions", "dim_mismatches", "gripper_agree",
-                     "gripper_count", "flagged", "modified", "rejected"):
+                     "gripper_count", "flagged", "modified", "rejected", "judged"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.flags.update(other.flags)
+        self.profiles.update(other.profiles)
         return self
 
     @classmethod
@@ -114,12 +120,14 @@ class ActionMetrics:
         """JSON-able raw counts (for storing a partial accumulator); `from_state` inverts it."""
         state = dict(self.__dict__)
         state["flags"] = dict(self.flags)
+        state["profiles"] = dict(self.profiles)
         return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ActionMetrics:
         state = dict(state)
         state["flags"] = Counter(state.get("flags", {}))
+        state["profiles"] = Counter(state.get("profiles", {}))
         return cls(**state)
 
     def summary(self) -> dict[str, Any]:
@@ -140,9 +148,18 @@ class ActionMetrics:
             "sign_agreement_mean": _mean([v for v in sign.values() if v is not None]),
             "gripper_agreement": _div(self.gripper_agree, self.gripper_count),
             "gripper_threshold": self.gripper_threshold,
-            "safety": {"flagged_steps": self.flagged, "modified": self.modified, "rejected": self.rejected,
-                       "violations": sum(self.flags.values()), "by_flag": dict(self.flags)},
+            "safety": self._safety(),
         }
+
+    def _safety(self) -> dict[str, Any]:
+        """What the safety stage did. Counts are over judged steps only, and a count is None (not 0) when no
+        step was judged: an unjudged step is not a clean one."""
+        judged = self.judged or None
+        return {"judged_steps": self.judged, "unjudged_steps": self.steps - self.judged,
+                "profiles": dict(self.profiles),
+                "flagged_steps": judged and self.flagged, "modified": judged and self.modified,
+                "rejected": judged and self.rejected,
+                "violations": judged and sum(self.flags.values()), "by_flag": dict(self.flags)}
 
 
 def _div(a: float, b: int) -> float | None:

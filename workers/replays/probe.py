@@ -8,7 +8,7 @@ and the parent kills it at a wall-clock limit. The answer reports the child's ow
 
 Request:  {"path", "uploaded", "archive": null | "zip" | "tar" | "gz", "max_extracted_bytes", "episodes",
            "step_range", "instruction", "memory_mb", "cpu_seconds"}
-Answer:   {"ok": true, "path", "format", "total", "cameras", "maxrss_kb"}
+Answer:   {"ok": true, "path", "format", "total", "cameras", "robot_type", "maxrss_kb"}
           or {"ok": false, "field", "message", "maxrss_kb"}
 """
 from __future__ import annotations
@@ -18,6 +18,10 @@ import resource
 import sys
 from pathlib import Path
 from typing import Any
+
+# Key frames the probe decodes, over all selected video files, to find a stream that changes size mid-way;
+# past it (a very long dataset) the worker's per-frame check is what refuses, at the step.
+PROBE_KEYFRAMES = 20_000
 
 
 def _limit(memory_mb: int, cpu_seconds: float, max_file_bytes: int) -> None:
@@ -64,8 +68,9 @@ def _check_zip_container(path: Path, max_bytes: int) -> None:
 def _frame_shapes(ds: Any, episodes: list[int] | None, step_range: tuple | None,
                   headers_only: bool) -> list[tuple[int, ...]]:
     """The frame shapes a replay will decode: from array headers where the format has them (NPZ, HDF5:
-    every frame of an array has its shape), else from the first selected step (a video stream's frames
-    share one size; still-image files are capped one by one when decoded)."""
+    every frame of an array has its shape), else from the first selected step. Video streams are also held
+    to the cap from every selected file's header, and every frame as it is decoded (a stream may change size
+    mid-way: workers/replays/formats/video.py); still-image files are capped one by one when decoded."""
     if ds.format == "npz":
         from workers.replays.formats.npz import _headers
 
@@ -90,6 +95,9 @@ def _check_frames(ds: Any, episodes: list[int] | None, step_range: tuple | None,
 
     if not headers_only and ds.format in ("npz", "robomimic"):
         return  # checked from the headers already
+    if not headers_only and hasattr(ds, "check_video_headers"):
+        # The size every selected video declares, and its key frames' (where a stream changes size).
+        ds.check_video_headers(episodes, PROBE_KEYFRAMES)
     for shape in _frame_shapes(ds, episodes, step_range, headers_only):
         if len(shape) >= 3 and shape[-3] * shape[-2] > MAX_PIXELS:
             raise DatasetError("images", f"frames are {shape[-2]}x{shape[-3]}; at most {MAX_PIXELS} pixels each")
@@ -107,7 +115,8 @@ def check(req: dict[str, Any]) -> dict[str, Any]:
         total = ds.validate(req.get("episodes"), step_range)
         _check_frames(ds, req.get("episodes"), step_range, headers_only=False)
         cameras = sorted({c for sel in ds.select(req.get("episodes"), step_range) for c in sel.info.cameras})
-        return {"ok": True, "path": str(path), "format": ds.format, "total": total, "cameras": cameras}
+        return {"ok": True, "path": str(path), "format": ds.format, "total": total, "cameras": cameras,
+                "robot_type": ds.robot_type}
 
 
 def run(req: dict[str, Any]) -> dict[str, Any]:

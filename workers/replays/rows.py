@@ -12,7 +12,7 @@ from typing import Any
 MODIFIED_DECISIONS = frozenset({"clamp", "clamped", "modified", "modify"})
 REJECTED_DECISIONS = frozenset({"reject", "rejected"})
 FIELDS = ("episode", "step", "predicted_action", "raw_action", "recorded_action", "safety_decision",
-          "safety_flags", "latency_ms")
+          "safety_flags", "safety_profile", "latency_ms")
 
 
 @dataclass
@@ -27,6 +27,12 @@ class ReplayRow:
     # What the model itself said, before the safety stage: kept when the delivered action was rejected or
     # clamped, so an evaluation always compares the model (None where inference failed or expired).
     raw_action: list[float] | None = None
+    # The robot profile that judged the step (`<id>@<version>`); None where it was not judged (an error).
+    safety_profile: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        return self.safety_decision is not None
 
     @property
     def model_action(self) -> list[float] | None:
@@ -64,6 +70,7 @@ def as_row(row: ReplayRow | Mapping[str, Any] | Any) -> ReplayRow:
         safety_flags=[str(f) for f in (get("safety_flags") or [])],
         latency_ms=None if latency is None else float(latency),
         raw_action=None if raw is None else _floats(raw),
+        safety_profile=get("safety_profile"),
     )
 
 

@@ -38,9 +38,11 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     job_id = job["job_id"]
     claimed_at, t0 = time.time(), time.perf_counter()
 
+    worker = runtime.current().hostname  # the name its heartbeat carries: the reaper releases its jobs by it
+
     def claim_it() -> jobstore.Claim:
         with session_scope(settings.database_url) as s:
-            return jobstore.claim_for_inference(s, job_id)
+            return jobstore.claim_for_inference(s, job_id, worker)
 
     claiming = _CLAIMS.submit(retry_transient, claim_it, job["deadline"], what="claim job")
     try:

@@ -74,7 +74,7 @@ def _run_slice(msg: dict[str, Any], settings: Settings) -> Outcome:
         action, replay = store.claim_slice(s, rid, seq, settings.broker_visibility_timeout_s / 2.0)
         if action != "run" or replay is None:
             return ("relayed", {**msg, "seq": seq + 1}) if action == "relay" else ("skipped", None)
-        sl = Slice(rid, seq, dict(replay.dataset), resolve_robot(dict(replay.options)),
+        sl = Slice(rid, seq, dict(replay.dataset), resolve_robot(dict(replay.options), settings),
                    time.monotonic() + slice_seconds(settings), SLICE_MAX_STEPS)
     _touch_inflight(settings, msg)
     try:

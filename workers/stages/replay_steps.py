@@ -77,11 +77,20 @@ def collect_window(futures: list[Future[PolicyResult]], timeout_s: float) -> lis
     return [f if f.done() and not f.cancelled() else None for f in futures]
 
 
-def resolve_robot(options: dict[str, Any]) -> dict[str, Any]:
+def resolve_robot(options: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """options with its robot_config resolved to the safety library's RobotConfig, once per slice, for the
     steps it judges under one robot. A config that does not resolve is left as given: each step then records the
-    same error it would have alone (fail closed, per row)."""
+    same error it would have alone (fail closed, per row).
+
+    Every step is judged: a replay stored without a robot (submitted before the web resolved one) is judged
+    against SAFETY_DEFAULT_ROBOT in monitor mode, as the web does today for a dataset naming no known robot."""
     config = options.get("robot_config")
+    if config is None:
+        safety = dict(options.get("safety") or {})
+        safety["mode"] = safety.get("mode") or "monitor"
+        options = {**options, "robot_config": {"type": settings.safety_default_robot}, "safety": safety,
+                   "robot_source": "default"}
+        config = options["robot_config"]
     if not isinstance(config, dict):
         return options
     try:
@@ -95,7 +104,8 @@ def step_row(step: Step, fut: Future[PolicyResult], options: dict[str, Any], set
     the replay; any other per-step failure is recorded on its row, with no action."""
     row: dict[str, Any] = {"episode": step.episode, "step": step.step, "predicted_action": None,
                            "raw_action": None, "recorded_action": [float(v) for v in step.recorded_action],
-                           "safety_decision": None, "safety_flags": [], "latency_ms": None, "error": None}
+                           "safety_decision": None, "safety_flags": [], "safety_profile": None, "latency_ms": None,
+                           "error": None}
     exc = fut.exception()
     if isinstance(exc, PolicyInputError):
         raise exc
@@ -119,11 +129,16 @@ def step_row(step: Step, fut: Future[PolicyResult], options: dict[str, Any], set
 
 def _apply_safety(row: dict[str, Any], actions: np.ndarray, step: Step, options: dict[str, Any],
                   settings: Settings) -> None:
-    config = options.get("robot_config")
-    if config is None:  # the shield needs a robot; without one the raw action is reported, unjudged
-        row["predicted_action"] = row["raw_action"]
-        return
-    report = judge(actions, robot_config=config, robot_state=robot_state(step, options.get("robot_state_source")),
+    state = robot_state(step, options.get("robot_state_source"))
+    report = judge(actions, robot_config=options.get("robot_config"), robot_state=state,
                    options=options.get("safety"), settings=settings)
     row["safety_decision"], row["safety_flags"] = report["decision"], report["flags"]
+    row["safety_profile"] = _profile_name(report.get("robot_profile") or {})
     row["predicted_action"] = None if report["actions"] is None else np.asarray(report["actions"])[0].tolist()
+
+
+def _profile_name(profile: dict[str, Any]) -> str | None:
+    """`<id>@<version>`: the profile a row was judged by, as the safety report names it."""
+    if not profile.get("id"):
+        return None
+    return f"{profile['id']}@{profile['version']}" if profile.get("version") else str(profile["id"])

@@ -22,14 +22,18 @@ import sqlalchemy.exc
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Connection refused or reset, a server restarting, a pool or statement timeout: worth another try. Anything
-# else (a constraint, bad SQL, a bug) is not, and is raised at once.
+# Connection refused or reset, a server restarting, a pool or statement timeout, Redis at `maxmemory` or a
+# demoted master after a failover: worth another try. Anything else (a constraint, bad SQL, a bug) is not,
+# and is raised at once.
 TRANSIENT: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-    redis.ConnectionError, redis.TimeoutError, kombu.exceptions.OperationalError, ConnectionError,
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+    kombu.exceptions.OperationalError, ConnectionError,
 )
 FIRST_BACKOFF_S = 0.05
-MAX_BACKOFF_S = 2.0
+# A step waits at most 1.5 s (with jitter) between tries: the first success after a backend heals comes
+# within that (issue 22's target is 5 s), at one try per second per waiting step during an outage.
+MAX_BACKOFF_S = 1.0
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -25,10 +25,12 @@ _JOBS, _USAGE = Job.__tablename__, UsageRecord.__tablename__
 # The two statements on every job's path, written once as SQL: built per call with the ORM, their Python side
 # (coercion, cache keys, session synchronisation) cost a GPU worker more CPU than the rest of the claim.
 _CLAIM = text(f"""
-    UPDATE {_JOBS} SET state = 'running', started_at = coalesce(started_at, now()), attempts = attempts + 1
+    UPDATE {_JOBS} SET state = 'running', started_at = coalesce(started_at, now()), attempts = attempts + 1,
+        worker = :worker
     WHERE id = :id AND state IN ({_ACTIVE_SQL}) AND deadline_at > now()
     RETURNING deadline_at
-""").bindparams(bindparam("id", type_=UUID(as_uuid=True))).columns(deadline_at=DateTime(timezone=True))
+""").bindparams(bindparam("id", type_=UUID(as_uuid=True)), bindparam("worker", type_=String)).columns(
+    deadline_at=DateTime(timezone=True))
 
 _MS = "round(extract(epoch from {b} - {a})::numeric * 1000, 3)::float8"  # the same figure as `latencies`
 _END = text(f"""
@@ -73,14 +75,15 @@ class Claim:
     deadline_at: datetime | None = None
 
 
-def claim_for_inference(session: Session, job_id: str) -> Claim:
-    """Mark the job running (again, on redelivery) unless it is finished, canceled or past its deadline.
+def claim_for_inference(session: Session, job_id: str, worker: str | None = None) -> Claim:
+    """Mark the job running (again, on redelivery) by `worker` unless it is finished, canceled or past its
+    deadline.
 
     The common case is one conditional UPDATE (one round trip on the hot path); only a job that cannot
     run is read back to learn why.
     """
     jid = uuid.UUID(job_id)
-    row = session.execute(_CLAIM, {"id": jid}).first()
+    row = session.execute(_CLAIM, {"id": jid, "worker": worker}).first()
     if row is not None:
         return Claim("run", row.deadline_at)
     job = session.execute(select(Job).where(Job.id == jid).with_for_update()).scalar_one_or_none()

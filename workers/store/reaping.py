@@ -43,12 +43,34 @@ def expire_lost_jobs(session: Session, grace_s: float, limit: int = BATCH) -> li
                           Job.deadline_at < func.now() - timedelta(seconds=grace_s))
         .order_by(Job.deadline_at).limit(limit).with_for_update(skip_locked=True)
     ).scalars().all()
-    error = JobError("lost").to_dict()
-    out = []
-    for job in rows:
-        jobstore._finish(session, job, "expired", error=error)
-        out.append(Ended(str(job.id), str(job.customer_id), "expired"))
-    return out
+    return [end_lost(session, job) for job in rows]
+
+
+def claimed_by(session: Session, worker: str, limit: int = BATCH) -> list[Job]:
+    """The running jobs a (dead) GPU worker claimed, locked for the caller to re-queue or end."""
+    return list(session.execute(
+        select(Job).where(Job.state == "running", Job.worker == worker)
+        .order_by(Job.deadline_at).limit(limit).with_for_update(skip_locked=True)
+    ).scalars().all())
+
+
+def claiming_workers(session: Session) -> set[tuple[str, str]]:
+    """(worker, model) for every worker named by a running job: the reaper releases those with no live
+    heartbeat."""
+    rows = session.execute(select(Job.worker, Job.model).where(Job.state == "running", Job.worker.is_not(None))
+                           .distinct())
+    return {(w, m) for w, m in rows}
+
+
+def requeue(session: Session, job: Job) -> None:
+    """Back to `queued`, unowned: its message was published again and its next claim runs it."""
+    job.state, job.worker = "queued", None
+
+
+def end_lost(session: Session, job: Job) -> Ended:
+    """End a job whose worker or message is gone and cannot be replaced (code "lost"), usage once."""
+    jobstore._finish(session, job, "expired", error=JobError("lost").to_dict())
+    return Ended(str(job.id), str(job.customer_id), "expired")
 
 
 def unclaimed_jobs(session: Session, after_s: float, limit: int = BATCH) -> list[str]:

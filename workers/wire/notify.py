@@ -112,6 +112,13 @@ def stage_key(stage: str) -> str:
     return f"stage:{stage}"
 
 
+def heartbeat_ttl(interval_s: float) -> float:
+    """How long a heartbeat written every `interval_s` counts as fresh: three beats may be missed (a busy
+    process), the fourth not. At the default WORKER_HEARTBEAT_S of 0.5 s a stopped worker drops out of /health
+    and admission within 2 s."""
+    return max(4.0 * interval_s, 1.0)
+
+
 def publish_heartbeat(r: redis.Redis, model: str, hostname: str, info: dict[str, Any], ttl_s: float,
                       *, key: str | None = None) -> None:
     info = {**info, "hostname": hostname, "at": time.time(), "ttl_s": ttl_s}

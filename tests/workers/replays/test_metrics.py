@@ -10,11 +10,13 @@ from workers.replays.metrics import ActionMetrics
 
 ROWS = [
     {"episode": 0, "step": 0, "predicted_action": [0.1, -0.2, 0.0, 0, 0, 0, 1.0],
-     "recorded_action": [0.2, -0.1, 0.5, 0, 0, 0, 1.0], "safety_decision": "pass", "safety_flags": []},
+     "recorded_action": [0.2, -0.1, 0.5, 0, 0, 0, 1.0], "safety_decision": "pass", "safety_flags": [],
+     "safety_profile": "widowx_250@1"},
     {"episode": 0, "step": 1, "predicted_action": [-0.1, 0.3, 0.2, 0, 0, 0, 0.0],
-     "recorded_action": [0.1, 0.3, 0.2, 0, 0, 0, 1.0], "safety_decision": "clamp", "safety_flags": ["workspace"]},
+     "recorded_action": [0.1, 0.3, 0.2, 0, 0, 0, 1.0], "safety_decision": "clamp", "safety_flags": ["workspace"],
+     "safety_profile": "widowx_250@1"},
     {"episode": 1, "step": 0, "predicted_action": None, "recorded_action": [0, 0, 0, 0, 0, 0, 1.0],
-     "safety_decision": "reject", "safety_flags": ["velocity", "workspace"]},
+     "safety_decision": "reject", "safety_flags": ["velocity", "workspace"], "safety_profile": "widowx_250@1"},
 ]
 
 
@@ -32,8 +34,19 @@ def test_hand_computed_values() -> None:
     assert s["sign_agreement"] == pytest.approx({"0": 0.5, "1": 1.0, "2": 0.5})
     assert s["sign_agreement_mean"] == pytest.approx(2 / 3)
     assert s["gripper_agreement"] == 0.5
-    assert s["safety"] == {"flagged_steps": 2, "modified": 1, "rejected": 1, "violations": 3,
+    assert s["safety"] == {"judged_steps": 3, "unjudged_steps": 0, "profiles": {"widowx_250@1": 3},
+                           "flagged_steps": 2, "modified": 1, "rejected": 1, "violations": 3,
                            "by_flag": {"workspace": 2, "velocity": 1}}
+
+
+def test_unjudged_steps_are_never_counted_clean() -> None:
+    """Issue 21: rows without a safety decision read 'violations: 0'; now the counts say they are unknown."""
+    rows = [{**r, "safety_decision": None, "safety_flags": [], "safety_profile": None} for r in ROWS]
+    safety = ActionMetrics.from_rows(rows).summary()["safety"]
+    assert safety["judged_steps"] == 0 and safety["unjudged_steps"] == 3
+    assert safety["violations"] is None and safety["flagged_steps"] is None and safety["rejected"] is None
+    mixed = ActionMetrics.from_rows(rows[:1] + ROWS[1:]).summary()["safety"]
+    assert (mixed["judged_steps"], mixed["unjudged_steps"], mixed["violations"]) == (2, 1, 3)
 
 
 def test_gripper_threshold_for_symmetric_grippers() -> None:
@@ -98,5 +111,6 @@ def test_metrics_compare_the_raw_prediction_even_when_safety_rejected_it() -> No
     assert summary["compared_on"] == "raw_prediction"
     assert summary["compared_steps"] == 2 and summary["missing_predictions"] == 1
     assert summary["mse"] == 0.0  # the model matched the record; the safety stage's edits are counted apart
-    assert summary["safety"] == {"flagged_steps": 2, "modified": 1, "rejected": 1, "violations": 2,
+    assert summary["safety"] == {"judged_steps": 2, "unjudged_steps": 1, "profiles": {"unknown": 2},
+                                 "flagged_steps": 2, "modified": 1, "rejected": 1, "violations": 2,
                                  "by_flag": {"workspace": 1, "velocity": 1}}

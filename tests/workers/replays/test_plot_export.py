@@ -25,6 +25,7 @@ def make_rows(n: int = 40, flagged: range = range(0)) -> list[dict]:
         rows.append({"episode": i // 20, "step": i % 20, "predicted_action": None if bad else predicted,
                      "raw_action": predicted, "recorded_action": rng.normal(size=7).round(4).tolist(),
                      "safety_decision": "reject" if bad else "pass", "safety_flags": ["workspace"] if bad else [],
+                     "safety_profile": "widowx_250@1",
                      "latency_ms": float(10 + i)})
     rows[3]["predicted_action"] = rows[3]["raw_action"] = None  # a step whose inference failed
     return rows

@@ -29,7 +29,8 @@ class ReplaySpecSchema(StrictSchema):
                              metadata={"description": "[start, stop) within each episode, or [start] to its end"})
     instruction = fields.String(validate=validate.Length(min=1, max=2000),
                                 metadata={"description": "overrides the recorded instruction", "pattern": NON_BLANK})
-    robot_config = fields.Dict(metadata={"description": "robot type etc. for the safety stage (none: not judged)"})
+    robot_config = fields.Dict(metadata={"description": "robot type etc. for the safety stage (none: the dataset's "
+                                                     "own robot, else SAFETY_DEFAULT_ROBOT, in monitor mode)"})
     robot_state_source = fields.String(load_default="none", validate=validate.OneOf(STATE_SOURCES),
                                        metadata={"description": "'dataset': state[:3] is ee_position, [3:6] "
                                                                 "ee_orientation"})

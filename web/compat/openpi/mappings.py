@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from web.compat.arrays import image_png_b64
+from web.compat.arrays import pending_image
 from web.errors import ApiError
 
 
@@ -67,7 +67,7 @@ def to_body(obs: Any, spec: dict[str, Any], mapping_name: str, default_prompt: s
     if mapping is None:
         images, state = _native_images(obs, cameras), obs.get("state")
     else:
-        images = {cameras[slot]: image_png_b64(_get(obs, key), key, channels_first=mapping.channels_first)
+        images = {cameras[slot]: pending_image(_get(obs, key), key, channels_first=mapping.channels_first)
                   for key, slot in mapping.images if slot < len(cameras) and _get(obs, key) is not None}
         parts = [_get(obs, k) for k in mapping.state]
         state = None if any(p is None for p in parts) else np.concatenate([np.ravel(np.asarray(p)) for p in parts])
@@ -82,14 +82,14 @@ def to_body(obs: Any, spec: dict[str, Any], mapping_name: str, default_prompt: s
     return body
 
 
-def _native_images(obs: dict[str, Any], cameras: list[str]) -> dict[str, str]:
+def _native_images(obs: dict[str, Any], cameras: list[str]) -> dict[str, Any]:
     images = obs.get("images")
     if not isinstance(images, dict):
         return {}
     out = {}
     for cam, arr in images.items():
         name = cam.decode() if isinstance(cam, bytes) else str(cam)
-        out[name] = image_png_b64(arr, f"images.{name}")
+        out[name] = pending_image(arr, f"images.{name}")
     return out
 
 

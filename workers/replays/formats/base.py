@@ -56,6 +56,9 @@ class Dataset(abc.ABC):
     """
 
     format: str = "unknown"
+    # The recorded robot as the dataset names it (LeRobot `robot_type`, robosuite's robot), or None: a replay
+    # that names no robot_config is judged against the safety profile this maps to.
+    robot_type: str | None = None
 
     def __init__(self, path: Path):
         self.path = Path(path)

@@ -18,7 +18,7 @@ from workers.replays.formats.base import Dataset, EpisodeInfo, Selection, Step
 from workers.replays.formats.common import inside, parquet_schema, read_parquet, read_rows, vector_column
 from workers.replays.formats.images import decode_image_bytes, decode_image_file
 from workers.replays.formats.lerobot_meta import V3_VERSIONS, EpisodeMeta, load_meta
-from workers.replays.formats.video import decode_frames, video_duration
+from workers.replays.formats.video import check_video_header, decode_frames, video_duration
 
 STATE = "observation.state"
 
@@ -29,6 +29,7 @@ class LeRobotDataset(Dataset):
         self.meta = load_meta(self.path)
         self.v3 = self.meta.version in V3_VERSIONS
         self.format = f"lerobot-{self.meta.version}"
+        self.robot_type = self.meta.robot_type
         self._by_index = {e.index: e for e in self.meta.episodes}
         self._episode_columns: dict[Path, np.ndarray] = {}
         self._durations: dict[Path, float | None] = {}
@@ -36,6 +37,19 @@ class LeRobotDataset(Dataset):
     def episodes(self) -> list[EpisodeInfo]:
         cams = list(self.meta.cameras)
         return [EpisodeInfo(e.index, e.length, e.tasks[0] if e.tasks else "", cams) for e in self.meta.episodes]
+
+    def check_video_headers(self, episodes: list[int] | None, keyframes: int = 0) -> None:
+        """Every selected episode's video files, held to the frame-size cap from their headers and from up to
+        `keyframes` key frames in all (video.check_video_header)."""
+        seen: set[Path] = set()  # v3 files hold several episodes
+        for ep in self.meta.episodes:
+            if episodes is not None and ep.index not in episodes:
+                continue
+            for key, dtype in self.meta.cameras.items():
+                video = self._video_file(ep, key)[0] if dtype == "video" else None
+                if video is not None and video not in seen:
+                    seen.add(video)
+                    keyframes -= check_video_header(video, self._where(video), keyframes, self.meta.fps)
 
     def _data_file(self, ep: EpisodeMeta) -> Path:
         if self.v3:
@@ -131,7 +145,7 @@ class LeRobotDataset(Dataset):
         table = table.slice(sel.start, sel.stop - sel.start)
         actions = vector_column(table, "action", where)
         states = vector_column(table, STATE, where) if STATE in table.column_names else None
-        frames = {k: self._camera_frames(ep, table, k, d, where) for k, d in cams.items()}
+        frames = {k: self._camera_frames(ep, table, k, d, where, sel.start) for k, d in cams.items()}
         for i in range(table.num_rows):
             images = {k: next(it) for k, it in frames.items()}
             yield Step(ep.index, sel.start + i, images, self._instruction(ep, table, i, where),
@@ -146,11 +160,11 @@ class LeRobotDataset(Dataset):
         return self.meta.tasks[idx]
 
     def _camera_frames(self, ep: EpisodeMeta, table: pa.Table, key: str, dtype: str,
-                       where: str) -> Iterator[np.ndarray]:
+                       where: str, first_step: int = 0) -> Iterator[np.ndarray]:
         if dtype == "video":
             video, offset = self._video_file(ep, key)
             stamps = [offset + float(t) for t in table.column("timestamp").to_pylist()]
-            return decode_frames(video, stamps, self.meta.fps, self._where(video))
+            return decode_frames(video, stamps, self.meta.fps, self._where(video), (ep.index, first_step))
         return (self._still(cell, f"{where} column {key!r}") for cell in table.column(key).to_pylist())
 
     def _still(self, cell: object, where: str) -> np.ndarray:

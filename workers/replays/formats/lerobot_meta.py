@@ -41,6 +41,7 @@ class LeRobotMeta:
     chunks_size: int
     tasks: dict[int, str]
     episodes: list[EpisodeMeta]
+    robot_type: str | None = None
 
     @property
     def cameras(self) -> dict[str, str]:
@@ -66,8 +67,10 @@ def load_meta(root: Path) -> LeRobotMeta:
     video_path = info.get("video_path")
     if any(f.get("dtype") == "video" for f in features.values()) and not video_path:
         raise DatasetError(INFO, "has video features but no 'video_path'")
+    robot = info.get("robot_type")
     return LeRobotMeta(version, float(fps), features, str(require(info, "data_path", INFO)), video_path,
-                       int(info.get("chunks_size", 1000)), tasks, episodes)
+                       int(info.get("chunks_size", 1000)), tasks, episodes,
+                       robot[:64] if isinstance(robot, str) else None)
 
 
 def _features(info: dict) -> dict[str, dict]:

@@ -54,6 +54,7 @@ class RobomimicDataset(Dataset):
         demos = sorted((int(m.group(1)), name) for name in data if (m := re.fullmatch(r"demo_(\d+)", name)))
         if not demos:
             raise DatasetError("data", "no demo_N groups")
+        self.robot_type = _env_robot(data.attrs)
         infos = {}
         for index, name in demos:
             where = f"data/{name}"
@@ -153,6 +154,19 @@ def _cameras(obs: h5py.Group, where: str) -> list[str]:
     if not cams:
         raise DatasetError(where, f"no camera (a key ending in {' or '.join(CAMERA_SUFFIXES)})")
     return cams
+
+
+def _env_robot(attrs: h5py.AttributeManager) -> str | None:
+    """The recorded robot from robomimic's `env_args` JSON (robosuite's `env_kwargs.robots`, a name or a
+    list of one per arm: the first arm's), or None; metadata never fails a dataset."""
+    try:
+        raw = attrs["env_args"] if "env_args" in attrs else None
+        env = json.loads(raw.decode() if isinstance(raw, bytes) else raw) if raw is not None else {}
+        robots = (env.get("env_kwargs") or {}).get("robots")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    robot = robots[0] if isinstance(robots, list) and robots else robots
+    return robot[:64] if isinstance(robot, str) else None
 
 
 def _attr_instruction(attrs: h5py.AttributeManager) -> str | None:

@@ -31,6 +31,9 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The GPU worker (hostname:pid, as in its heartbeat) that claimed it last: the reaper releases a dead
+    # worker's running jobs at once (ops/reaper.py), instead of waiting for their deadlines.
+    worker: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     deadline_at: Mapped[datetime] = mapped_column()
     started_at: Mapped[datetime | None] = mapped_column()

@@ -72,5 +72,7 @@ class ReplayStep(Base):
     recorded_action: Mapped[list[float]] = mapped_column(JSONB)
     safety_decision: Mapped[str | None] = mapped_column(String(16))
     safety_flags: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    # `<id>@<version>` of the robot profile that judged the step; NULL only where it could not be judged.
+    safety_profile: Mapped[str | None] = mapped_column(String(80))
     latency_ms: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
