@@ -86,9 +86,3 @@ def _bind_request_id(task=None, args=None, kwargs=None, **_: object) -> None:
 @signals.task_postrun.connect
 def _unbind(**_: object) -> None:
     logs.bind(request_id=None, job_id=None)
-
-
-@signals.task_received.connect
-def _trace_recv(request=None, **_):
-    import time
-    open("/tmp/hot/trace.log", "a").write(f"recv {request.id} {time.time():.6f} {request.name}\n")

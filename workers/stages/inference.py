@@ -52,13 +52,11 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if refused is not None:  # ended already (a cancel deletes the images): nothing to report
             return {"skip": refused}
         return _end(settings, job, "failed", _input_error(exc))
-    _t1 = time.time()
     try:
         claim = claiming.result()
     except BaseException:
         future.cancel()
         raise
-    open("/tmp/hot/trace.log","a").write(f"wrk {job_id} start {claimed_at:.6f} submitted {_t1:.6f} claimed {time.time():.6f}\n")
     if claim.state != "run":
         future.cancel()
         log.info("job not run", extra={"job_id": job_id, "state": claim.state})
@@ -95,7 +93,6 @@ _CLAIMS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="claim")
 
 def _settle(claiming: Future) -> str | None:
     """Let the claim finish before the job is ended for bad input; the state it found if it refused the job."""
-    _t1 = time.time()
     try:
         claim = claiming.result()
     except Exception:
