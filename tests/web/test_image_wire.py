@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 
 from tests.helpers import png_b64, request_body
 from workers.wire import frames, resend
@@ -35,3 +36,21 @@ def test_the_image_crosses_redis_once_as_bytes_beside_a_small_message(client, ma
     assert args["images"]["primary"]["format"] == "PNG"
     copy = redis_client.get(resend.key(job_id))
     assert len(copy) < 4096 and b64[:64].encode() not in copy
+
+
+def test_act_hands_over_the_clients_array_never_encoded(client, make_customer, redis_client):
+    """/act's json-numpy image reaches Redis as the array's own bytes, described by dtype and shape."""
+    import json_numpy
+    import numpy as np
+
+    headers = make_customer()[2]
+    image = np.random.default_rng(5).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    instruction = f"pick up block {uuid.uuid4().hex[:8]}"
+    body = json_numpy.dumps({"image": image, "instruction": instruction, "deadline_ms": 200})
+    client.post("/openvla/openvla-tiny/act", data=body, content_type="application/json", headers=headers)
+    found = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]
+             for key in redis_client.scan_iter(match="infer.openvla-tiny*") for raw in redis_client.lrange(key, 0, -1)]
+    [described] = [a["images"] for a in found if a["instruction"] == instruction]
+    [meta] = described.values()
+    assert meta["format"] == frames.RAW and meta["dtype"] == "|u1" and meta["shape"] == [224, 224, 3]
+    assert meta["sha256"] == hashlib.sha256(image.tobytes()).hexdigest() and meta["bytes"] == image.nbytes
