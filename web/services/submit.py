@@ -27,7 +27,7 @@ from web.services import catalog, deferred
 from web.services.raw_images import RawImage
 from workers.settings import Settings
 from workers.store.models import Job
-from workers.tasks import send_job
+from workers.tasks import broker_redis_url, send_job
 from workers.wire import frames, notify, resend
 from workers.wire.images import ImageRejected, inspect
 
@@ -148,8 +148,12 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     # publish, the reaper still has the message to send (workers/wire/resend.py), and the worker its images.
     r = notify.client(current_app.config["SETTINGS"].redis_url)
     pipe = r.pipeline(transaction=False)
-    frames.stage(pipe, str(job.id), prepared.frames, frames.ttl_for(prepared.deadline_ms / 1000))
     resend.keep(pipe, str(job.id), payload, safety_job)
+    broker = notify.client(broker_redis_url())  # the same client, unless a test splits the two servers
+    images = pipe if broker is r else broker.pipeline(transaction=False)
+    frames.stage(images, str(job.id), prepared.frames, frames.ttl_for(prepared.deadline_ms / 1000))
+    if images is not pipe:
+        images.execute()
     pipe.execute()
     # The job is accepted when its row is written, so created_at is taken now, after the Redis round trip (the
     # copy keeps the time it was made, a moment earlier). Not the server default: now() is the transaction's
@@ -167,6 +171,7 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
         # The answer will say nothing was written. A commit whose reply was lost may still have landed: without
         # its copy the reaper never publishes that row, it only ends it at its deadline, uncharged.
         best_effort(lambda: resend.take(r, str(job.id)), "drop of the resend copy")
+        best_effort(lambda: broker.delete(frames.key(str(job.id))), "drop of the images")
         raise
     _enqueue_or_undo(lambda: send_job(payload, safety_job), lambda: s.execute(_DELETE_JOB, {"id": job.id}), "job",
                      job_id=str(job.id))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -44,7 +45,7 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         with session_scope(settings.database_url) as s:
             return jobstore.claim_for_inference(s, job_id, worker)
 
-    claiming = _CLAIMS.submit(retry_transient, claim_it, job["deadline"], what="claim job")
+    claiming = _claim_pool(settings).submit(retry_transient, claim_it, job["deadline"], what="claim job")
     try:
         future = _submit(job, settings)
     except (PolicyInputError, frames.FramesMissing) as exc:
@@ -86,9 +87,18 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
-# Claims overlap the image fetch and decode of their own job; a few threads cover the worker's concurrency,
-# since a claim is one short UPDATE.
-_CLAIMS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="claim")
+_claims: ThreadPoolExecutor | None = None
+_claims_lock = threading.Lock()
+
+
+def _claim_pool(settings: Settings) -> ThreadPoolExecutor:
+    """Claims overlap the image fetch and decode of their own job. One thread per database connection the
+    process may hold: a burst of jobs claims as concurrently as when each task thread claimed for itself."""
+    global _claims
+    with _claims_lock:
+        if _claims is None:
+            _claims = ThreadPoolExecutor(max_workers=max(2, settings.db_pool_size), thread_name_prefix="claim")
+        return _claims
 
 
 def _settle(claiming: Future) -> str | None:

@@ -15,7 +15,6 @@ ends it the same way: the worker never runs a model on the wrong images.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,7 +120,3 @@ def height_width(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 3 and _channels_first(shape):
         return shape[1], shape[2]
     return shape[0], shape[1]
-
-
-def nbytes_ok(data: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> bool:
-    return math.prod(shape) * dtype.itemsize == len(data)
