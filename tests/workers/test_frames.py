@@ -6,6 +6,7 @@ import io
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from web.accounts import service
+from workers.gpu import runtime
 from workers.gpu.decode import decode_frame
 from workers.stages.inference import run_inference
 from workers.store.db import session_scope
@@ -84,8 +86,11 @@ def _job_row(settings, images: dict) -> dict:
 
 
 def test_a_job_whose_images_are_gone_ends_failed_images_missing_charged_once_and_wakes_its_waiter(
-        settings, redis_client):
-    """Redis lost the hash (or was wiped) before the worker read it: a clear error, never a hang."""
+        settings, redis_client, monkeypatch):
+    """Redis lost the hash (or was wiped) before the worker read it: a clear error, never a hang. The stage runs
+    in this process, as a GPU worker's task thread runs it; only the worker's name (which the claim records) is
+    given here, since a GPU runtime would load a model that this job never reaches."""
+    monkeypatch.setattr(runtime, "current", lambda: SimpleNamespace(hostname="gpu-test@host"))
     job = _job_row(settings, {"primary": frames.describe(b"\x89PNG gone", format="PNG")})
     assert run_inference(job, settings) == {"skip": "failed"}
     with session_scope(settings.database_url) as s:
