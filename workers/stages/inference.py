@@ -122,7 +122,9 @@ def _submit(job: dict[str, Any], settings: Settings) -> BatchFuture:
     the observation; the message's deadline is the row's, so the batcher drops the item uncomputed once it
     has passed."""
     wanted = described(job)
-    stored = frames.fetch(notify.client(settings.redis_url), job["job_id"], wanted) if wanted else None
+    # Retried as the claim is: a Redis that restarts under the job costs it a wait, not the job.
+    stored = retry_transient(lambda: frames.fetch(notify.client(settings.redis_url), job["job_id"], wanted),
+                             job["deadline"], what="fetch images") if wanted else None
     obs = to_observation(job, stored)
     remaining = job["deadline"] - time.time()
     priority = 1 if job.get("kind") == "replay" else 0
