@@ -79,6 +79,12 @@ def send_job(payload: dict[str, Any], safety_job: dict[str, Any]) -> None:
     infer.apply_async((payload, safety_job), argsrepr=summary)
 
 
+def broker_redis_url() -> str:
+    """The Redis that task messages go to. A job's images wait there, beside its message (workers/wire/frames.py),
+    where the GPU worker that receives the message reads them; it is REDIS_URL, unless a test splits the two."""
+    return str(app.conf.broker_url)
+
+
 def start_replay(msg: dict[str, Any]) -> None:
     """Publish one replay slice message (the first, or a follow-up)."""
     replay.apply_async((msg,), argsrepr=f"replay={msg['replay_id']} seq={msg['seq']}")

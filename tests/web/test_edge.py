@@ -182,13 +182,13 @@ def over_limit_free(app, settings, make_customer):
 def conversions(monkeypatch):
     """Count the image conversions (the real one still runs)."""
     calls: list[tuple[int, ...]] = []
-    real = arrays._png_b64
+    real = arrays._to_raw
 
     def counted(arr, field):
         calls.append(arr.shape)
         return real(arr, field)
 
-    monkeypatch.setattr(arrays, "_png_b64", counted)
+    monkeypatch.setattr(arrays, "_to_raw", counted)
     return calls
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import math
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from web.errors import ApiError
 from web.services.deferred import PendingImage
+from web.services.raw_images import RawImage
 from workers.wire.images import MAX_PIXELS
 
 _KINDS = {"u", "i", "f", "b"}
@@ -69,12 +68,7 @@ def pending_image(value: Any, field: str, *, channels_first: bool = False) -> Pe
     cheap (dtype, shape, pixel count) and converted to the REST body's form only once the request has been
     charged (web/services/deferred.py)."""
     arr = _image_array(value, field, channels_first)
-    return PendingImage(lambda: _png_b64(arr, field), field, lambda: _digest(arr))
-
-
-def image_png_b64(value: Any, field: str, *, channels_first: bool = False) -> str:
-    """The same image converted at once (for callers that have already been charged)."""
-    return pending_image(value, field, channels_first=channels_first).resolve()
+    return PendingImage(lambda: _to_raw(arr, field), field, lambda: _digest(arr))
 
 
 def _digest(arr: np.ndarray) -> str:
@@ -99,15 +93,8 @@ def _image_array(value: Any, field: str, channels_first: bool) -> np.ndarray:
     return arr
 
 
-def _png_b64(arr: np.ndarray, field: str) -> str:
-    """The conversion itself: base64 PNG, the form the REST body carries and the worker decodes. PNG is
-    lossless, so the policy sees exactly the pixels the client sent. (Issue 26 may carry raw arrays instead:
-    this is the one place that decides.)"""
-    if arr.dtype != np.uint8:
-        if arr.min() < 0 or arr.max() > 255:
-            raise ApiError(422, "invalid_image", "image values must lie in 0..255", field=field)
-        arr = arr.astype(np.uint8)
-    img = Image.fromarray(arr[..., 0] if arr.ndim == 3 and arr.shape[-1] == 1 else arr).convert("RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
-    return base64.b64encode(buf.getvalue()).decode()
+def _to_raw(arr: np.ndarray, field: str) -> RawImage:
+    """The conversion itself, the one place that decides what crosses Redis: the array's own bytes, stored
+    beside the job's message and laid out as (H, W, 3) uint8 by the GPU worker (workers/wire/frames.py). No
+    image is encoded by the service: the policy sees exactly the pixels the client sent."""
+    return RawImage.of(arr, field)

@@ -25,10 +25,10 @@ class PendingImage:
 
     __slots__ = ("_convert", "_digest", "field")
 
-    def __init__(self, convert: Callable[[], str], field: str, digest: Callable[[], str]):
+    def __init__(self, convert: Callable[[], Any], field: str, digest: Callable[[], str]):
         self._convert, self._digest, self.field = convert, digest, field
 
-    def resolve(self) -> str:
+    def resolve(self) -> Any:
         return self._convert()
 
     def digest(self) -> str:
@@ -70,7 +70,8 @@ def rejoin(data: dict[str, Any], pending: dict[str | None, PendingImage]) -> dic
     return data
 
 
-def resolve_images(images: dict[str, Any]) -> dict[str, str]:
-    """Encoded images by camera: pending ones converted now (call only after admission has counted)."""
+def resolve_images(images: dict[str, Any]) -> dict[str, Any]:
+    """Images by camera: pending ones converted now (to a RawImage, web/services/raw_images.py; call only
+    after admission has counted), encoded ones (base64 strings) as they are."""
     return {cam: value.resolve() if isinstance(value, PendingImage) else value for cam, value in images.items()}
 

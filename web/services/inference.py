@@ -19,6 +19,7 @@ FAILURES = {
     "invalid_input": (422, "the model could not use this input"),
     "deadline_exceeded": (504, "the deadline passed before an action was ready; no action is returned"),
     "model_unavailable": (503, "the model's worker cannot serve it"),
+    "images_missing": (503, "the images were lost before a worker read them"),
 }
 
 

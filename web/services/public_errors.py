@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 # Codes whose detail is written by our own code (PolicyInputError, DatasetError messages, fixed sentences).
-OWN_WORDS = frozenset({"invalid_input", "dataset_error", "deadline_exceeded", "canceled", "expired"})
+OWN_WORDS = frozenset({"invalid_input", "images_missing", "dataset_error", "deadline_exceeded", "canceled", "expired"})
 FIXED = {
     "model_unavailable": "the model's worker cannot serve it now; retry later",
     "inference_error": "the model failed on this request; quote the request_id when reporting it",

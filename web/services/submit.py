@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,10 +24,11 @@ from web import db
 from web.auth import Principal
 from web.errors import ApiError, accepted_wait_failed, best_effort
 from web.services import catalog, deferred
+from web.services.raw_images import RawImage
 from workers.settings import Settings
 from workers.store.models import Job
-from workers.tasks import send_job
-from workers.wire import notify, resend
+from workers.tasks import broker_redis_url, send_job
+from workers.wire import frames, notify, resend
 from workers.wire.images import ImageRejected, inspect
 
 DEFAULT_CAMERA = "primary"
@@ -35,17 +36,20 @@ DEFAULT_CAMERA = "primary"
 
 @dataclass
 class Prepared:
-    payload: dict[str, Any]  # what the GPU worker receives (images included)
+    payload: dict[str, Any]  # what the GPU worker receives (images described, not included)
     record: dict[str, Any]  # what the job row keeps (images by hash and size)
     deadline_at: datetime
+    frames: dict[str, bytes] = field(default_factory=dict)  # the images' bytes, beside the message
+    deadline_ms: int = 0
 
 
 def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str = "interactive") -> Prepared:
     catalog.require_model(settings, data["model"])
     images = data.get("images") or {_default_camera(settings, data["model"]): data["image"]}
-    images_b64 = deferred.resolve_images(images)  # a compatibility door's arrays: converted now, once counted
-    image_meta = {cam: _check_image(settings, cam, b64, "images" in data) for cam, b64 in images_b64.items()}
-    _check_spec(settings, data, images_b64)
+    images_in = deferred.resolve_images(images)  # a compatibility door's arrays: laid out now, once counted
+    checked = {cam: _check_image(settings, cam, value, "images" in data) for cam, value in images_in.items()}
+    image_meta = {cam: meta for cam, (meta, _) in checked.items()}
+    _check_spec(settings, data, images_in)
     robot_config = data.get("robot_config") or {"type": default_robot(settings, data.get("unnorm_key"))}
     try:
         validate_robot_config(robot_config)
@@ -59,9 +63,10 @@ def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str
         "options": options, "robot_config": robot_config,
         "robot_state": data.get("robot_state"), "safety": data.get("safety") or {},
     }
-    payload = {**common, "images": images_b64, "request_id": request_id, "deadline": deadline_at.timestamp()}
+    # The message describes the images; their bytes travel beside it, once (workers/wire/frames.py).
+    payload = {**common, "images": image_meta, "request_id": request_id, "deadline": deadline_at.timestamp()}
     record = {**common, "images": image_meta, "deadline_ms": deadline_ms}
-    return Prepared(payload, record, deadline_at)
+    return Prepared(payload, record, deadline_at, {cam: raw for cam, (_, raw) in checked.items()}, deadline_ms)
 
 
 # The robots behind OpenVLA's best-known dataset statistics (robot-limits.md §4, §5).
@@ -79,8 +84,12 @@ def _default_camera(settings: Settings, model: str) -> str:
     return spec["cameras"][0] if spec and spec.get("cameras") else DEFAULT_CAMERA
 
 
-def _check_image(settings: Settings, cam: str, b64: str, multi: bool) -> dict[str, Any]:
+def _check_image(settings: Settings, cam: str, value: Any, multi: bool) -> tuple[dict[str, Any], bytes]:
+    """The image's description (for the message and the job row) and its bytes (kept beside the message)."""
     field = f"images.{cam}" if multi else "image"
+    if isinstance(value, RawImage):
+        return value.checked(settings.max_image_bytes, field)
+    b64 = value
     if len(b64) > settings.max_image_bytes * 4 // 3 + 4:
         raise ApiError(413, "image_too_large", f"image is larger than {settings.max_image_bytes} bytes", field=field)
     try:
@@ -93,8 +102,7 @@ def _check_image(settings: Settings, cam: str, b64: str, multi: bool) -> dict[st
         info = inspect(raw)  # header and structure only: the GPU worker decodes the pixels, once
     except ImageRejected as exc:
         raise ApiError(422, "invalid_image", exc.message, field=field) from None
-    return {"sha256": hashlib.sha256(raw).hexdigest(), "bytes": len(raw), "height": info.height, "width": info.width,
-            "format": info.format}
+    return frames.describe(raw, height=info.height, width=info.width, format=info.format), raw
 
 
 def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]) -> None:
@@ -132,16 +140,26 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     job = Job(id=job_id, customer_id=uuid.UUID(principal.customer_id), model=prepared.payload["model"],
               kind=prepared.payload["kind"], request_id=request_id, request=prepared.record, state="queued",
               deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash,
-              # Set here, not by the server default: now() is the transaction's start, which for a web
-              # request is the authentication query, and would inflate queue_wait_ms.
               created_at=datetime.now(UTC), attempts=0)
     # created_at travels with the job so the workers can measure queue wait and total latency (telemetry).
     payload = {**prepared.payload, "job_id": str(job.id), "created_at": job.created_at.timestamp()}
     safety_job = {k: v for k, v in payload.items() if k != "images"}
-    # The copy goes first: if this process dies between the commit and the publish, the reaper still has the
-    # message to send (workers/wire/resend.py).
+    # The images and the copy go first, in one round trip: if this process dies between the commit and the
+    # publish, the reaper still has the message to send (workers/wire/resend.py), and the worker its images.
     r = notify.client(current_app.config["SETTINGS"].redis_url)
-    resend.keep(r, str(job.id), payload, safety_job)
+    pipe = r.pipeline(transaction=False)
+    resend.keep(pipe, str(job.id), payload, safety_job)
+    broker = notify.client(broker_redis_url())  # the same client, unless a test splits the two servers
+    images = pipe if broker is r else broker.pipeline(transaction=False)
+    frames.stage(images, str(job.id), prepared.frames, frames.ttl_for(prepared.deadline_ms / 1000))
+    if images is not pipe:
+        images.execute()
+    pipe.execute()
+    # The job is accepted when its row is written, so created_at is taken now, after the Redis round trip (the
+    # copy keeps the time it was made, a moment earlier). Not the server default: now() is the transaction's
+    # start, which for a web request is the authentication query, and would inflate queue_wait_ms.
+    job.created_at = datetime.now(UTC)
+    payload["created_at"] = safety_job["created_at"] = job.created_at.timestamp()
     s = db.session()
     # A plain INSERT of the row's columns: the ORM's unit of work cost the request more CPU than the insert.
     # The returned Job stays outside the session: waiting.wait_for replaces it with the settled row (from the
@@ -153,6 +171,7 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
         # The answer will say nothing was written. A commit whose reply was lost may still have landed: without
         # its copy the reaper never publishes that row, it only ends it at its deadline, uncharged.
         best_effort(lambda: resend.take(r, str(job.id)), "drop of the resend copy")
+        best_effort(lambda: broker.delete(frames.key(str(job.id))), "drop of the images")
         raise
     _enqueue_or_undo(lambda: send_job(payload, safety_job), lambda: s.execute(_DELETE_JOB, {"id": job.id}), "job",
                      job_id=str(job.id))

@@ -1,8 +1,10 @@
 """The JSON job payload a GPU worker receives, and its conversion into a policy Observation.
 
-This is the one place a job's images are decoded to pixels (the web only inspects headers). Images travel
-base64-encoded inside the task message: the broker keeps the message until the task is acknowledged, so a
-redelivered job still has its images (nothing is lost when a worker dies).
+This is the one place a job's images are decoded to pixels (the web only inspects headers). The message
+describes each image (workers/wire/frames.py); its bytes wait beside it in Redis until the job ends, so a
+redelivered job still has them. Encoded images (PNG/JPEG/WebP, as the client sent them) are decoded here,
+once; raw arrays (the compatibility doors) are only viewed (np.frombuffer) and laid out as (H, W, 3) uint8.
+A message from before the side channel (base64 strings in "images") is still understood.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from workers.policies.base import Observation
 from workers.policies.errors import PolicyInputError
+from workers.wire import frames
 from workers.wire.images import FORMATS, ImageRejected, check_size
 
 
@@ -38,8 +41,22 @@ def decode_image_bytes(field: str, raw: bytes) -> np.ndarray:
         raise PolicyInputError(field, "bytes are not a decodable image (PNG, JPEG or WebP)") from exc
 
 
-def to_observation(job: dict) -> Observation:
-    images = {cam: decode_image(f"images.{cam}", b64) for cam, b64 in job["images"].items()}
+def described(job: dict) -> dict[str, dict]:
+    """The images the message describes (those that travel beside it); empty for an old-style message."""
+    return {cam: meta for cam, meta in job["images"].items() if isinstance(meta, dict)}
+
+
+def decode_frame(field: str, data: bytes, meta: dict) -> np.ndarray:
+    if meta.get("format") == frames.RAW:
+        return frames.to_rgb(frames.raw_array(data, meta))
+    return decode_image_bytes(field, data)
+
+
+def to_observation(job: dict, stored: dict[str, bytes] | None = None) -> Observation:
+    """`stored`: the bytes of the images `described(job)` names, as frames.fetch returned them."""
+    stored = stored or {}
+    images = {cam: decode_frame(f"images.{cam}", stored[cam], meta) if isinstance(meta, dict)
+              else decode_image(f"images.{cam}", meta) for cam, meta in job["images"].items()}
     state = job.get("state")
     return Observation(
         images=images,

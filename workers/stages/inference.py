@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any
 
 from workers.gpu import runtime
-from workers.gpu.decode import to_observation
+from workers.gpu.decode import described, to_observation
 from workers.gpu.items import BatcherStopped, BatchFuture, DeadlineExceeded, ModelUnavailable
 from workers.policies.base import PolicyResult
 from workers.policies.errors import PolicyInputError
@@ -17,7 +19,7 @@ from workers.stages.finish import announce_expired, finish_job
 from workers.stages.retry import HandBack, retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
-from workers.wire import notify, telemetry
+from workers.wire import frames, notify, telemetry
 from workers.wire.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -27,18 +29,15 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Claim the job and run it through the batcher, the two at once; record the timing. Returns what the
     safety stage needs.
 
-    The observation is queued for the model before the claim's round trip to PostgreSQL, so the claim costs
-    the job no latency; the result is used only once the claim says the job may run. A job the claim refuses
-    (canceled, ended, or past its deadline) has its item cancelled: dropped if its pass has not started, its
-    result ignored if it has. Nothing is written before the claim except a failure to read the input, and
-    that ends the job only if it is still active (jobstore's conditional UPDATE).
+    The claim's round trip to PostgreSQL runs on a small pool of its own while this thread fetches the
+    images (one HMGET), decodes them and queues the observation for the model, so neither waits for the
+    other; the result is used only once the claim says the job may run. A job the claim refuses (canceled,
+    ended, or past its deadline) has its item cancelled: dropped if its pass has not started, its result
+    ignored if it has. Nothing is written before the claim except a failure to read the input, and that ends
+    the job only if it is still active (jobstore's conditional UPDATE).
     """
     job_id = job["job_id"]
     claimed_at, t0 = time.time(), time.perf_counter()
-    try:
-        future = _submit(job)
-    except PolicyInputError as exc:
-        return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
 
     worker = runtime.current().hostname  # the name its heartbeat carries: the reaper releases its jobs by it
 
@@ -46,8 +45,16 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         with session_scope(settings.database_url) as s:
             return jobstore.claim_for_inference(s, job_id, worker)
 
+    claiming = _claim_pool(settings).submit(retry_transient, claim_it, job["deadline"], what="claim job")
     try:
-        claim = retry_transient(claim_it, job["deadline"], what="claim job")
+        future = _submit(job, settings)
+    except (PolicyInputError, frames.FramesMissing) as exc:
+        refused = _settle(claiming)
+        if refused is not None:  # ended already (a cancel deletes the images): nothing to report
+            return {"skip": refused}
+        return _end(settings, job, "failed", _input_error(exc))
+    try:
+        claim = claiming.result()
     except BaseException:
         future.cancel()
         raise
@@ -80,10 +87,45 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"skip": None, "inference": _serialise(result, inference_ms)}
 
 
-def _submit(job: dict[str, Any]) -> BatchFuture:
-    """Decode the job's images (the one place they are decoded) and queue the observation; the message's
-    deadline is the row's, so the batcher drops the item uncomputed once it has passed."""
-    obs = to_observation(job)
+_claims: ThreadPoolExecutor | None = None
+_claims_lock = threading.Lock()
+
+
+def _claim_pool(settings: Settings) -> ThreadPoolExecutor:
+    """Claims overlap the image fetch and decode of their own job. One thread per database connection the
+    process may hold: a burst of jobs claims as concurrently as when each task thread claimed for itself."""
+    global _claims
+    with _claims_lock:
+        if _claims is None:
+            _claims = ThreadPoolExecutor(max_workers=max(2, settings.db_pool_size), thread_name_prefix="claim")
+        return _claims
+
+
+def _settle(claiming: Future) -> str | None:
+    """Let the claim finish before the job is ended for bad input; the state it found if it refused the job."""
+    try:
+        claim = claiming.result()
+    except Exception:
+        log.warning("claim failed for a job with unusable input", exc_info=True)
+        return None
+    return None if claim.state == "run" else claim.state
+
+
+def _input_error(exc: PolicyInputError | frames.FramesMissing) -> JobError:
+    if isinstance(exc, frames.FramesMissing):
+        return JobError("images_missing", exc.why, f"images.{exc.camera}")
+    return JobError("invalid_input", exc.message, exc.field)
+
+
+def _submit(job: dict[str, Any], settings: Settings) -> BatchFuture:
+    """Fetch the job's images from beside its message, decode them (the one place they are decoded) and queue
+    the observation; the message's deadline is the row's, so the batcher drops the item uncomputed once it
+    has passed."""
+    wanted = described(job)
+    # Retried as the claim is: a Redis that restarts under the job costs it a wait, not the job.
+    stored = retry_transient(lambda: frames.fetch(notify.client(settings.redis_url), job["job_id"], wanted),
+                             job["deadline"], what="fetch images") if wanted else None
+    obs = to_observation(job, stored)
     remaining = job["deadline"] - time.time()
     priority = 1 if job.get("kind") == "replay" else 0
     return runtime.get_batcher().submit(obs, priority=priority, deadline=time.monotonic() + remaining,

@@ -11,6 +11,7 @@ from typing import Any
 # code -> the sentence shown when the raising site has nothing more specific (and safe) to say.
 CODES: dict[str, str] = {
     "invalid_input": "the model cannot use this input",
+    "images_missing": "the request's images were lost before a worker read them; submit it again",
     "deadline_exceeded": "the deadline passed before the action was computed",
     "model_unavailable": "the model is not available on its worker; try again later",
     "inference_error": "the model failed on this input",

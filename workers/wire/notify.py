@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from workers.wire import sentinel
+from workers.wire import frames, sentinel
 
 # A token lives long enough for any waiter (waits are capped at WAIT_MAX_S) and any late poll, not longer.
 DONE_TTL_S = 300
@@ -59,13 +59,16 @@ def done_key(job_id: str) -> str:
 
 def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None,
           outcome: dict[str, Any] | None = None) -> None:
-    """The one "it ended" path for jobs and replays: wake the waiters and free the customer's in-flight slot
-    (its key travels in the task's message, so workers need not know how the web names it)."""
-    _push(r, row_id, state if outcome is None else json.dumps(outcome), inflight_key)
+    """The one "it ended" path for jobs and replays: wake the waiters, free the customer's in-flight slot
+    (its key travels in the task's message, so workers need not know how the web names it) and drop the
+    job's images (workers/wire/frames.py), which nothing reads once it has ended."""
+    _push(r, row_id, state if outcome is None else json.dumps(outcome), inflight_key, drop_frames=True)
 
 
-def _push(r: redis.Redis, row_id: str, token: str, inflight_key: str | None) -> None:
+def _push(r: redis.Redis, row_id: str, token: str, inflight_key: str | None, *, drop_frames: bool = False) -> None:
     pipe = r.pipeline()
+    if drop_frames:
+        pipe.delete(frames.key(row_id))
     pipe.rpush(done_key(row_id), token)
     pipe.expire(done_key(row_id), DONE_TTL_S)
     if inflight_key:
