@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -75,6 +76,12 @@ def parse_enabled_models(spec: str) -> dict[str, Path | None]:
     return out
 
 
+def import_backends() -> None:
+    """Import every backend's module (torch, transformers, timm): a supervisor that forks GPU workers does it
+    once, before the first fork (ops/warmstart.py). Loads nothing and touches no device."""
+    _loaders()
+
+
 def _loaders() -> dict[str, Callable[..., Policy]]:
     # Imported lazily: importing a backend pulls in torch/timm/transformers model code.
     from workers.policies.openvla.policy import OpenVLAPolicy
@@ -128,7 +135,10 @@ def load_policy(
             f"{str(ckpt / 'config.json')!r} has model_type {model_type!r}; supported: {sorted(loaders)}"
         )
     log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
+    began = time.monotonic()
     policy = loaders[model_type](name, ckpt, dtype=dtype, device=device, options=options or {})
+    loaded = time.monotonic()
     if self_check:
         policy.self_check()
+    log.info("loaded %s in %.2f s, self-check %.2f s", name, loaded - began, time.monotonic() - loaded)
     return policy
