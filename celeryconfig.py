@@ -32,6 +32,8 @@ if broker_url.startswith("sentinel://"):
     broker_transport_options["master_name"] = _s.redis_sentinel_master
     broker_transport_options["sentinel_kwargs"] = {"socket_timeout": 1.0}
 broker_connection_retry_on_startup = True
+# Reconnect within a second of the broker's return, not kombu's 2, 4, 6 ... 30 s (workers/wire/consumer.py).
+worker_consumer = "workers.wire.consumer:Consumer"
 # kombu's Redis transport with one client per channel, not one per command (workers/wire/broker.py).
 if broker_url.startswith(("redis://", "rediss://")):
     broker_transport = "workers.wire.broker:Transport"

@@ -6,11 +6,21 @@ and a job's path does it a dozen times across the web, the GPU worker and the sa
 thin, thread-safe handle on the pool (pipelines are separate objects), so one per channel serves every
 thread. It is rebuilt whenever the channel gets a new pool (after a fork, or a reconnection). celeryconfig.py
 selects these classes for `redis://`, `rediss://` and `sentinel://` broker URLs.
+
+They also keep a lost broker connection from killing the worker. When Redis goes away, Celery 5.7's consumer
+collects the connection (kombu sets the transport's `client` to None) and then closes it; a channel whose
+first close was cut short by its dead BRPOP connection is closed again then, drops its pool and, to give
+back a message still unacknowledged (a late-ack task in flight), rebuilds the pool from `client.hostname`:
+AttributeError, not a connection error, so nothing caught it and the worker died with "Unrecoverable error"
+(2 of 3 Redis restarts under load, docs/benchmarks.md issue 22). Here that rebuild raises a connection error,
+which kombu ignores; the message stays in the unacked hash and comes back after the visibility timeout (the
+task, still running, finishes the job, so its redelivery finds it ended).
 """
 from __future__ import annotations
 
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 
@@ -24,6 +34,11 @@ class _OneSyncClient:
             cached = (pool, super()._create_client(asynchronous=False))  # type: ignore[misc]
             self.__dict__["_vla_sync_client"] = cached
         return cached[1]
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:  # type: ignore[attr-defined]  collected: see the module docstring
+            raise redis.exceptions.ConnectionError("the broker connection was closed")
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
 
 
 class Channel(_OneSyncClient, kombu_redis.Channel):
