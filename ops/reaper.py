@@ -5,7 +5,11 @@ a GPU worker whose heartbeat stopped (killed, host lost, SIGSTOPped past its TTL
 released at once (`release_worker`): each still-running job it claimed (jobs.worker) is re-published from the
 copy of its message (workers/wire/resend.py, GETDEL: once) and set back to `queued` while its deadline
 allows, else ended `expired`/`lost` and its waiters woken. So a dead worker's jobs move within ~2.5 s of its
-death (heartbeat TTL plus one watch), not at their deadline plus the grace.
+death (heartbeat TTL plus one watch), not at their deadline plus the grace. Its model's jobs accepted in the
+last few seconds and still `queued` are published again too (`republish_recent`): a message the worker took
+from the queue as it died (its BRPOP answered to a dead socket, or reserved and not yet claimed) is gone from
+Redis, and waiting REPUBLISH_AFTER_S for the pass below would outlive a short deadline; the duplicate of a
+message that is still queued finds its job claimed and does nothing.
 
 Each pass (every REAPER_INTERVAL_S, 2 s by default):
   - releases the jobs of any worker named by a running job that has no live heartbeat (a death the watch
@@ -77,7 +81,7 @@ class Reaper:
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self._last_sweep = float("-inf")
         self._last_beat = float("-inf")
-        self._gpu_workers: dict[str, str] = {}  # hostname -> its last state, for every GPU worker seen live
+        self._gpu_workers: dict[str, tuple[str, str]] = {}  # hostname -> (model, last state), each seen live
 
     @property
     def redis(self):
@@ -121,14 +125,35 @@ class Reaper:
             except Exception:  # waiters still read the row at their timeout; the lease sweep frees the slot
                 log.warning("could not announce a reaped job", extra={"job_id": row.id}, exc_info=True)
 
-    def watch(self) -> int:
+    def watch(self) -> dict[str, int]:
         """Read the GPU workers' heartbeats; release the jobs of each that was live and no longer is. A worker
         that was stopping (its batcher `stopped`: a drain hands its jobs back itself) is only forgotten."""
-        beats = {b["hostname"]: b.get("state", "") for m in catalog.enabled_models(self.settings)
+        beats = {b["hostname"]: (m, b.get("state", "")) for m in catalog.enabled_models(self.settings)
                  for b in notify.read_heartbeats(self.redis, m)}
-        gone = {h: st for h, st in self._gpu_workers.items() if h not in beats}
+        gone = {h: ms for h, ms in self._gpu_workers.items() if h not in beats}
         self._gpu_workers = beats
-        return sum(self.release_worker(h) for h, st in gone.items() if st in ("ready", "loading"))
+        dead = {h: m for h, (m, st) in gone.items() if st in ("ready", "loading")}
+        return {"jobs_released": sum(self.release_worker(h) for h in dead),
+                "jobs_republished": sum(self.republish_recent(m) for m in set(dead.values()))}
+
+    def republish_recent(self, model: str) -> int:
+        """Publish again `model`'s jobs still queued that were accepted since shortly before a worker of it
+        died (its heartbeat's TTL, one watch and a second of margin), from the kept copy, left in place."""
+        from workers.tasks import send_job  # the one place messages are sent
+
+        within_s = notify.heartbeat_ttl(self.settings.worker_heartbeat_s) + self.config.watch_s + 1.0
+        with session_scope(self.settings.database_url) as s:
+            ids = reaping.recently_queued(s, model, within_s)
+        sent = 0
+        for job_id in ids:
+            copy = resend.peek(self.redis, job_id)
+            if copy is not None:
+                send_job(*copy)
+                sent += 1
+        if sent:
+            log.warning("GPU worker gone: its model's newest queued jobs re-published",
+                        extra={"model": model, "republished": sent})
+        return sent
 
     def release_orphans(self) -> int:
         """Release the jobs of every worker a running job names that has no live heartbeat (read from the
@@ -224,16 +249,16 @@ class Reaper:
 
     def tick(self) -> int:
         """Between passes (every watch_s): release the jobs of GPU workers that died; say we are alive."""
-        released = 0
+        counts: dict[str, int] = {}
         try:
-            released = self.watch()
+            counts = {k: n for k, n in self.watch().items() if n}
         except Exception:  # a backend outage: the next tick tries again
             log.warning("reaper watch failed", exc_info=True)
-        if released:
-            self._report({"jobs_released": released})
+        if counts:
+            self._report(counts)
         elif time.monotonic() - self._last_beat >= BEAT_S:
             self._report({})
-        return released
+        return counts.get("jobs_released", 0)
 
     def _report(self, counts: dict[str, int]) -> None:
         try:
