@@ -48,11 +48,11 @@ def supervise(argv: list[str], *, max_restarts: int | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
-    module = warmstart.preload_module(argv, _say)  # a GPU worker: import torch once, fork each start
+    warm = warmstart.preload_module(argv, _say)  # a GPU worker: import torch once, fork each start
     backoff, restarts = MIN_BACKOFF_S, 0
     while True:
         started = time.monotonic()
-        code = _run(argv, module, child)
+        code = _run(argv, warm, child)
         if stopping.is_set():
             return code
         lived = time.monotonic() - started
@@ -68,10 +68,10 @@ def supervise(argv: list[str], *, max_restarts: int | None = None) -> int:
             return code
 
 
-def _run(argv: list[str], module: str | None, child: list[int]) -> int:
+def _run(argv: list[str], warm: tuple[str, list[str]] | None, child: list[int]) -> int:
     """Start the child once (forked from this warm process, or a plain Popen) and wait for its exit code."""
-    if module is not None:
-        child[:] = [warmstart.fork_module(module, argv[3:])]
+    if warm is not None:
+        child[:] = [warmstart.fork_module(*warm)]
         code = warmstart.wait(child[0])
     else:
         # A killed supervisor takes its child with it (a drain, as on SIGTERM), so a restart never doubles it.

@@ -24,13 +24,18 @@ from collections.abc import Callable
 from ops.lifeline import lifeline
 
 
-def preload_module(argv: list[str], say: Callable[[str], None]) -> str | None:
-    """The module to run in forked children when `argv` is a GPU worker's `python -m celery ...` and the
-    preload succeeded; None to start `argv` plainly."""
-    if os.environ.get("SUPERVISE_PRELOAD", "1") == "0" or not os.environ.get("WORKER_MODEL"):
+def preload_module(argv: list[str], say: Callable[[str], None]) -> tuple[str, list[str]] | None:
+    """(module, its args) to run in forked children when `argv` is a GPU worker's `[env VAR=VALUE...] python
+    -m celery ...` and the preload succeeded; None to start `argv` plainly. The `env` prefix (the Procfile's
+    way to name the model) is applied to this process, which runs nothing else."""
+    assignments, argv = _split_env(argv)
+    if os.environ.get("SUPERVISE_PRELOAD", "1") == "0":
         return None
     if len(argv) < 3 or argv[1:3] != ["-m", "celery"] or not _same_python(argv[0]):
         return None
+    if not {**os.environ, **assignments}.get("WORKER_MODEL"):
+        return None
+    os.environ.update(assignments)
     try:
         from workers.gpu.runtime import preload
 
@@ -41,7 +46,19 @@ def preload_module(argv: list[str], say: Callable[[str], None]) -> str | None:
     if threading.active_count() > 1:  # a thread would not survive fork(): its locks could stay held
         say("preload started a thread; starting workers plainly")
         return None
-    return argv[2]
+    return argv[2], argv[3:]
+
+
+def _split_env(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`env A=1 B=2 cmd...` -> ({A: 1, B: 2}, [cmd...]); anything else unchanged."""
+    if argv[:1] != ["env"]:
+        return {}, argv
+    i, out = 1, {}
+    while i < len(argv) and "=" in argv[i] and not argv[i].startswith("-"):
+        key, _, value = argv[i].partition("=")
+        out[key] = value
+        i += 1
+    return out, argv[i:]
 
 
 def _same_python(exe: str) -> bool:
