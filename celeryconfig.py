@@ -5,6 +5,7 @@ Every job is `infer`, which hands on to `safety` itself (workers/stages/handoff.
 once; tasks are idempotent by job id.
 """
 from workers.settings import get_settings
+from workers.wire import broker as _broker
 
 _s = get_settings()
 
@@ -34,7 +35,9 @@ if broker_url.startswith("sentinel://"):
 broker_connection_retry_on_startup = True
 # Reconnect within a second of the broker's return, not kombu's 2, 4, 6 ... 30 s (workers/wire/consumer.py).
 worker_consumer = "workers.wire.consumer:Consumer"
-# kombu's Redis transport with one client per channel, not one per command (workers/wire/broker.py).
+# kombu's Redis transport with one client per channel, not one per command (workers/wire/broker.py); also
+# after a reconnect switched to another of the URL's hosts (register: the scheme names our class too).
+_broker.register()
 if broker_url.startswith(("redis://", "rediss://")):
     broker_transport = "workers.wire.broker:Transport"
 elif broker_url.startswith("sentinel://"):

@@ -22,6 +22,7 @@ status, epoch seconds) and `faults.jsonl` (each fault's start and heal times), f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -145,13 +146,31 @@ def run_fault(stack: Stack, prober: Prober, fault: str) -> tuple[float | None, d
         times["fault_at"] = time.time()
         os.kill(stack.child("gpu"), signal.SIGKILL)
     elif fault == "failover":
-        assert stack.cluster is not None, "failover needs --sentinel"
-        old = stack.cluster.kill_primary()
-        end = time.monotonic() + 60
-        while stack.cluster.master_port() in (old, None) and time.monotonic() < end:
-            time.sleep(0.05)
+        return _failover(stack, prober, times)
     times["healed_at"] = time.time()
     return prober.first_success_after(times["healed_at"], times["fault_at"]), times
+
+
+def _failover(stack: Stack, prober: Prober, times: dict[str, float]) -> tuple[float | None, dict[str, float]]:
+    """SIGKILL the master; healed when the sentinels name another. The killed server then comes back (the
+    sentinels make it a replica of the new master), so the next repeat has a replica to promote."""
+    cluster = stack.cluster
+    assert cluster is not None, "failover needs --sentinel"
+    old = cluster.kill_primary()
+    end = time.monotonic() + 60
+    while cluster.master_port() in (old, None) and time.monotonic() < end:
+        time.sleep(0.05)
+    times["healed_at"] = time.time()
+    secs = prober.first_success_after(times["healed_at"], times["fault_at"])
+    victim = (cluster.primary if cluster.primary.port == old else cluster.replica).start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end:  # a replica in sync: the next repeat's failover has one to promote
+        with contextlib.suppress(redis.RedisError):
+            info = redis.Redis.from_url(victim.url, socket_timeout=1).info("replication")
+            if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                break
+        time.sleep(0.2)
+    return secs, times
 
 
 def _wait_settled(stack: Stack, name: str) -> None:

@@ -188,3 +188,21 @@ def test_a_lost_broker_connection_with_a_message_in_flight_does_not_kill_the_wor
             channel.close()
     finally:
         server.stop()
+
+
+def test_a_reconnect_to_the_next_broker_host_keeps_our_transport():
+    """A `;`-separated broker URL (every sentinel) is a failover list: on a reconnect kombu switches to the next
+    host and re-reads the transport from its scheme. That used to give kombu's own class (and its crash above)
+    after the first Sentinel failover; the schemes now name ours (workers/wire/broker.py register())."""
+    import kombu
+
+    from workers.wire import broker
+
+    assert celery_app.conf.broker_transport  # celeryconfig was read: register() ran
+    for url, cls in (("sentinel://127.0.0.1:1;sentinel://127.0.0.1:2", broker.SentinelTransport),
+                     ("redis://127.0.0.1:1;redis://127.0.0.1:2", broker.Transport)):
+        conn = kombu.Connection(url, transport_options={"master_name": "mymaster"})
+        assert isinstance(conn.transport, cls)
+        conn.maybe_switch_next()
+        assert isinstance(conn.transport, cls), type(conn.transport)
+        conn.release()

@@ -55,3 +55,17 @@ class SentinelChannel(_OneSyncClient, kombu_redis.SentinelChannel):
 
 class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
+
+
+def register() -> None:
+    """Make the `redis://`, `rediss://` and `sentinel://` schemes name these classes in this process.
+
+    `broker_transport` alone is not enough: a broker URL of several `;`-separated hosts (every sentinel) is a
+    failover list to kombu, and on a reconnect after a failover `Connection.switch` re-reads the transport from
+    the next URL's scheme, so the worker ran kombu's own class from then on (and died of the AttributeError
+    above: a Sentinel failover killed the safety worker so). kombu resolves schemes through TRANSPORT_ALIASES.
+    """
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES.update({"redis": f"{__name__}:Transport", "rediss": f"{__name__}:Transport",
+                              "sentinel": f"{__name__}:SentinelTransport"})
