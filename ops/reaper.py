@@ -5,11 +5,8 @@ a GPU worker whose heartbeat stopped (killed, host lost, SIGSTOPped past its TTL
 released at once (`release_worker`): each still-running job it claimed (jobs.worker) is re-published from the
 copy of its message (workers/wire/resend.py, GETDEL: once) and set back to `queued` while its deadline
 allows, else ended `expired`/`lost` and its waiters woken. So a dead worker's jobs move within ~2.5 s of its
-death (heartbeat TTL plus one watch), not at their deadline plus the grace. Its model's jobs accepted in the
-last few seconds and still `queued` are published again too (`republish_recent`): a message the worker took
-from the queue as it died (its BRPOP answered to a dead socket, or reserved and not yet claimed) is gone from
-Redis, and waiting REPUBLISH_AFTER_S for the pass below would outlive a short deadline; the duplicate of a
-message that is still queued finds its job claimed and does nothing.
+death (heartbeat TTL plus one watch), not at their deadline plus the grace; so are its model's newest `queued`
+jobs (`republish_recent`: its BRPOP may have taken one as it died; a duplicate finds its job claimed).
 
 Each pass (every REAPER_INTERVAL_S, 2 s by default):
   - releases the jobs of any worker named by a running job that has no live heartbeat (a death the watch
@@ -130,30 +127,10 @@ class Reaper:
         that was stopping (its batcher `stopped`: a drain hands its jobs back itself) is only forgotten."""
         beats = {b["hostname"]: (m, b.get("state", "")) for m in catalog.enabled_models(self.settings)
                  for b in notify.read_heartbeats(self.redis, m)}
-        gone = {h: ms for h, ms in self._gpu_workers.items() if h not in beats}
+        dead = {h: m for h, (m, st) in self._gpu_workers.items() if h not in beats and st in ("ready", "loading")}
         self._gpu_workers = beats
-        dead = {h: m for h, (m, st) in gone.items() if st in ("ready", "loading")}
         return {"jobs_released": sum(self.release_worker(h) for h in dead),
                 "jobs_republished": sum(self.republish_recent(m) for m in set(dead.values()))}
-
-    def republish_recent(self, model: str) -> int:
-        """Publish again `model`'s jobs still queued that were accepted since shortly before a worker of it
-        died (its heartbeat's TTL, one watch and a second of margin), from the kept copy, left in place."""
-        from workers.tasks import send_job  # the one place messages are sent
-
-        within_s = notify.heartbeat_ttl(self.settings.worker_heartbeat_s) + self.config.watch_s + 1.0
-        with session_scope(self.settings.database_url) as s:
-            ids = reaping.recently_queued(s, model, within_s)
-        sent = 0
-        for job_id in ids:
-            copy = resend.peek(self.redis, job_id)
-            if copy is not None:
-                send_job(*copy)
-                sent += 1
-        if sent:
-            log.warning("GPU worker gone: its model's newest queued jobs re-published",
-                        extra={"model": model, "republished": sent})
-        return sent
 
     def release_orphans(self) -> int:
         """Release the jobs of every worker a running job names that has no live heartbeat (read from the
@@ -185,15 +162,24 @@ class Reaper:
 
     def republish_jobs(self) -> int:
         """Publish again the kept copy of every job still queued REPUBLISH_AFTER_S after it was accepted."""
-        from workers.tasks import send_job  # the one place messages are sent
-
         with session_scope(self.settings.database_url) as s:
             ids = reaping.unclaimed_jobs(s, resend.REPUBLISH_AFTER_S)
+        return self._publish(ids, resend.take, "job unclaimed: message re-published")  # GETDEL: once
+
+    def republish_recent(self, model: str) -> int:
+        """Publish again `model`'s jobs queued since just before one of its workers died (copies left in place)."""
+        within_s = notify.heartbeat_ttl(self.settings.worker_heartbeat_s) + self.config.watch_s + 1.0
+        with session_scope(self.settings.database_url) as s:
+            ids = reaping.recently_queued(s, model, within_s)
+        return self._publish(ids, resend.peek, "GPU worker gone: a just-queued job re-published")
+
+    def _publish(self, ids: list[str], read, what: str) -> int:
+        from workers.tasks import send_job  # the one place messages are sent
+
         sent = 0
         for job_id in ids:
-            copy = resend.take(self.redis, job_id)  # GETDEL: one reaper, once
-            if copy is not None:
-                log.warning("job unclaimed: message re-published", extra={"job_id": job_id})
+            if (copy := read(self.redis, job_id)) is not None:
+                log.warning(what, extra={"job_id": job_id})
                 send_job(*copy)
                 sent += 1
         return sent
