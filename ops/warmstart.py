@@ -6,9 +6,11 @@ self-check). On a busy machine that was 30 s of a 36-43 s kill-to-first-answer (
 22). So the supervisor of a GPU worker (ops/supervise.py; WORKER_MODEL set and the command `python -m celery
 ...`) imports those modules itself, once, and starts each worker by fork() from that warm process, running the
 command's module in the child as `python -m` would (gunicorn's `--preload`, Celery prefork's parent do the
-same). Nothing in the parent touches a device, loads weights or starts a thread, so the fork is safe for CUDA
-(no context exists before the child's batcher thread makes one) and the child loads its model itself, as a
-cold worker does. `SUPERVISE_PRELOAD=0` turns it off; a preload that fails falls back to a plain start.
+same). Nothing in the parent touches a device, loads weights or starts a Python thread (importing torch
+starts one native thread of its own, as in every process that forks DataLoader workers after importing torch),
+so the fork is safe for CUDA (no context exists before the child's batcher thread makes one) and the child
+loads its model itself, as a cold worker does. `SUPERVISE_PRELOAD=0` turns it off; a preload that fails falls
+back to a plain start. The worker's /proc cmdline is its supervisor's (no exec); its pid and logs are its own.
 """
 from __future__ import annotations
 
