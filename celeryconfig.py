@@ -5,6 +5,7 @@ Every job is `infer`, which hands on to `safety` itself (workers/stages/handoff.
 once; tasks are idempotent by job id.
 """
 from workers.settings import get_settings
+from workers.wire import broker as _broker
 
 _s = get_settings()
 
@@ -42,7 +43,11 @@ if broker_url.startswith("sentinel://"):
     broker_transport_options["master_name"] = _s.redis_sentinel_master
     broker_transport_options["sentinel_kwargs"] = {"socket_timeout": 1.0}
 broker_connection_retry_on_startup = True
-# kombu's Redis transport with one client per channel, not one per command (workers/wire/broker.py).
+# Reconnect within a second of the broker's return, not kombu's 2, 4, 6 ... 30 s (workers/wire/consumer.py).
+worker_consumer = "workers.wire.consumer:Consumer"
+# kombu's Redis transport with one client per channel, not one per command (workers/wire/broker.py); also
+# after a reconnect switched to another of the URL's hosts (register: the scheme names our class too).
+_broker.register()
 if broker_url.startswith(("redis://", "rediss://")):
     broker_transport = "workers.wire.broker:Transport"
 elif broker_url.startswith("sentinel://"):

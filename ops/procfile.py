@@ -30,7 +30,8 @@ def expand(base_procfile: str, models: list[str], *, supervised: bool = True) ->
     lines = [ln for ln in base_procfile.splitlines() if ln.strip() and not ln.startswith("#")]
     for model in models:
         name = "gpu_" + "".join(c if c.isalnum() else "_" for c in model)
-        cmd = " ".join(shlex.quote(a) for a in gpu_worker_argv(model))
+        # `python -m celery`, so its supervisor may start it warm (ops/warmstart.py)
+        cmd = " ".join(shlex.quote(a) for a in ["python", "-m", *gpu_worker_argv(model)])
         lines.append(f"{name}: env WORKER_MODEL={shlex.quote(model)} {cmd}")
     if supervised:
         lines = [_supervised(ln) for ln in lines]

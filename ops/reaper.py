@@ -5,7 +5,8 @@ a GPU worker whose heartbeat stopped (killed, host lost, SIGSTOPped past its TTL
 released at once (`release_worker`): each still-running job it claimed (jobs.worker) is re-published from the
 copy of its message (workers/wire/resend.py, GETDEL: once) and set back to `queued` while its deadline
 allows, else ended `expired`/`lost` and its waiters woken. So a dead worker's jobs move within ~2.5 s of its
-death (heartbeat TTL plus one watch), not at their deadline plus the grace.
+death (heartbeat TTL plus one watch), not at their deadline plus the grace; so are its model's newest `queued`
+jobs (`republish_recent`: its BRPOP may have taken one as it died; a duplicate finds its job claimed).
 
 Each pass (every REAPER_INTERVAL_S, 2 s by default):
   - releases the jobs of any worker named by a running job that has no live heartbeat (a death the watch
@@ -77,7 +78,7 @@ class Reaper:
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self._last_sweep = float("-inf")
         self._last_beat = float("-inf")
-        self._gpu_workers: dict[str, str] = {}  # hostname -> its last state, for every GPU worker seen live
+        self._gpu_workers: dict[str, tuple[str, str]] = {}  # hostname -> (model, last state), each seen live
 
     @property
     def redis(self):
@@ -121,14 +122,15 @@ class Reaper:
             except Exception:  # waiters still read the row at their timeout; the lease sweep frees the slot
                 log.warning("could not announce a reaped job", extra={"job_id": row.id}, exc_info=True)
 
-    def watch(self) -> int:
+    def watch(self) -> dict[str, int]:
         """Read the GPU workers' heartbeats; release the jobs of each that was live and no longer is. A worker
         that was stopping (its batcher `stopped`: a drain hands its jobs back itself) is only forgotten."""
-        beats = {b["hostname"]: b.get("state", "") for m in catalog.enabled_models(self.settings)
+        beats = {b["hostname"]: (m, b.get("state", "")) for m in catalog.enabled_models(self.settings)
                  for b in notify.read_heartbeats(self.redis, m)}
-        gone = {h: st for h, st in self._gpu_workers.items() if h not in beats}
+        dead = {h: m for h, (m, st) in self._gpu_workers.items() if h not in beats and st in ("ready", "loading")}
         self._gpu_workers = beats
-        return sum(self.release_worker(h) for h, st in gone.items() if st in ("ready", "loading"))
+        return {"jobs_released": sum(self.release_worker(h) for h in dead),
+                "jobs_republished": sum(self.republish_recent(m) for m in set(dead.values()))}
 
     def release_orphans(self) -> int:
         """Release the jobs of every worker a running job names that has no live heartbeat (read from the
@@ -160,15 +162,24 @@ class Reaper:
 
     def republish_jobs(self) -> int:
         """Publish again the kept copy of every job still queued REPUBLISH_AFTER_S after it was accepted."""
-        from workers.tasks import send_job  # the one place messages are sent
-
         with session_scope(self.settings.database_url) as s:
             ids = reaping.unclaimed_jobs(s, resend.REPUBLISH_AFTER_S)
+        return self._publish(ids, resend.take, "job unclaimed: message re-published")  # GETDEL: once
+
+    def republish_recent(self, model: str) -> int:
+        """Publish again `model`'s jobs queued since just before one of its workers died (copies left in place)."""
+        within_s = notify.heartbeat_ttl(self.settings.worker_heartbeat_s) + self.config.watch_s + 1.0
+        with session_scope(self.settings.database_url) as s:
+            ids = reaping.recently_queued(s, model, within_s)
+        return self._publish(ids, resend.peek, "GPU worker gone: a just-queued job re-published")
+
+    def _publish(self, ids: list[str], read, what: str) -> int:
+        from workers.tasks import send_job  # the one place messages are sent
+
         sent = 0
         for job_id in ids:
-            copy = resend.take(self.redis, job_id)  # GETDEL: one reaper, once
-            if copy is not None:
-                log.warning("job unclaimed: message re-published", extra={"job_id": job_id})
+            if (copy := read(self.redis, job_id)) is not None:
+                log.warning(what, extra={"job_id": job_id})
                 send_job(*copy)
                 sent += 1
         return sent
@@ -224,16 +235,16 @@ class Reaper:
 
     def tick(self) -> int:
         """Between passes (every watch_s): release the jobs of GPU workers that died; say we are alive."""
-        released = 0
+        counts: dict[str, int] = {}
         try:
-            released = self.watch()
+            counts = {k: n for k, n in self.watch().items() if n}
         except Exception:  # a backend outage: the next tick tries again
             log.warning("reaper watch failed", exc_info=True)
-        if released:
-            self._report({"jobs_released": released})
+        if counts:
+            self._report(counts)
         elif time.monotonic() - self._last_beat >= BEAT_S:
             self._report({})
-        return released
+        return counts.get("jobs_released", 0)
 
     def _report(self, counts: dict[str, int]) -> None:
         try:

@@ -9,14 +9,20 @@ every answer. Per fault it prints:
   detect-gpu      GPU worker SIGSTOP -> seconds until /health answers 503 (then SIGCONT)
   redis           redis-server SIGKILL, restarted 5 s later -> seconds from the restart to the first 200
   postgres        PostgreSQL crash, restarted 5 s later -> seconds from the restart to the first 200
-  gpu-kill        GPU worker SIGKILL (its supervisor restarts it) -> seconds from the kill to the first 200
+  gpu-kill        GPU worker SIGKILL (its supervisor restarts it) -> seconds from the kill to the first 200 of a
+                  request sent after it (each kill waits until the worker has lived a minute: a first death)
+  failover        (with --sentinel) the Redis master SIGKILLed -> seconds from the sentinels naming a new
+                  master to the first 200
 
 and, first, the Redis commands per second the idle stack costs (heartbeats, watchdog pings, the reaper).
-The last line is everything as JSON.
+The last line is everything as JSON. With --keep the stack's folder stays: every process's log (`--log-level
+INFO` adds the boot and per-task lines with their timestamps), `answers.jsonl` (every probe: sent, answered,
+status, epoch seconds) and `faults.jsonl` (each fault's start and heal times), for a breakdown.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -32,16 +38,20 @@ from ops.chaos_load import Load
 from ops.chaos_stack import MODEL, Stack, StackConfig
 
 FAULTS = ("detect-safety", "detect-gpu", "redis", "postgres", "gpu-kill")
+SENTINEL_FAULTS = ("failover",)
 
 
 class HealStack(Stack):
     """The drills' stack, with the workers' heartbeat and the reaper at their defaults (or --heartbeat-s)."""
 
     heartbeat_s: str | None = None
+    log_level: str | None = None
 
     def env(self) -> dict[str, str]:
         env = super().env()
         env.pop("REAPER_INTERVAL_S", None)
+        if self.log_level:
+            env["LOG_LEVEL"] = self.log_level
         if self.heartbeat_s:
             env["WORKER_HEARTBEAT_S"] = self.heartbeat_s
         else:
@@ -82,10 +92,12 @@ class Prober:
             self.answers.append((t0, time.time(), status))
             self._stop.wait(0.05)
 
-    def first_success_after(self, t: float, timeout: float = 60.0) -> float | None:
+    def first_success_after(self, t: float, sent_after: float, timeout: float = 60.0) -> float | None:
+        """Seconds from `t` to the first 200 of a request sent after `sent_after` (the fault): a request that
+        had passed the GPU stage before a GPU worker was killed proves nothing about the heal."""
         end = time.time() + timeout
         while time.time() < end:
-            done = [a for _, a, st in list(self.answers) if st == 200 and a >= t]
+            done = [a for s, a, st in list(self.answers) if st == 200 and a >= t and s >= sent_after]
             if done:
                 return round(min(done) - t, 2)
             time.sleep(0.05)
@@ -113,11 +125,15 @@ def detect(stack: Stack, name: str) -> float | None:
         os.kill(pid, signal.SIGCONT)
 
 
-def run_fault(stack: Stack, prober: Prober, fault: str) -> float | None:
+def run_fault(stack: Stack, prober: Prober, fault: str) -> tuple[float | None, dict[str, float]]:
+    """Inject one fault; (seconds to detection or to the first 200 after the heal, its timestamps)."""
     if fault == "detect-safety":
-        return detect(stack, "safety")
+        t0 = time.time()
+        return detect(stack, "safety"), {"fault_at": t0}
     if fault == "detect-gpu":
-        return detect(stack, "gpu")
+        t0 = time.time()
+        return detect(stack, "gpu"), {"fault_at": t0}
+    times = {"fault_at": time.time()}
     if fault == "redis":
         stack.redis.kill()
         time.sleep(5.0)
@@ -127,39 +143,99 @@ def run_fault(stack: Stack, prober: Prober, fault: str) -> float | None:
         time.sleep(5.0)
         stack.pg.start()
     elif fault == "gpu-kill":
+        _wait_settled(stack, "gpu")
+        times["fault_at"] = time.time()
         os.kill(stack.child("gpu"), signal.SIGKILL)
-    return prober.first_success_after(time.time())
+    elif fault == "failover":
+        return _failover(stack, prober, times)
+    times["healed_at"] = time.time()
+    return prober.first_success_after(times["healed_at"], times["fault_at"]), times
+
+
+def _failover(stack: Stack, prober: Prober, times: dict[str, float]) -> tuple[float | None, dict[str, float]]:
+    """SIGKILL the master; healed when the sentinels name another. The killed server then comes back (the
+    sentinels make it a replica of the new master), so the next repeat has a replica to promote."""
+    cluster = stack.cluster
+    assert cluster is not None, "failover needs --sentinel"
+    old = cluster.kill_primary()
+    end = time.monotonic() + 60
+    while cluster.master_port() in (old, None) and time.monotonic() < end:
+        time.sleep(0.05)
+    times["healed_at"] = time.time()
+    secs = prober.first_success_after(times["healed_at"], times["fault_at"])
+    victim = (cluster.primary if cluster.primary.port == old else cluster.replica).start()
+    end = time.monotonic() + 30
+    while time.monotonic() < end:  # a replica in sync: the next repeat's failover has one to promote
+        with contextlib.suppress(redis.RedisError):
+            info = redis.Redis.from_url(victim.url, socket_timeout=1).info("replication")
+            if info.get("role") == "slave" and info.get("master_link_status") == "up":
+                break
+        time.sleep(0.2)
+    return secs, times
+
+
+def _wait_settled(stack: Stack, name: str) -> None:
+    """Let the process reach ops/supervise.py's HEALTHY_AFTER_S: each kill is then a first death, restarted
+    after MIN_BACKOFF_S, not one of a crash loop the supervisor backs off from."""
+    from ops.supervise import HEALTHY_AFTER_S
+
+    time.sleep(max(0.0, _started_at(stack.child(name)) + HEALTHY_AFTER_S + 1.0 - time.time()))
+
+
+def _started_at(pid: int) -> float:
+    """A process's start (epoch seconds), from /proc: its start in clock ticks after boot, plus the boot."""
+    with open(f"/proc/{pid}/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--faults", default=",".join(FAULTS))
+    p.add_argument("--faults", default=None, help=f"comma-separated (default: {','.join(FAULTS)}; with "
+                                                  f"--sentinel: {','.join(SENTINEL_FAULTS)})")
     p.add_argument("--heartbeat-s", default=None, help="WORKER_HEARTBEAT_S for the workers (default: theirs)")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--sentinel", action="store_true", help="Redis behind Sentinel (a primary, a replica, 3 sentinels)")
+    p.add_argument("--keep", action="store_true", help="keep the stack's folder: logs, answers.jsonl, faults.jsonl")
+    p.add_argument("--log-level", default=None, help="LOG_LEVEL of every process (the drills' default: WARNING)")
     args = p.parse_args(argv)
-    HealStack.heartbeat_s = args.heartbeat_s
-    stack = HealStack(StackConfig())
+    HealStack.heartbeat_s, HealStack.log_level = args.heartbeat_s, args.log_level
+    stack = HealStack(StackConfig(sentinel=args.sentinel))
     stack.start()
     out: dict[str, Any] = {"model": MODEL, "heartbeat_s": args.heartbeat_s or "default"}
     try:
         time.sleep(3.0)
-        out["idle_redis_ops_per_s"] = redis_ops_per_s(stack.redis_url)
+        out["idle_redis_ops_per_s"] = redis_ops_per_s(stack.cluster.primary.url if stack.cluster else stack.redis_url)
         print(f"idle Redis commands/s: {out['idle_redis_ops_per_s']}", flush=True)
-        prober = Prober(stack).start()
-        try:
-            for fault in args.faults.split(","):
-                for _ in range(args.repeat):
-                    secs = run_fault(stack, prober, fault)
+        _run_faults(stack, (args.faults or ",".join(SENTINEL_FAULTS if args.sentinel else FAULTS)).split(","),
+                    args.repeat, out)
+    finally:
+        stack.stop(remove=not args.keep)
+        if args.keep:
+            print(f"logs kept in {stack.dir}", flush=True)
+    print(json.dumps(out))
+    return 0
+
+
+def _run_faults(stack: Stack, faults: list[str], repeat: int, out: dict[str, Any]) -> None:
+    prober = Prober(stack).start()
+    try:
+        with open(stack.dir / "faults.jsonl", "a") as record:
+            for fault in faults:
+                for _ in range(repeat):
+                    secs, times = run_fault(stack, prober, fault)
                     out.setdefault(fault, []).append(secs)
+                    record.write(json.dumps({"fault": fault, "seconds": secs, **times}) + "\n")
+                    record.flush()
                     print(f"{fault:<14} {secs} s", flush=True)
                     stack.wait_healthy(120)
                     time.sleep(2.0)
-        finally:
-            prober.stop()
     finally:
-        stack.stop(remove=True)
-    print(json.dumps(out))
-    return 0
+        prober.stop()
+        with open(stack.dir / "answers.jsonl", "w") as f:
+            f.writelines(json.dumps({"sent": s, "answered": a, "status": st}) + "\n" for s, a, st in prober.answers)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ import time
 
 import redis
 
-from ops.faults import RedisServer
+from ops.faults import RedisServer, children
 from ops.lifeline import lifeline
-from ops.procfile import safety_worker_argv
+from ops.procfile import gpu_worker_argv, safety_worker_argv
 from ops.reaper import Reaper, ReaperConfig
 from tests.conftest import TEST_OPS_TOKEN
 from tests.helpers import request_body
@@ -149,6 +149,36 @@ def test_worker_consumes_again_after_redis_sigkill_and_restart(tmp_path, log_dir
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         server.stop()
+
+
+def test_a_killed_supervised_gpu_worker_is_ready_again_within_10_s(redis_client, log_dir):
+    """Issue 22: its supervisor imported torch and the backends once and forks each worker from itself
+    (ops/warmstart.py), so the replacement goes straight to loading its model (cold, the imports alone took
+    ~30 s of a busy 2-core machine)."""
+    argv = [sys.executable, "-m", "ops.supervise", "--", sys.executable, "-m", *gpu_worker_argv("openvla-tiny", 2)]
+    env = {**os.environ, **FAST, "WORKER_MODEL": "openvla-tiny", "PYTHONPATH": str(ROOT)}
+    sup = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=open(log_dir / "gpu-supervised.log", "ab"),
+                           stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=lifeline())
+
+    def ready_child() -> int | None:
+        kids = children(sup.pid)
+        hosts = {b.get("hostname") for b in notify.read_heartbeats(redis_client, "openvla-tiny")
+                 if b.get("state") == "ready" and b.get("consuming")}
+        return next((k for k in kids if f"{socket.gethostname()}:{k}" in hosts), None)
+
+    try:
+        first = _until(ready_child, 180, "the supervised GPU worker never got ready")
+        with open(f"/proc/{first}/cmdline", "rb") as a, open(f"/proc/{sup.pid}/cmdline", "rb") as b:
+            assert a.read() == b.read()  # forked from its supervisor, not exec'd: the warm start
+        os.kill(first, signal.SIGKILL)
+        t0 = time.monotonic()
+        second = _until(lambda: (k := ready_child()) != first and k, 60, "no ready worker after the kill", step=0.1)
+        ready_s = time.monotonic() - t0
+        assert second != first
+    finally:
+        os.killpg(sup.pid, signal.SIGTERM)
+        sup.wait(timeout=30)
+    assert ready_s <= 10.0, ready_s
 
 
 def test_sigterm_drains_and_requeues_what_had_not_started(client, make_customer, redis_client, log_dir, workers,

@@ -25,7 +25,7 @@ from tests.integration.workers import ROOT, gpu_worker, wait_ready
 from web.metrics import _PRIORITY_SUFFIXES
 from web.ratelimit.inflight import InFlight
 from workers.store.models import Job, UsageRecord
-from workers.wire import notify
+from workers.wire import notify, resend
 from workers.wire.queues import infer_queue
 
 GRACE_S = 0.5
@@ -240,3 +240,32 @@ def test_a_killed_gpu_workers_claimed_jobs_are_released_within_3_s(client, make_
         watcher.join(10)
     assert claimed and released_s <= 3.0, (claimed, released_s)
     assert _usage_rows(db_session, ids) == len(ids)
+
+
+def test_a_dead_gpu_workers_model_has_its_newest_queued_jobs_republished(client, make_customer, redis_client,
+                                                                          reaper, db_session):
+    """A worker's BRPOP can take a message as the worker dies (answered to a dead socket: gone from Redis, and
+    never claimed, so not among the jobs it held). The reaper's watch, seeing the worker gone, publishes its
+    model's just-accepted, still-queued jobs again from the kept copy, left in place; a job older than that
+    window waits for the ordinary REPUBLISH_AFTER_S pass."""
+    headers = make_customer()[2]
+    [old] = _submit_lost(client, headers, redis_client, 1, deadline_ms=120_000)
+    db_session.execute(Job.__table__.update().where(Job.id == uuid.UUID(old))
+                       .values(created_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 30)))
+    db_session.commit()
+    [new] = _submit_lost(client, headers, redis_client, 1, deadline_ms=120_000)
+    host = f"ghost-{uuid.uuid4().hex[:6]}:1"
+    notify.publish_heartbeat(redis_client, NO_WORKER_MODEL, host, {"state": "ready", "consuming": True}, ttl_s=30)
+    try:
+        assert reaper.watch() == {"jobs_released": 0, "jobs_republished": 0}  # seen live
+        notify.withdraw_heartbeat(redis_client, NO_WORKER_MODEL, host)
+        assert reaper.watch() == {"jobs_released": 0, "jobs_republished": 1}  # gone: `new` only
+        assert sum(redis_client.llen(infer_queue(NO_WORKER_MODEL) + s) for s in _PRIORITY_SUFFIXES) == 1
+        assert reaper.republish_jobs() == 1  # the copies stayed: `old` (and `new`, once aged) can still go again
+    finally:
+        notify.withdraw_heartbeat(redis_client, NO_WORKER_MODEL, host)
+        _drop_queue(redis_client, infer_queue(NO_WORKER_MODEL))
+        for job_id in (old, new):  # nothing left for a later test's reaper to publish
+            redis_client.delete(resend.key(job_id))
+            db_session.execute(Job.__table__.update().where(Job.id == uuid.UUID(job_id)).values(state="canceled"))
+        db_session.commit()

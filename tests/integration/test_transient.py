@@ -164,3 +164,45 @@ def test_handoff_refused_until_the_deadline_ends_the_job_at_it(client, make_cust
     assert late_s < 2.0  # the target: no job ends more than 2 s after its deadline because of a fault
     token = notify.wait_done(redis_client, job["job_id"], 1.0)  # its waiter woke, with the settled row
     assert notify.outcome(token)["state"] == "expired"
+
+
+def test_a_lost_broker_connection_with_a_message_in_flight_does_not_kill_the_worker(tmp_path):
+    """Celery 5.7's consumer, on a lost connection, collects it (the transport's client becomes None) and
+    closes it; a channel whose first close the dead BRPOP cut short is closed again then and gives back its
+    unacknowledged message by rebuilding its pool from the client: kombu's own channel raised AttributeError
+    there, which nothing caught ("Unrecoverable error", the GPU worker exited in 2 of 3 Redis restarts under
+    load). Our channel (workers/wire/broker.py) raises a connection error, which kombu ignores."""
+    import kombu
+
+    server = RedisServer(tmp_path / "redis").start()
+    conn = kombu.Connection(server.url, transport="workers.wire.broker:Transport")
+    try:
+        queue = kombu.Queue("lost", kombu.Exchange("lost", "direct"), "lost")
+        with conn.Producer() as producer:
+            producer.publish({"job": 1}, exchange=queue.exchange, routing_key="lost", declare=[queue])
+        channel = conn.channel()
+        assert channel.basic_get("lost", no_ack=False) is not None  # delivered, not acknowledged: a task in flight
+        server.kill()
+        channel.connection.client = None  # what Connection.collect() leaves (kombu's _do_close_transport)
+        with pytest.raises(conn.connection_errors):
+            channel.close()
+    finally:
+        server.stop()
+
+
+def test_a_reconnect_to_the_next_broker_host_keeps_our_transport():
+    """A `;`-separated broker URL (every sentinel) is a failover list: on a reconnect kombu switches to the next
+    host and re-reads the transport from its scheme. That used to give kombu's own class (and its crash above)
+    after the first Sentinel failover; the schemes now name ours (workers/wire/broker.py register())."""
+    import kombu
+
+    from workers.wire import broker
+
+    assert celery_app.conf.broker_transport  # celeryconfig was read: register() ran
+    for url, cls in (("sentinel://127.0.0.1:1;sentinel://127.0.0.1:2", broker.SentinelTransport),
+                     ("redis://127.0.0.1:1;redis://127.0.0.1:2", broker.Transport)):
+        conn = kombu.Connection(url, transport_options={"master_name": "mymaster"})
+        assert isinstance(conn.transport, cls)
+        conn.maybe_switch_next()
+        assert isinstance(conn.transport, cls), type(conn.transport)
+        conn.release()

@@ -26,7 +26,7 @@ def test_restarts_a_child_that_exits_and_forwards_sigterm(tmp_path):
     end = time.monotonic() + 20
     while time.monotonic() < end and not (runs.exists() and len(runs.read_text()) >= 3):
         time.sleep(0.1)
-    assert runs.exists() and len(runs.read_text()) == 3  # two restarts (1 s, then 2 s of back-off)
+    assert runs.exists() and len(runs.read_text()) == 3  # two restarts (0.25 s, then 0.5 s of back-off)
     time.sleep(0.5)
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=10) == 7  # the child's own exit code, and no fourth run

@@ -143,6 +143,17 @@ def current() -> GpuRuntime:
         return _current
 
 
+def preload() -> None:
+    """What a GPU worker's boot imports, imported ahead: for a supervisor that forks each worker from one warm
+    process (ops/warmstart.py), so a restarted worker goes straight to loading its model. Imports only: no
+    thread, no device, no weights (the fork must stay safe for CUDA)."""
+    import celery.bin.celery  # noqa: F401  the worker command's own imports
+
+    from workers.policies.registry import import_backends
+
+    import_backends()
+
+
 def get_batcher() -> MicroBatcher:
     return current().batcher
 

@@ -7,6 +7,7 @@ can load through it without an import cycle.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -76,6 +77,7 @@ def load_checkpoint(
         )
     registered = _registered(name, ckpt, fingerprints, fingerprint_dir)
     log.info("loading %s (%s) from %s dtype=%s device=%s", name, model_type, ckpt, dtype, device)
+    began = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
         digests = pool.submit(lambda: (fingerprint.tensor_digests(ckpt), fingerprint.file_digests(ckpt))) \
             if registered else None
@@ -87,10 +89,12 @@ def load_checkpoint(
             raise
         if digests is not None:
             _verify(ckpt, registered, digests)
+    loaded = time.monotonic()
     if self_check:
         policy.self_check()
         if registered:
             check_registered_outputs(policy, registered.get("outputs", []), options or {})
+    log.info("loaded %s in %.2f s, checks %.2f s", name, loaded - began, time.monotonic() - loaded)
     return policy
 
 

@@ -77,6 +77,14 @@ def parse_enabled_models(spec: str) -> dict[str, Path | None]:
     return out
 
 
+def import_backends() -> None:
+    """Import every backend's module (torch, transformers, timm): a supervisor that forks GPU workers does it
+    once, before the first fork (ops/warmstart.py). Loads nothing and touches no device."""
+    from workers.policies.loading import _loaders
+
+    _loaders()
+
+
 def resolve_path(name: str, path: Path | None, model_dir: Path) -> Path:
     """The checkpoint directory; a missing tiny preset is built into model_dir on first use, and a bare-named
     one built before fingerprints existed is rebuilt (random weights from a fixed seed: the same weights)."""

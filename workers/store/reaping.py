@@ -73,6 +73,17 @@ def end_lost(session: Session, job: Job) -> Ended:
     return Ended(str(job.id), str(job.customer_id), "expired")
 
 
+def recently_queued(session: Session, model: str, within_s: float, limit: int = BATCH) -> list[str]:
+    """`model`'s jobs still `queued`, accepted within the last `within_s` and before their deadline: the ones
+    a GPU worker that just died may have taken from the queue without claiming (ops/reaper.py)."""
+    rows = session.execute(
+        select(Job.id).where(Job.state == "queued", Job.model == model,
+                             Job.created_at > func.now() - timedelta(seconds=within_s), Job.deadline_at > func.now())
+        .order_by(Job.created_at).limit(limit)
+    ).scalars().all()
+    return [str(r) for r in rows]
+
+
 def unclaimed_jobs(session: Session, after_s: float, limit: int = BATCH) -> list[str]:
     """Jobs still `queued` `after_s` after they were accepted and before their deadline: their message may
     never have reached the broker, or the broker lost it (ops/reaper.py re-publishes them, at most once)."""

@@ -31,6 +31,16 @@ def keep(r: redis.Redis, job_id: str, payload: dict[str, Any], safety_job: dict[
     r.set(key(job_id), json.dumps([payload, safety_job], separators=(",", ":")), px=int(ttl_s * 1000))
 
 
+def peek(r: redis.Redis, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The copy, left in place (a publish that may duplicate a live message, and must not use up the copy
+    a later release or re-publish needs)."""
+    raw = r.get(key(job_id))
+    if raw is None:
+        return None
+    payload, safety_job = json.loads(raw)
+    return payload, safety_job
+
+
 def take(r: redis.Redis, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     raw = r.getdel(key(job_id))
     if raw is None:
