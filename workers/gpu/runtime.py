@@ -48,7 +48,8 @@ class GpuRuntime:
         self.batcher = MicroBatcher(self._load, max_batch_size=settings.batch_max_size,
                                     max_wait_ms=settings.batch_max_wait_ms, name=model,
                                     max_background_per_batch=settings.batch_max_background or None,
-                                    hold_for_cadence=settings.batch_hold_for_cadence)
+                                    hold_for_cadence=settings.batch_hold_for_cadence,
+                                    schedule=settings.batch_schedule)
 
     def start(self) -> GpuRuntime:
         self.batcher.start()
