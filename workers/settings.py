@@ -71,6 +71,9 @@ class Settings:
     worker_watchdog_s: float = 20.0
     worker_drain_s: float = 10.0
     redis_sentinel_master: str = "mymaster"
+    batch_schedule: str = "edf"  # BATCH_SCHEDULE: "edf" (deadline-aware, workers/gpu/schedule.py) or "fifo"
+    admission_fail_fast: bool = True  # ADMISSION_FAIL_FAST: 503 deadline_unattainable at once (admission.py)
+    sim_allowed: bool = False  # VLAAPI_BENCHMARK: the sim policy may load outside development
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +125,9 @@ class Settings:
             worker_watchdog_s=float(_env("WORKER_WATCHDOG_S", "20")),
             worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
             redis_sentinel_master=_env("REDIS_SENTINEL_MASTER", "mymaster"),
+            batch_schedule=_env("BATCH_SCHEDULE", "edf").strip().lower(),
+            admission_fail_fast=_bool("ADMISSION_FAIL_FAST", True),
+            sim_allowed=_bool("VLAAPI_BENCHMARK", False),
         )
 
 
