@@ -67,7 +67,8 @@ class GpuRuntime:
 
             torch.set_num_threads(s.torch_cpu_threads)
         return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
-                           options=parse_model_options(s.enabled_models)[self.model])
+                           options=parse_model_options(s.enabled_models)[self.model],
+                           allow_sim=s.environment == "development" or s.sim_allowed)
 
     def _heartbeat(self) -> None:
         r = notify.client(self.settings.redis_url)

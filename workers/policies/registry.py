@@ -15,6 +15,7 @@ from workers.policies.base import Policy
 from workers.policies.checkpoint import read_json, require_dir
 from workers.policies.errors import CheckpointError, ModelNotFound
 from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
+from workers.policies.sim import SimPolicy, sim_family
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ KNOWN_MODELS: dict[str, str] = {
     "pi0-tiny-lerobot": "pi0-tiny's weights in LeRobot's layout (lerobot/pi0_base naming, processor statistics)",
     "pi0-tiny-lerobot-v0": "pi0-tiny's weights in LeRobot's v0 layout (first lerobot/pi0 naming, buffer statistics)",
     "pi0-tiny-openpi": "pi0-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
+    "openvla-7b-sim": "a simulated GPU with OpenVLA-7B's H100 batch-latency curve and output shape (benchmarks "
+                      "and development only; workers/policies/sim.py)",
+    "pi0-sim": "a simulated GPU with pi0's output shape (50×7 chunk) and an assumed H100 curve (benchmarks and "
+               "development only)",
 }
 
 
@@ -116,10 +121,17 @@ def load_policy(
     device: str = "auto",
     self_check: bool = True,
     options: Mapping[str, str] | None = None,
+    allow_sim: bool = False,
 ) -> Policy:
     """Load `name` from `path` (or <model_dir>/<name>), choosing the backend from config.json's model_type,
     then run the policy's self-check (PolicySelfCheckError if the serving path disagrees with its reference):
-    the worker calls this before it reports ready, so a failing check becomes the worker's /health error."""
+    the worker calls this before it reports ready, so a failing check becomes the worker's /health error.
+    A sim model (a bare *-sim name, or NAME=sim:<family>) loads no checkpoint and only with `allow_sim`."""
+    family = sim_family(name, path)
+    if family is not None:
+        policy = SimPolicy.load(name, family, allow=allow_sim, options=options)
+        log.warning("SIMULATED model %s (no weights, never for robots); %s", name, policy.curve_text())
+        return policy
     ckpt = require_dir(resolve_path(name, path, model_dir))
     model_type = family_of(read_json(ckpt / "config.json"))
     loaders = _loaders()
