@@ -14,13 +14,10 @@ traffic is about (seen in the last second), so a replay cannot swell interactive
 batches when alone (replay may starve under interactive overload). With `hold_for_cadence`, a background pass
 that would still run when a steady control loop's next request is due is not started (workers/gpu/sharing.py).
 
-Which items a pass takes is workers/gpu/schedule.py's rule (`schedule="edf"`, the default): earliest deadline
-first within a priority, tier as tie-break, and a batch size that the batch-latency curve, learned here from
-every pass (workers/wire/curve.py, published in stats()), says still meets the earliest deadline in the batch.
-An item that cannot make its deadline even alone fails at once with DeadlineExceeded and the reason,
-uncomputed (deadlines are monotonic seconds: workers/gpu/items.py converts). `schedule="fifo"` is the old
-rule: arrival order within a priority, dropping only items already past their deadline (the benchmarks'
-baseline). A cancelled future is skipped; the pass isolates bad inputs (passes.py).
+Which items a pass takes is workers/gpu/schedule.py's rule: "edf" (earliest deadline first, a batch size the
+curve learned from each pass says meets the earliest deadline, hopeless items failed at once with
+DeadlineExceeded and the reason, uncomputed) or "fifo" (the old rule, the benchmarks' baseline). Deadlines are
+monotonic seconds (items.py converts); a cancelled future is skipped; a pass isolates bad inputs (passes.py).
 """
 from __future__ import annotations
 
@@ -50,7 +47,6 @@ INTERACTIVE = 0
 BACKGROUND = 1
 
 
-
 class MicroBatcher:
     """Micro-batches observations for one policy; see the module docstring for the rules."""
 
@@ -65,7 +61,7 @@ class MicroBatcher:
         self._sharing = Sharing(max_background_per_batch, hold_for_cadence)
         plan([], 0.0, LatencyCurve(1), 1, policy=schedule)  # refuse an unknown policy now, not in the owner
         self.schedule = schedule
-        self.curve = LatencyCurve(max_batch_size, prior=curve_prior)  # written by the owner, under the lock
+        self.curve = LatencyCurve(max_batch_size, prior=curve_prior)  # learns from each successful pass
         self._loader = loader
         self._cond = threading.Condition()
         self._heap: list[QueueItem] = []
@@ -81,7 +77,7 @@ class MicroBatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loaded = threading.Event()  # set when loading ends, either way
-        self._stats = PassStats(max_batch_size)
+        self._stats = PassStats(max_batch_size, on_pass=self.curve.observe)
         self._max_depth = 0
 
     def start(self) -> None:
@@ -144,12 +140,11 @@ class MicroBatcher:
                job_id: str | None = None, tier_rank: int = 0) -> BatchFuture:
         """Queue one observation; the future resolves to its PolicyResult or to the item's own error.
 
-        `priority`: 0 interactive, 1 (or more) replay/background. `deadline`: a time.monotonic() value
-        (see monotonic_deadline) after which the item is dropped uncomputed. `tier_rank`: lower goes first among
-        equal deadlines (the customer's tier). Never blocks on the model:
-        a failed or stopped batcher returns an already failed future. The result's timings_ms gains
-        "queue_ms" (submit to start of its pass); `future.trace` holds the raw timestamps. Once its pass
-        has started, `future.cancel()` returns False and the result is computed anyway.
+        `priority`: 0 interactive, 1 (or more) replay/background. `deadline`: a time.monotonic() value (see
+        monotonic_deadline) after which the item is dropped uncomputed. `tier_rank`: lower goes first among equal
+        deadlines. Never blocks on the model: a failed or stopped batcher returns an already failed future. The
+        result's timings_ms gains "queue_ms" (submit to start of its pass); `future.trace` holds the raw
+        timestamps. Once its pass has started, `future.cancel()` returns False and the result is computed anyway.
         """
         if priority < 0:
             raise ValueError("priority must be >= 0 (0 is interactive)")
@@ -159,8 +154,7 @@ class MicroBatcher:
         with self._cond:
             rejection = self._rejection()
             if rejection is None:
-                heapq.heappush(self._heap, QueueItem(priority, next(self._seq), obs, fut, deadline, job_id,
-                                                     tier_rank))
+                heapq.heappush(self._heap, QueueItem(priority, next(self._seq), obs, fut, deadline, job_id, tier_rank))
                 self._n_queued[priority > 0] += 1
                 self._first_at = now if self._first_at is None else self._first_at
                 if deadline is not None and (self._earliest_deadline is None or deadline < self._earliest_deadline):
@@ -201,23 +195,15 @@ class MicroBatcher:
             return
         try:
             while (picked := self._next_batch()) is not None:
-                began, troubles = time.monotonic(), self._troubles()
+                began = time.monotonic()
                 try:
                     run_batch(self._policy, picked, self._stats)
                 except Exception as exc:  # a bug here must not strand the batch's waiting task threads
                     self._fail_items(picked, lambda exc=exc: exc)
-                took = time.monotonic() - began
-                self._sharing.passed(all(i.priority > 0 for i in picked), took)
-                if picked and self._troubles() == troubles:  # a pass re-run item by item says nothing of n
-                    with self._cond:
-                        self.curve.observe(len(picked), took)
+                self._sharing.passed(all(i.priority > 0 for i in picked), time.monotonic() - began)
         except BaseException as exc:  # owner gone: fail now and later items instead of letting them hang
             self._enter_failed(exc, "lost its owner thread")
             raise
-
-    def _troubles(self) -> int:
-        counts = self._stats.counts
-        return counts["fallbacks"] + counts["errors"] + counts["invalid"]
 
     def _enter_failed(self, exc: BaseException, what: str) -> None:
         with self._cond:
@@ -283,20 +269,15 @@ class MicroBatcher:
         """Take one batch by the schedule; return (to run, [(ended, why)]). Caller holds the lock."""
         now = time.monotonic()
         live = [item for item in self._heap if not item.future.cancelled()]
-        self._stats.bump("cancelled", len(self._heap) - len(live))
+        cancelled = len(self._heap) - len(live)
         chosen = plan(live, now, self.curve, self.max_batch_size, policy=self.schedule,
                       max_background=self._sharing.cap())
         self._heap = chosen.rest  # still pending: a waiter's cancel() still drops them
         heapq.heapify(self._heap)
-        run = []
-        for item in chosen.run:
-            if item.future.set_running_or_notify_cancel():  # a cancel may land between the check and here
-                item.future.trace.picked_at = now
-                run.append(item)
-            else:
-                self._stats.bump("cancelled")
-        for item, _ in chosen.expired:
+        run = [i for i in chosen.run if i.future.set_running_or_notify_cancel()]  # a cancel may land meanwhile
+        for item in run + [i for i, _ in chosen.expired]:
             item.future.trace.picked_at = now
+        self._stats.bump("cancelled", cancelled + len(chosen.run) - len(run))
         self._stats.bump("expired", len(chosen.expired))
         self._n_queued = [sum(i.priority == 0 for i in self._heap), sum(i.priority > 0 for i in self._heap)]
         self._last_batch = len(run) + len(self._heap)

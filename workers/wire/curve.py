@@ -11,6 +11,7 @@ it has not measured, so nothing is ended on a guess).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,8 @@ class Line:
 
 
 class LatencyCurve:
-    """Learned seconds per forward pass by batch size; `predict(n)` is non-decreasing in n."""
+    """Learned seconds per forward pass by batch size; `predict(n)` is non-decreasing in n. Thread-safe: the
+    owner thread observes and predicts while the heartbeat thread reads `to_dict`."""
 
     def __init__(self, max_batch: int, prior: Line | None = None, alpha: float = ALPHA):
         self.max_batch = max_batch
@@ -44,11 +46,16 @@ class LatencyCurve:
         self._mean: dict[int, float] = {}
         self._count: dict[int, int] = {}
         self._line: Line | None = None
+        self._lock = threading.Lock()
 
     def observe(self, n: int, seconds: float) -> None:
         """One pass of n items took `seconds` (owner thread only)."""
         if n < 1 or seconds < 0:
             return
+        with self._lock:
+            self._observe(n, seconds)
+
+    def _observe(self, n: int, seconds: float) -> None:
         old = self._mean.get(n)
         self._mean[n] = seconds if old is None else old + self.alpha * (seconds - old)
         self._count[n] = self._count.get(n, 0) + 1
@@ -71,6 +78,10 @@ class LatencyCurve:
     def predict(self, n: int) -> float:
         """Seconds a pass of n items is expected to take (0.0 when nothing is known)."""
         n = max(1, n)
+        with self._lock:
+            return self._predict(n)
+
+    def _predict(self, n: int) -> float:
         line = self._line or self.prior
         guess = line(n) if line is not None else 0.0
         if self._count.get(n, 0) >= MIN_PASSES:
@@ -85,10 +96,11 @@ class LatencyCurve:
 
     def to_dict(self) -> dict[str, Any]:
         """What a heartbeat carries: the line and the per-size means (ms), for admission and dashboards."""
-        line = self._line or self.prior
+        with self._lock:
+            line, points = self._line or self.prior, sorted(self._mean.items())
         return {"a_ms": round(line.a * 1e3, 3) if line else None, "b_ms": round(line.b * 1e3, 3) if line else None,
                 "max_batch": self.max_batch,
-                "points_ms": {str(n): round(s * 1e3, 3) for n, s in sorted(self._mean.items())}}
+                "points_ms": {str(n): round(s * 1e3, 3) for n, s in points}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatencyCurve:
