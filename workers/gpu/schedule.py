@@ -9,8 +9,9 @@ worker does.
   first), then arrival;
 - an item that cannot make its deadline even alone (now + latency(1) > deadline) is ended before compute,
   with the reason; so is one left waiting that could not make it after this pass either;
-- batch size: the longest prefix of that order whose pass, by the learned batch-latency curve, still ends
-  before the earliest deadline in it (at most max_batch; replay items capped by `max_background`).
+- batch size: from the learned batch-latency curve, the size n (at most max_batch) that serves the most
+  items on time over this pass and the next; the pass takes, in that order, the first n items it ends in
+  time for, so the earliest deadline in the batch is met (replay items capped by `max_background`).
 "fifo" is the batcher as it was (the baseline): priority, then arrival, up to max_batch; only items whose
 deadline has already passed are dropped.
 """
@@ -64,32 +65,64 @@ def plan(items: list[T], now: float, curve: LatencyCurve, max_batch: int, *, pol
     edf = policy == "edf"
     out: Plan[T] = Plan()
     alone = curve.predict(1) if edf else 0.0
-    background = 0
-    earliest = math.inf
+    viable: list[T] = []
     for item in sorted(items, key=_edf_key if edf else _fifo_key):
         if item.deadline is not None and now + alone >= item.deadline and (edf or now >= item.deadline):
             left = item.deadline - now
             why = (f"deadline passed {_ms(-left)} before its pass could start" if left <= 0 else
                    f"cannot make its deadline: a pass takes about {_ms(alone)}, {_ms(left)} were left")
             out.expired.append((item, why))
-            continue
-        if len(out.run) >= max_batch or (item.priority > 0 and max_background is not None
-                                         and background >= max_background):
+        else:
+            viable.append(item)
+    size = _best_size(viable, now, curve, max_batch, max_background) if edf else max_batch
+    finish = now + curve.predict(size) if edf else -math.inf
+    for item in viable:
+        capped = item.priority > 0 and max_background is not None and \
+            sum(i.priority > 0 for i in out.run) >= max_background
+        if len(out.run) < size and not capped and _deadline(item) >= finish:
+            out.run.append(item)
+        else:
             out.rest.append(item)
-            continue
-        deadline = math.inf if item.deadline is None else item.deadline
-        if edf and out.run and now + curve.predict(len(out.run) + 1) > min(earliest, deadline):
-            out.rest.append(item)  # a bigger pass would end after the earliest deadline it holds
-            continue
-        out.run.append(item)
-        earliest = min(earliest, deadline)
-        background += item.priority > 0
     out.expected_s = curve.predict(len(out.run)) if out.run else 0.0
     if edf and out.run:
         _end_hopeless(out, now + out.expected_s + alone)
     return out
 
 
+def _deadline(item: Schedulable) -> float:
+    return math.inf if item.deadline is None else item.deadline
+
+
+def _on_time(order: list[T], start: float, curve: LatencyCurve, n: int, cap: int | None) -> list[T]:
+    """The first n items of `order` (replay capped) that a pass of n started at `start` finishes in time."""
+    finish, taken, background = start + curve.predict(n), [], 0
+    for item in order:
+        if len(taken) == n:
+            break
+        if _deadline(item) >= finish and not (item.priority > 0 and cap is not None and background >= cap):
+            taken.append(item)
+            background += item.priority > 0
+    return taken
+
+
+def _best_size(order: list[T], now: float, curve: LatencyCurve, max_batch: int, cap: int | None) -> int:
+    """The pass size that serves the most items on time over this pass and the next (a one-pass look-ahead:
+    a short pass for an urgent item may leave a full one for the rest, a full pass may not). Ties go to the
+    size that serves more now."""
+    best, best_value = 1, (-1, -1)
+    for n in range(1, min(max_batch, len(order)) + 1):
+        first = _on_time(order, now, curve, n, cap)
+        if len(first) < n and n > 1:
+            continue  # a bigger pass that takes no more items only ends later
+        chosen = {id(i) for i in first}
+        left = [i for i in order if id(i) not in chosen]
+        start = now + curve.predict(n)
+        second = max((len(_on_time(left, start, curve, m, cap)) for m in range(1, min(max_batch, len(left)) + 1)),
+                     default=0)
+        value = (len(first) + second, len(first))
+        if value > best_value:
+            best, best_value = n, value
+    return best
 def _end_hopeless(out: Plan[T], earliest_finish: float) -> None:
     """End now, rather than at the next pick, what cannot finish even in the pass right after this one."""
     keep: list[T] = []

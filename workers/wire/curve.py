@@ -114,12 +114,15 @@ class LatencyCurve:
 
 
 def expected_service_s(ahead: int, workers: int, curve: LatencyCurve) -> float:
-    """Seconds until a request arriving behind `ahead` queued ones (shared by `workers` equal workers, each
-    passing at most curve.max_batch) has its result: the passes its share of the queue needs, its own
-    included, plus half a pass for the one each worker is in the middle of."""
+    """Seconds until a request arriving behind `ahead` accepted ones (`workers` equal workers, each passing at
+    most curve.max_batch) has its result. The first `workers · max_batch` of them are taken to be in the passes
+    now running (half done, on average); the rest queue in full passes before its own."""
     if workers < 1:
         return float("inf")
-    share = (ahead + 1) / workers
-    batch = max(1, min(curve.max_batch, round(share + 0.499)))
-    passes = -(-(ahead + 1) // (workers * batch))
-    return (passes + 0.5) * curve.predict(batch)
+    full = workers * curve.max_batch
+    running = min(ahead, full)
+    residual = 0.5 * curve.predict(-(-running // workers)) if running else 0.0
+    queued = ahead - running + 1  # its own included
+    passes = -(-queued // full)
+    own_batch = min(curve.max_batch, -(-(queued - (passes - 1) * full) // workers))  # its own pass's share
+    return residual + (passes - 1) * curve.predict(curve.max_batch) + curve.predict(own_batch)
