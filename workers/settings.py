@@ -72,6 +72,7 @@ class Settings:
     worker_drain_s: float = 10.0
     redis_sentinel_master: str = "mymaster"
     batch_schedule: str = "edf"  # BATCH_SCHEDULE: "edf" (deadline-aware, workers/gpu/schedule.py) or "fifo"
+    batch_deadline_margin_ms: float = 10.0  # BATCH_DEADLINE_MARGIN_MS: a pass ends this long before a deadline
     admission_fail_fast: bool = True  # ADMISSION_FAIL_FAST: 503 deadline_unattainable at once (admission.py)
     sim_allowed: bool = False  # VLAAPI_BENCHMARK: the sim policy may load outside development
 
@@ -126,6 +127,7 @@ class Settings:
             worker_drain_s=float(_env("WORKER_DRAIN_S", "10")),
             redis_sentinel_master=_env("REDIS_SENTINEL_MASTER", "mymaster"),
             batch_schedule=_env("BATCH_SCHEDULE", "edf").strip().lower(),
+            batch_deadline_margin_ms=float(_env("BATCH_DEADLINE_MARGIN_MS", "10")),
             admission_fail_fast=_bool("ADMISSION_FAIL_FAST", True),
             sim_allowed=_bool("VLAAPI_BENCHMARK", False),
         )

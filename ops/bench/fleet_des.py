@@ -141,7 +141,9 @@ class Sim:
         gpu, f = self.gpus[g], self.f
         if gpu.busy_until > t or not gpu.queue:
             return
-        p = plan(gpu.queue, t, self.curves[g], f.max_batch, policy=f.policy)
+        # the margin: the answer's way back, and the pass's jitter above the curve's mean
+        margin = f.overhead_s / 2 + f.jitter * f.line(f.max_batch)
+        p = plan(gpu.queue, t, self.curves[g], f.max_batch, policy=f.policy, margin_s=margin)
         gpu.queue = p.rest
         for item, _ in p.expired:  # told at once
             self.done(item, None)

@@ -52,7 +52,7 @@ class MicroBatcher:
 
     def __init__(self, loader: Callable[[], Policy], *, max_batch_size: int, max_wait_ms: float, name: str,
                  max_background_per_batch: int | None = None, hold_for_cadence: bool = False,
-                 schedule: str = "edf", curve_prior: Line | None = None):
+                 schedule: str = "edf", curve_prior: Line | None = None, margin_ms: float = 0.0):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
         self.name = name
@@ -60,7 +60,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1e3
         self._sharing = Sharing(max_background_per_batch, hold_for_cadence)
         plan([], 0.0, LatencyCurve(1), 1, policy=schedule)  # refuse an unknown policy now, not in the owner
-        self.schedule = schedule
+        self.schedule, self.margin_s = schedule, margin_ms / 1e3  # margin: the safety stage after the pass
         self.curve = LatencyCurve(max_batch_size, prior=curve_prior)  # learns from each successful pass
         self._loader = loader
         self._cond = threading.Condition()
@@ -271,7 +271,7 @@ class MicroBatcher:
         live = [item for item in self._heap if not item.future.cancelled()]
         cancelled = len(self._heap) - len(live)
         chosen = plan(live, now, self.curve, self.max_batch_size, policy=self.schedule,
-                      max_background=self._sharing.cap())
+                      max_background=self._sharing.cap(), margin_s=self.margin_s)
         self._heap = chosen.rest  # still pending: a waiter's cancel() still drops them
         heapq.heapify(self._heap)
         run = [i for i in chosen.run if i.future.set_running_or_notify_cancel()]  # a cancel may land meanwhile

@@ -49,7 +49,7 @@ class GpuRuntime:
                                     max_wait_ms=settings.batch_max_wait_ms, name=model,
                                     max_background_per_batch=settings.batch_max_background or None,
                                     hold_for_cadence=settings.batch_hold_for_cadence,
-                                    schedule=settings.batch_schedule)
+                                    schedule=settings.batch_schedule, margin_ms=settings.batch_deadline_margin_ms)
 
     def start(self) -> GpuRuntime:
         self.batcher.start()

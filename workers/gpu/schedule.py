@@ -58,8 +58,9 @@ def _ms(s: float) -> str:
 
 
 def plan(items: list[T], now: float, curve: LatencyCurve, max_batch: int, *, policy: str = "edf",
-         max_background: int | None = None) -> Plan[T]:
-    """Split `items` into one pass, the ended, and the rest; see the module docstring."""
+         max_background: int | None = None, margin_s: float = 0.0) -> Plan[T]:
+    """Split `items` into one pass, the ended, and the rest; see the module docstring. `margin_s`: what the
+    answer still needs after its pass (the safety stage, the wake-up): a pass must end that much before."""
     if policy not in POLICIES:
         raise ValueError(f"unknown schedule policy {policy!r}; expected one of {POLICIES}")
     edf = policy == "edf"
@@ -67,15 +68,15 @@ def plan(items: list[T], now: float, curve: LatencyCurve, max_batch: int, *, pol
     alone = curve.predict(1) if edf else 0.0
     viable: list[T] = []
     for item in sorted(items, key=_edf_key if edf else _fifo_key):
-        if item.deadline is not None and now + alone >= item.deadline and (edf or now >= item.deadline):
+        if item.deadline is not None and now + alone >= item.deadline - margin_s and (edf or now >= item.deadline):
             left = item.deadline - now
             why = (f"deadline passed {_ms(-left)} before its pass could start" if left <= 0 else
                    f"cannot make its deadline: a pass takes about {_ms(alone)}, {_ms(left)} were left")
             out.expired.append((item, why))
         else:
             viable.append(item)
-    size = _best_size(viable, now, curve, max_batch, max_background) if edf else max_batch
-    finish = now + curve.predict(size) if edf else -math.inf
+    size = _best_size(viable, now + margin_s, curve, max_batch, max_background) if edf else max_batch
+    finish = now + margin_s + curve.predict(size) if edf else -math.inf
     for item in viable:
         capped = item.priority > 0 and max_background is not None and \
             sum(i.priority > 0 for i in out.run) >= max_background
@@ -85,7 +86,7 @@ def plan(items: list[T], now: float, curve: LatencyCurve, max_batch: int, *, pol
             out.rest.append(item)
     out.expected_s = curve.predict(len(out.run)) if out.run else 0.0
     if edf and out.run:
-        _end_hopeless(out, now + out.expected_s + alone)
+        _end_hopeless(out, now + margin_s + out.expected_s + alone)
     return out
 
 
