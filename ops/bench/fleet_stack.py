@@ -103,6 +103,7 @@ class Tally:
     failfast_ms: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
     overhead_ms: list[float] = field(default_factory=list)  # latency minus the simulated pass and its queue
+    expired_ms: list[float] = field(default_factory=list)  # 504s: ended by the scheduler or at the deadline
     other: dict[str, int] = field(default_factory=dict)
     per_robot: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -147,6 +148,8 @@ def _count(tally: Tally, mine: list[int], status: int, doc: dict, took: float, d
         elif status == 503 and str(doc.get("type", "")).endswith("deadline_unattainable"):
             tally.failfast_ms.append(took * 1e3)
         else:
+            if status == 504:
+                tally.expired_ms.append(took * 1e3)
             name = str(status) + ":" + str(doc.get("type", "")).rsplit("/", 1)[-1]
             tally.other[name] = tally.other.get(name, 0) + 1
 
