@@ -18,14 +18,14 @@ def plot(sweep: list[dict], points: list[dict], path: str, gpus: int, cap: float
         ax1.plot(xs, [r["on_time_fraction"] for r in rows], "-o", color=colour, label=f"{who} (simulator)")
         ax2.plot(xs, [r["goodput"] for r in rows], "-o", color=colour, label=f"{who} (simulator)")
     for p in points:
-        if p["workers"] != 1:
-            continue
         colour = "tab:red" if p["baseline"] else "tab:green"
-        # one stack worker at a share of its capacity = the same share of the sweep's pool; its goodput is
-        # per scaled second, for one worker
-        x = p["robots"] * gpus
-        ax1.plot([x], [p["on_time_fraction"]], "s", color=colour, markersize=9, markerfacecolor="none")
-        ax2.plot([x], [p["goodput"] * scale * gpus], "s", color=colour, markersize=9, markerfacecolor="none")
+        marker = "s" if p["workers"] == 1 else "^"
+        # w stack workers at a share of their capacity = the same share of the sweep's pool; the stack's
+        # goodput is per scaled second, for w workers
+        x = p["robots"] * gpus / p["workers"]
+        y = p["goodput"] * scale * gpus / p["workers"]
+        ax1.plot([x], [p["on_time_fraction"]], marker, color=colour, markersize=9, markerfacecolor="none")
+        ax2.plot([x], [y], marker, color=colour, markersize=9, markerfacecolor="none")
     for ax in (ax1, ax2):
         ax.axvline(cap * gpus, color="grey", linestyle=":", label="capacity")
         ax.set_xlabel(f"robots (OpenVLA-7B sim, 3 Hz, 300 ms deadline) on {gpus} GPUs")
@@ -33,7 +33,7 @@ def plot(sweep: list[dict], points: list[dict], path: str, gpus: int, cap: float
     ax1.set_ylabel("ticks served on time")
     ax2.set_ylabel("goodput (on-time actions/s)")
     ax1.legend(fontsize=8)
-    ax2.set_title(f"squares: real stack, 1 sim worker, time x{scale:g} (robots x{gpus}, goodput x{gpus * scale:g})",
+    ax2.set_title(f"open: real stack, time x{scale:g}, 1 (squares) or 4 (triangles) sim workers, scaled to {gpus}",
                   fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
