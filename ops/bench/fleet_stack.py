@@ -69,6 +69,13 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            stop(self.procs)  # __exit__ never runs for a failed __enter__
+            raise
+
+    def _start(self) -> Stack:
         LOGS.mkdir(parents=True, exist_ok=True)
         web = ["gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "64", "--bind",
                f"127.0.0.1:{self.port}", "web.app:create_app()"]
