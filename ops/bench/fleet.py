@@ -65,6 +65,7 @@ def stack_point(st: Stack, keys: list[str], label: str, robots: int, workers: in
          "expired_answer_p50_ms": round(pct(tally.expired_ms, 50), 1),
          "worst_robot_on_time": round(min(tally.per_robot), 3) if tally.per_robot else None,
          "gpu_busy_fraction": round(busy / (args.duration * workers), 3)}
+    r = {k: None if isinstance(v, float) and v != v else v for k, v in r.items()}  # NaN is not JSON: no sample
     print(f"STACK {r}", flush=True)
     return r
 
@@ -96,7 +97,7 @@ def des_twin(p: dict, args, overhead_s: float) -> float:
 
 def _overhead_s(point: dict, fallback_ms: float) -> float:
     ms = point["overhead_p50_ms"]
-    return max(0.0, (fallback_ms if ms != ms else ms) / 1e3)  # ms != ms: NaN, no answer to measure
+    return max(0.0, (fallback_ms if ms is None else ms) / 1e3)  # None: no answer to measure
 
 
 def main() -> None:
