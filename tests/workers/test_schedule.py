@@ -136,3 +136,14 @@ def test_expected_service() -> None:
     assert expected_service_s(24, 1, c) == pytest.approx(0.5 * c.predict(8) + 2 * c.predict(8) + c.predict(1))
     assert expected_service_s(15, 4, c) == pytest.approx(0.5 * c.predict(4) + c.predict(1))
     assert expected_service_s(3, 0, c) == float("inf")
+
+
+def test_verdict_leaves_deadlines_no_idle_pool_could_meet_to_the_scheduler() -> None:
+    from workers.wire.backlog import verdict
+
+    beats = [{"state": "ready", "stats": {"curve": curve().to_dict()}}]
+    assert verdict(0, beats, 1.0) is None  # 1 ms: never attainable; 504 from the scheduler, not 503
+    assert verdict(0, [{"state": "ready", "stats": {}}], 300.0) is None  # no curve yet: no guess
+    v = verdict(30, beats, 300.0)
+    assert v is not None and not v.attainable and v.retry_after_ms > 0
+    assert verdict(0, beats, 300.0).attainable

@@ -64,7 +64,9 @@ class Verdict:
 
 def verdict(ahead: int, heartbeats: list[dict[str, Any]], deadline_ms: float) -> Verdict | None:
     """The estimate for one more request, or None when no ready worker reports a curve (then nothing is
-    refused on a guess)."""
+    refused on a guess) or when the deadline is shorter than one pass even on an idle pool: waiting would not
+    help, so that is not an overload to retry after (503) but a deadline the model cannot meet, which the
+    worker's scheduler ends at once, uncomputed, with the reason (504 deadline_exceeded)."""
     curves = [b["stats"]["curve"] for b in heartbeats
               if b.get("state") == "ready" and b.get("consuming", True) is not False
               and isinstance(b.get("stats"), dict) and isinstance(b["stats"].get("curve"), dict)]
@@ -73,4 +75,6 @@ def verdict(ahead: int, heartbeats: list[dict[str, Any]], deadline_ms: float) ->
         return None
     # The slowest worker's curve: a pool that mixes GPUs is judged by its slowest member, never optimistically.
     curve = max((LatencyCurve.from_dict(c) for c in curves), key=lambda c: c.predict(c.max_batch))
+    if deadline_ms < curve.predict(1) * 1e3:
+        return None
     return Verdict(expected_service_s(ahead, len(curves), curve) * 1e3, deadline_ms)
