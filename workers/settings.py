@@ -82,6 +82,10 @@ class Settings:
     openpi_customer_connections: int = 4  # OPENPI_CUSTOMER_CONNECTIONS: for a tier the list above does not name
     fingerprint_dir: Path | None = None  # FINGERPRINT_DIR: fingerprints of read-only checkpoints (docs/models.md)
     allow_unregistered_checkpoints: bool = False  # ALLOW_UNREGISTERED_CHECKPOINTS: serve unproven in production
+    batch_schedule: str = "edf"  # BATCH_SCHEDULE: "edf" (deadline-aware, workers/gpu/schedule.py) or "fifo"
+    batch_deadline_margin_ms: float = 10.0  # BATCH_DEADLINE_MARGIN_MS: a pass ends this long before a deadline
+    admission_fail_fast: bool = True  # ADMISSION_FAIL_FAST: 503 deadline_unattainable at once (admission.py)
+    sim_allowed: bool = False  # VLAAPI_BENCHMARK: the sim policy may load outside development
 
     def openpi_connections_for(self, tier: str) -> int:
         return dict(self.openpi_tier_connections).get(tier, self.openpi_customer_connections)
@@ -140,6 +144,10 @@ class Settings:
             openpi_customer_connections=int(_env("OPENPI_CUSTOMER_CONNECTIONS", "4")),
             fingerprint_dir=Path(_env("FINGERPRINT_DIR", "")) if _env("FINGERPRINT_DIR", "").strip() else None,
             allow_unregistered_checkpoints=_bool("ALLOW_UNREGISTERED_CHECKPOINTS", False),
+            batch_schedule=_env("BATCH_SCHEDULE", "edf").strip().lower(),
+            batch_deadline_margin_ms=float(_env("BATCH_DEADLINE_MARGIN_MS", "10")),
+            admission_fail_fast=_bool("ADMISSION_FAIL_FAST", True),
+            sim_allowed=_bool("VLAAPI_BENCHMARK", False),
         )
 
 

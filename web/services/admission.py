@@ -6,6 +6,7 @@ its limits cannot make us do any work beyond the count.
 """
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,7 +23,7 @@ from web.ratelimit.limiter import RateLimiter
 from web.services import catalog, submit
 from workers.settings import Settings
 from workers.store.models import Job
-from workers.wire import notify, telemetry
+from workers.wire import backlog, notify, telemetry
 from workers.wire.queues import infer_queue
 
 T = TypeVar("T")
@@ -77,12 +78,38 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
         prepared = submit.prepare(settings, data, g.request_id, kind)  # images from headers, robot config
         prepared.payload["inflight_key"] = inflight_key
         prepared.payload["waiter"] = waiter
+        prepared.payload["tier"] = current().tier  # the batcher's tie-break among equal deadlines
         return submit.create_job(current(), prepared, g.request_id, job_id=job_id, idempotency_key=idempotency_key,
                                  req_hash=req_hash)
 
-    job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create)
-    best_effort(lambda: telemetry.submitted(_redis(settings), job.model, kind), "submitted counter")
+    fail_fast = settings.admission_fail_fast and kind == "interactive"
+    deadline_ms = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms)
+    job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create,
+                        check=_deadline_check(settings, data["model"], deadline_ms) if fail_fast else None)
+    r = _redis(settings)
+    best_effort(lambda: telemetry.submitted(r, job.model, kind), "submitted counter")
+    if fail_fast:  # the worker removes it when its inference ends (workers/stages/inference.py)
+        best_effort(lambda: backlog.added(r, job.model, str(job.id), job.deadline_at.timestamp()), "backlog")
     return job
+
+
+def _deadline_check(settings: Settings, model: str, deadline_ms: float) -> Callable[[Any], None]:
+    """Fail fast: refuse now (503 deadline_unattainable) a request the model's backlog and its workers' learned
+    batch-latency curves say would expire, so a robot can fall back or slow down at once (workers/wire/backlog.py)."""
+
+    def check(r) -> None:
+        verdict = backlog.verdict(backlog.count(r, model), catalog.workers_for(settings, model), deadline_ms)
+        if verdict is None or verdict.attainable:
+            return
+        _refused(r, "deadline")
+        raise ApiError(503, "deadline_unattainable",
+                       f"model {model} cannot serve this request within its {deadline_ms:.0f} ms deadline now "
+                       f"(expected about {verdict.expected_ms:.0f} ms); retry after retry_after_ms, lower the "
+                       "request rate, or allow a longer deadline_ms",
+                       headers={"Retry-After": str(max(1, math.ceil(verdict.retry_after_ms / 1e3)))},
+                       **verdict.to_dict())
+
+    return check
 
 
 def rate_limited(decision: Decision) -> ApiError:
@@ -108,9 +135,11 @@ def ended(row: Job | Any, state: str) -> None:
                 f"wake-up of {row.id} ({state})")
 
 
-def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T]) -> T:
+def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T],
+                  check: Callable[[Any], None] | None = None) -> T:
     """Admit one request that is not a job (a replay counts as one request): rate limit and quota, queue
-    depth, then an in-flight slot leased under `lease_id`. `create(inflight_key)` writes and enqueues it;
+    depth (and `check(redis)`, which may refuse), then an in-flight slot leased under `lease_id`.
+    `create(inflight_key)` writes and enqueues it;
     if anything after counting fails, the unit is refunded and the slot released, as for jobs."""
     p = current()
     settings = current_app.config["SETTINGS"]
@@ -130,6 +159,8 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
                 _refused(r, "queue_full")
                 raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly",
                                headers={"Retry-After": "2"})
+            if check is not None:
+                check(r)
             inflight = InFlight(r)
             if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
                 _refused(r, "in_flight")

@@ -71,6 +71,7 @@ def describe(settings: Settings, name: str) -> dict[str, Any]:
         "ready": bool(ready),
         "states": sorted({b.get("state", "unknown") for b in beats}),
         "spec": spec,
+        "simulated": bool(spec and spec.get("simulated")),  # the sim backend: no model behind its actions
         "errors": [b["error"] for b in beats if b.get("error")],
     }
 

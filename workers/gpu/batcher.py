@@ -14,8 +14,10 @@ traffic is about (seen in the last second), so a replay cannot swell interactive
 batches when alone (replay may starve under interactive overload). With `hold_for_cadence`, a background pass
 that would still run when a steady control loop's next request is due is not started (workers/gpu/sharing.py).
 
-An item past its deadline when picked fails with DeadlineExceeded, uncomputed (deadlines are monotonic
-seconds: workers/gpu/items.py converts); a cancelled future is skipped; the pass isolates bad inputs (passes.py).
+Which items a pass takes is workers/gpu/schedule.py's rule: "edf" (earliest deadline first, a batch size the
+curve learned from each pass says meets the earliest deadline, hopeless items failed at once with
+DeadlineExceeded and the reason, uncomputed) or "fifo" (the old rule, the benchmarks' baseline). Deadlines are
+monotonic seconds (items.py converts); a cancelled future is skipped; a pass isolates bad inputs (passes.py).
 """
 from __future__ import annotations
 
@@ -36,25 +38,30 @@ from workers.gpu.items import (
     fail_future,
 )
 from workers.gpu.passes import PassStats, run_batch
+from workers.gpu.schedule import plan
 from workers.gpu.sharing import Sharing
 from workers.policies.base import Observation, Policy, PolicySpec
+from workers.wire.curve import LatencyCurve, Line
 
 INTERACTIVE = 0
 BACKGROUND = 1
-
 
 
 class MicroBatcher:
     """Micro-batches observations for one policy; see the module docstring for the rules."""
 
     def __init__(self, loader: Callable[[], Policy], *, max_batch_size: int, max_wait_ms: float, name: str,
-                 max_background_per_batch: int | None = None, hold_for_cadence: bool = False):
+                 max_background_per_batch: int | None = None, hold_for_cadence: bool = False,
+                 schedule: str = "edf", curve_prior: Line | None = None, margin_ms: float = 0.0):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1e3
         self._sharing = Sharing(max_background_per_batch, hold_for_cadence)
+        plan([], 0.0, LatencyCurve(1), 1, policy=schedule)  # refuse an unknown policy now, not in the owner
+        self.schedule, self.margin_s = schedule, margin_ms / 1e3  # margin: the safety stage after the pass
+        self.curve = LatencyCurve(max_batch_size, prior=curve_prior)  # learns from each successful pass
         self._loader = loader
         self._cond = threading.Condition()
         self._heap: list[QueueItem] = []
@@ -70,7 +77,7 @@ class MicroBatcher:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._loaded = threading.Event()  # set when loading ends, either way
-        self._stats = PassStats(max_batch_size)
+        self._stats = PassStats(max_batch_size, on_pass=self.curve.observe)
         self._max_depth = 0
 
     def start(self) -> None:
@@ -130,14 +137,14 @@ class MicroBatcher:
         return exited
 
     def submit(self, obs: Observation, *, priority: int = INTERACTIVE, deadline: float | None = None,
-               job_id: str | None = None) -> BatchFuture:
+               job_id: str | None = None, tier_rank: int = 0) -> BatchFuture:
         """Queue one observation; the future resolves to its PolicyResult or to the item's own error.
 
-        `priority`: 0 interactive, 1 (or more) replay/background. `deadline`: a time.monotonic() value
-        (see monotonic_deadline) after which the item is dropped uncomputed. Never blocks on the model:
-        a failed or stopped batcher returns an already failed future. The result's timings_ms gains
-        "queue_ms" (submit to start of its pass); `future.trace` holds the raw timestamps. Once its pass
-        has started, `future.cancel()` returns False and the result is computed anyway.
+        `priority`: 0 interactive, 1 (or more) replay/background. `deadline`: a time.monotonic() value (see
+        monotonic_deadline) after which the item is dropped uncomputed. `tier_rank`: lower goes first among equal
+        deadlines. Never blocks on the model: a failed or stopped batcher returns an already failed future. The
+        result's timings_ms gains "queue_ms" (submit to start of its pass); `future.trace` holds the raw
+        timestamps. Once its pass has started, `future.cancel()` returns False and the result is computed anyway.
         """
         if priority < 0:
             raise ValueError("priority must be >= 0 (0 is interactive)")
@@ -147,7 +154,7 @@ class MicroBatcher:
         with self._cond:
             rejection = self._rejection()
             if rejection is None:
-                heapq.heappush(self._heap, QueueItem(priority, next(self._seq), obs, fut, deadline, job_id))
+                heapq.heappush(self._heap, QueueItem(priority, next(self._seq), obs, fut, deadline, job_id, tier_rank))
                 self._n_queued[priority > 0] += 1
                 self._first_at = now if self._first_at is None else self._first_at
                 if deadline is not None and (self._earliest_deadline is None or deadline < self._earliest_deadline):
@@ -171,7 +178,8 @@ class MicroBatcher:
         """Counters for /metrics; `queue_depth` includes cancelled items not yet skipped."""
         with self._cond:
             out: dict[str, Any] = self._stats.snapshot()
-            out.update(state=self._state, queue_depth=len(self._heap), max_queue_depth=self._max_depth)
+            out.update(state=self._state, queue_depth=len(self._heap), max_queue_depth=self._max_depth,
+                       schedule=self.schedule, curve=self.curve.to_dict())
         return out
 
     def _rejection(self) -> BaseException | None:
@@ -237,8 +245,8 @@ class MicroBatcher:
                     break
                 self._cond.wait(wait_s)  # woken early by each submit, to re-check "full"
             picked, expired = self._take()
-        for item in expired:
-            fail_future(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline))
+        for item, why in expired:
+            fail_future(item.future, DeadlineExceeded(item.job_id, item.future.trace.picked_at - item.deadline, why))
         return picked
 
     def _gather_wait_s(self) -> float:
@@ -257,32 +265,25 @@ class MicroBatcher:
             return 0.0  # waiting for company would let that item expire
         return end - time.monotonic()
 
-    def _take(self) -> tuple[list[QueueItem], list[QueueItem]]:
-        """Pop one batch in priority order; return (to run, expired). Caller holds the lock."""
+    def _take(self) -> tuple[list[QueueItem], list[tuple[QueueItem, str]]]:
+        """Take one batch by the schedule; return (to run, [(ended, why)]). Caller holds the lock."""
         now = time.monotonic()
-        picked: list[QueueItem] = []
-        expired: list[QueueItem] = []
-        background = 0
-        cap = self._sharing.cap()
-        while self._heap and len(picked) < self.max_batch_size:
-            if self._heap[0].priority > 0 and cap is not None and background >= cap:
-                break  # only background is left, and this batch has its share
-            item = heapq.heappop(self._heap)
-            self._n_queued[item.priority > 0] -= 1
-            if not item.future.set_running_or_notify_cancel():
-                self._stats.bump("cancelled")
-                continue
+        live = [item for item in self._heap if not item.future.cancelled()]
+        cancelled = len(self._heap) - len(live)
+        chosen = plan(live, now, self.curve, self.max_batch_size, policy=self.schedule,
+                      max_background=self._sharing.cap(), margin_s=self.margin_s)
+        self._heap = chosen.rest  # still pending: a waiter's cancel() still drops them
+        heapq.heapify(self._heap)
+        run = [i for i in chosen.run if i.future.set_running_or_notify_cancel()]  # a cancel may land meanwhile
+        for item in run + [i for i, _ in chosen.expired]:
             item.future.trace.picked_at = now
-            if item.deadline is not None and now >= item.deadline:
-                self._stats.bump("expired")
-                expired.append(item)
-                continue
-            background += item.priority > 0
-            picked.append(item)
-        self._last_batch = len(picked) + len(self._heap)
+        self._stats.bump("cancelled", cancelled + len(chosen.run) - len(run))
+        self._stats.bump("expired", len(chosen.expired))
+        self._n_queued = [sum(i.priority == 0 for i in self._heap), sum(i.priority > 0 for i in self._heap)]
+        self._last_batch = len(run) + len(self._heap)
         self._first_at = min((i.future.trace.enqueued_at for i in self._heap), default=None)
         self._earliest_deadline = min((i.deadline for i in self._heap if i.deadline is not None), default=None)
-        return picked, expired
+        return run, chosen.expired
 
     def _take_all(self) -> list[QueueItem]:
         """Empty the queue (stop or load failure). Caller holds the lock."""

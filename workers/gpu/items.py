@@ -15,10 +15,13 @@ class BatcherError(Exception):
 class DeadlineExceeded(BatcherError, TimeoutError):
     """The item's deadline passed before its forward pass started; it was not computed."""
 
-    def __init__(self, job_id: str | None, late_by_s: float):
-        super().__init__(f"job {job_id or '?'} expired {late_by_s * 1e3:.1f} ms before it could be computed")
+    def __init__(self, job_id: str | None, late_by_s: float, reason: str | None = None):
+        # reason: the scheduler's words when it ended the item before its deadline (workers/gpu/schedule.py)
+        super().__init__(f"job {job_id or '?'} " + (reason or f"expired {late_by_s * 1e3:.1f} ms before it could "
+                                                             "be computed"))
         self.job_id = job_id
         self.late_by_s = late_by_s
+        self.reason = reason
 
 
 class ModelUnavailable(BatcherError):
@@ -65,6 +68,7 @@ class QueueItem:
     future: BatchFuture = field(compare=False)
     deadline: float | None = field(compare=False)
     job_id: str | None = field(compare=False)
+    tier_rank: int = field(default=0, compare=False)  # the scheduler's tie-break among equal deadlines
 
 
 def fail_future(fut: Future, exc: BaseException) -> None:

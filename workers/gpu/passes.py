@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from workers.gpu.items import DeadlineExceeded, QueueItem, fail_future
@@ -23,8 +24,9 @@ COUNTERS = ("submitted", "batches", "items", "invalid", "expired", "cancelled", 
 class PassStats:
     """Counters, sums and the batch-size histogram, behind their own lock (never held while taking another)."""
 
-    def __init__(self, max_batch_size: int):
+    def __init__(self, max_batch_size: int, on_pass: Callable[[int, float], None] | None = None):
         self._lock = threading.Lock()
+        self._on_pass = on_pass  # (batch size, seconds) of each forward pass that succeeded: the curve learns
         self.counts = dict.fromkeys(COUNTERS, 0)
         self.size_counts = [0] * (max_batch_size + 1)  # index = batch size: a ready-made histogram
         # held_s: time the model was kept free for a steady control loop's due request (workers/gpu/sharing.py)
@@ -47,6 +49,8 @@ class PassStats:
             self.size_counts[len(items)] += 1
             self.sums["compute_s"] += finished - started
             self.sums["queue_s"] += sum(started - i.future.trace.enqueued_at for i in items)
+        if self._on_pass is not None:
+            self._on_pass(len(items), finished - started)
         for item in items:
             item.future.trace.finished_at = finished
 

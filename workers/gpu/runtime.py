@@ -48,7 +48,8 @@ class GpuRuntime:
         self.batcher = MicroBatcher(self._load, max_batch_size=settings.batch_max_size,
                                     max_wait_ms=settings.batch_max_wait_ms, name=model,
                                     max_background_per_batch=settings.batch_max_background or None,
-                                    hold_for_cadence=settings.batch_hold_for_cadence)
+                                    hold_for_cadence=settings.batch_hold_for_cadence,
+                                    schedule=settings.batch_schedule, margin_ms=settings.batch_deadline_margin_ms)
 
     def start(self) -> GpuRuntime:
         self.batcher.start()
@@ -67,7 +68,8 @@ class GpuRuntime:
             torch.set_num_threads(s.torch_cpu_threads)
         return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
                            options=parse_model_options(s.enabled_models)[self.model], fingerprint_dir=s.fingerprint_dir,
-                           fingerprints=fingerprint_mode(s.environment, s.allow_unregistered_checkpoints))
+                           fingerprints=fingerprint_mode(s.environment, s.allow_unregistered_checkpoints),
+                           allow_sim=s.environment == "development" or s.sim_allowed)
 
     def _heartbeat(self) -> None:
         r = notify.client(self.settings.redis_url)

@@ -53,6 +53,7 @@ class PolicySpec:
     state_dim: int | None
     dtype: str
     device: str
+    simulated: bool = False  # the sim backend (workers/policies/sim.py): no model behind the actions
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

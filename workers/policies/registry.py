@@ -17,6 +17,7 @@ from workers.policies.errors import CheckpointError, ModelNotFound
 from workers.policies.hf_compat import require_supported_transformers
 from workers.policies.loading import family_of, fingerprint_mode, load_checkpoint  # noqa: F401 (re-exported)
 from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
+from workers.policies.sim import SimPolicy, sim_family
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ KNOWN_MODELS: dict[str, str] = {
     "pi0-tiny-lerobot": "pi0-tiny's weights in LeRobot's layout (lerobot/pi0_base naming, processor statistics)",
     "pi0-tiny-lerobot-v0": "pi0-tiny's weights in LeRobot's v0 layout (first lerobot/pi0 naming, buffer statistics)",
     "pi0-tiny-openpi": "pi0-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
+    "openvla-7b-sim": "a simulated GPU with OpenVLA-7B's H100 batch-latency curve and output shape (benchmarks "
+                      "and development only; workers/policies/sim.py)",
+    "pi0-sim": "a simulated GPU with pi0's output shape (50×7 chunk) and an assumed H100 curve (benchmarks and "
+               "development only)",
 }
 
 
@@ -115,10 +120,17 @@ def load_policy(
     options: Mapping[str, str] | None = None,
     fingerprints: str = "require",
     fingerprint_dir: Path | None = None,
+    allow_sim: bool = False,
 ) -> Policy:
     """Load `name` from `path` (or <model_dir>/<name>, building a missing tiny preset) and prove it
     (loading.load_checkpoint: fingerprint digests and outputs, self-check). The worker calls this before it
-    reports ready, so any failure becomes its /health error."""
+    reports ready, so any failure becomes its /health error. A sim model (a bare *-sim name, or
+    NAME=sim:<family>) loads no checkpoint and only with `allow_sim`."""
+    family = sim_family(name, path)
+    if family is not None:
+        policy = SimPolicy.load(name, family, allow=allow_sim, options=options)
+        log.warning("SIMULATED model %s (no weights, never for robots); %s", name, policy.curve_text())
+        return policy
     require_supported_transformers()  # before anything else: the message names the supported range
     return load_checkpoint(name, resolve_path(name, path, model_dir), dtype=dtype, device=device,
                            self_check=self_check, options=options, fingerprints=fingerprints,

@@ -19,13 +19,29 @@ from workers.stages.finish import announce_expired, finish_job
 from workers.stages.retry import HandBack, retry_transient
 from workers.store import jobs as jobstore
 from workers.store.db import session_scope
-from workers.wire import frames, notify, telemetry
+from workers.wire import backlog, frames, notify, telemetry
 from workers.wire.errors import JobError
 
 log = logging.getLogger(__name__)
+# The batcher's tie-break among equal deadlines (workers/gpu/schedule.py): a paying tier goes first; a tier
+# it does not know sits between pro and free.
+TIER_RANK = {"enterprise": 0, "pro": 1, "free": 2}
 
 
 def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """_run_inference, then the job leaves the model's backlog (what fail-fast admission counts), whatever
+    the outcome: a job handed back is briefly uncounted, never counted twice."""
+    try:
+        return _run_inference(job, settings)
+    finally:
+        if job.get("kind", "interactive") == "interactive":
+            try:
+                backlog.done(notify.client(settings.redis_url), job["model"], job["job_id"])
+            except Exception:  # an entry left behind stops counting at its deadline
+                log.warning("backlog removal failed", extra={"job_id": job["job_id"]}, exc_info=True)
+
+
+def _run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Claim the job and run it through the batcher, the two at once; record the timing. Returns what the
     safety stage needs.
 
@@ -70,7 +86,9 @@ def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
         return _end(settings, job, "failed", JobError("invalid_input", exc.message, exc.field))
     except BatcherStopped as exc:  # draining (SIGTERM) before this item reached a forward pass
         raise HandBack(job_id) from exc
-    except (DeadlineExceeded, FutureTimeout):
+    except DeadlineExceeded as exc:  # the scheduler's reason, when it ended the item before its deadline
+        return _end(settings, job, "expired", JobError("deadline_exceeded", exc.reason or ""))
+    except FutureTimeout:
         return _end(settings, job, "expired", JobError("deadline_exceeded"))
     except ModelUnavailable:
         log.warning("model unavailable", extra={"job_id": job_id}, exc_info=True)
@@ -129,7 +147,7 @@ def _submit(job: dict[str, Any], settings: Settings) -> BatchFuture:
     remaining = job["deadline"] - time.time()
     priority = 1 if job.get("kind") == "replay" else 0
     return runtime.get_batcher().submit(obs, priority=priority, deadline=time.monotonic() + remaining,
-                                        job_id=job["job_id"])
+                                        job_id=job["job_id"], tier_rank=TIER_RANK.get(job.get("tier") or "", 1))
 
 
 def _result(future: BatchFuture, deadline_at: datetime) -> PolicyResult:

@@ -42,7 +42,7 @@ DECISIONS = ("allowed", "modified", "rejected")
 # Violations are counted by the check that raised them (the codes carry axis names and dimensions);
 # alignment plugins are named by deployments, so they are counted together.
 CHECKS = (*(name for name, _ in RULE_CHECKS), "action_shape", "finite_values", "shield", "alignment")
-REASONS = ("rate", "quota", "in_flight", "queue_full", "replay_concurrency", "replay_steps")
+REASONS = ("rate", "quota", "in_flight", "queue_full", "replay_concurrency", "replay_steps", "deadline")
 FINAL_STATES = ("succeeded", "failed", "expired", "canceled")
 KINDS = ("interactive", "replay")
 

@@ -17,7 +17,9 @@ class Inference(MethodView):
     @blp.alt_response(202, schema=JobSchema, description="The wait ran out first: the job, to poll or wait on")
     @blp.alt_response(504, response="DEFAULT_ERROR", description="The deadline passed before an action was ready")
     @blp.alt_response(503, response="DEFAULT_ERROR", description="A backend is unavailable (Retry-After); if the job "
-                      "was already accepted (type accepted_wait_failed), its job_id and a Location header to fetch it")
+                      "was already accepted (type accepted_wait_failed), its job_id and a Location header to fetch it; "
+                      "type deadline_unattainable, at once: the backlog cannot meet this deadline (Retry-After, "
+                      "retry_after_ms, expected_ms)")
     def post(self, data):
         """Run one inference and wait for its safety-checked action (202 with the job if the wait runs out).
 
