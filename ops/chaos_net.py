@@ -7,12 +7,13 @@ link down (`tc netem` is absent here; a link that is down drops every packet, as
 
 Redis and PostgreSQL sit on two bridges with an address each, so a host can lose one and keep the other:
 `cut("gpu", "redis")` sets the GPU host's port on bridge R down (on the db side) and nothing else. Addresses are
-10.213.<16 i + k>.0/24, with i picked so two runs at once (a test and a full drill) do not meet; only these
+10.213.<16 i + k>.0/24, with i a slot held by a file lock so two runs at once (a test and a full drill) do not meet; only these
 namespaces use them. Everything is removed by `down()`, and namespaces a dead run left behind are removed by
 the next `up()` (their names carry the pid that made them).
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -59,13 +60,27 @@ def reap_stale() -> None:
             ip("netns", "del", name, check=False)
 
 
+def _claim_slot() -> tuple[int, int]:
+    """One of 16 slots (address range and interface names), held by an exclusive lock on a file for as long as
+    this run lives: two runs starting together cannot pick the same one (looking at the namespaces already made
+    could not tell them apart), and the kernel frees a killed run's slot with its process."""
+    for i in range(16):
+        fd = os.open(f"/tmp/{PREFIX}-slot-{i}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return i, fd
+    raise RuntimeError("all 16 multi-host drill slots are held by other runs")
+
+
 class Net:
     """The namespaces and links of one multi-host stack."""
 
     def __init__(self) -> None:
         reap_stale()
-        used = {int(n.split("-")[2]) for n in _namespaces() if re.match(rf"{PREFIX}-\d+-\d+-", n)}
-        self.index = next(i for i in range(16) if i not in used)
+        self.index, self._slot = _claim_slot()
         self.tag = f"vc{self.index:x}"  # interface names are at most 15 characters
         self.made: list[str] = []
 
@@ -87,6 +102,9 @@ class Net:
         return f"{self.tag}{host[:3]}{SERVERS[server]}b"
 
     def up(self) -> Net:
+        if self._slot is None:  # brought up again after down(): claim a slot anew
+            self.index, self._slot = _claim_slot()
+            self.tag = f"vc{self.index:x}"
         try:
             for host in ("db", *HOSTS):
                 ip("netns", "add", self.ns(host))
@@ -139,6 +157,9 @@ class Net:
             ip("link", "del", f"{self.tag}dri{server}", check=False)
         ip("link", "del", f"{self.tag}frd", check=False)
         self.made.clear()
+        if self._slot is not None:  # the links are gone: another run may take this slot now
+            os.close(self._slot)
+            self._slot = None
 
 
 class NetStack(Stack):

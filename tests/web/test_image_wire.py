@@ -69,7 +69,7 @@ def test_act_hands_over_the_clients_array_never_encoded(client, make_customer, r
     found = [json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0]
              for key in redis_client.scan_iter(match=f"infer.{NO_WORKER_MODEL}*")
              for raw in redis_client.lrange(key, 0, -1)]
-    [described] = [a["images"] for a in found if a["instruction"] == instruction]
+    [described] = [a["images"] for a in found if isinstance(a, dict) and a.get("instruction") == instruction]
     [meta] = described.values()
     assert meta["format"] == frames.RAW and meta["dtype"] == "|u1" and meta["shape"] == [224, 224, 3]
     assert meta["sha256"] == hashlib.sha256(image.tobytes()).hexdigest() and meta["bytes"] == image.nbytes
