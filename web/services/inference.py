@@ -20,6 +20,9 @@ FAILURES = {
     "deadline_exceeded": (504, "the deadline passed before an action was ready; no action is returned"),
     "model_unavailable": (503, "the model's worker cannot serve it"),
     "images_missing": (503, "the images were lost before a worker read them"),
+    # The reaper ended it: an outage lost its message or worker. The service's failure, not the input's: a 503
+    # that names the job (issue 22: accepted work is answered with its id or a 503 that tells it).
+    "lost": (503, "no action is returned"),
 }
 
 
@@ -65,7 +68,7 @@ def raise_for_failure(job: Job) -> None:
     err = public_error(job.error) or {"code": job.state, "detail": f"the job ended {job.state}"}
     status, title = FAILURES.get(err["code"], (502, "the job did not complete"))
     raise ApiError(status, err["code"], f"{title}: {err['detail']}", field=err.get("field"),
-                   job_id=str(job.id), state=job.state)
+                   headers={"Retry-After": "1"} if status == 503 else None, job_id=str(job.id), state=job.state)
 
 
 def final_action(job: Job) -> dict[str, Any]:

@@ -15,6 +15,7 @@ FIXED = {
     "inference_error": "the model failed on this request; quote the request_id when reporting it",
     "safety_error": "the safety stage failed, so no action is returned (it fails closed)",
     "internal_error": "an internal error ended this; quote the request_id when reporting it",
+    "lost": "its message or its worker was lost (a broker or worker outage) before an action was computed",
 }
 GENERIC = "this did not complete; quote the request_id when reporting it"
 
