@@ -175,6 +175,9 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8")
     args = ap.parse_args()
     env = scratch_stack("vlaapi_peers", 10, [OPENVLA, PI0])
+    # The bench customer's tier ("bench") holds every connection the rounds open (1 + 8 per path): the door's
+    # per-customer cap (OPENPI_TIER_CONNECTIONS) would otherwise refuse the ninth with 429.
+    env["OPENPI_TIER_CONNECTIONS"] = "free=4,pro=32,enterprise=128,bench=64"
     key = bench_key(env)
     libero, image = observations()
     procs, ports = start_all(env, args)
