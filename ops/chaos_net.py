@@ -8,8 +8,8 @@ link down (`tc netem` is absent here; a link that is down drops every packet, as
 Redis and PostgreSQL sit on two bridges with an address each, so a host can lose one and keep the other:
 `cut("gpu", "redis")` sets the GPU host's port on bridge R down (on the db side) and nothing else. Addresses are
 10.213.<16 i + k>.0/24, with i a slot held by a file lock so two runs at once (a test and a full drill) do
-not meet; only these namespaces use them. Everything is removed by `down()`, and namespaces a dead run left behind are removed by
-the next `up()` (their names carry the pid that made them).
+not meet; only these namespaces use them. Everything is removed by `down()`, and namespaces a dead run left
+behind are removed by the next `up()` (their names carry the pid that made them).
 """
 from __future__ import annotations
 
