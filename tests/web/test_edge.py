@@ -203,9 +203,9 @@ def test_over_the_limit_act_is_429_before_any_image_work(client, over_limit_free
 def test_admission_itself_refuses_before_the_conversion(client, over_limit_free, conversions, monkeypatch):
     """Without /act's early look at the limits (a request racing past it), the charge in admission still
     comes before the image is converted."""
-    from web.compat import openvla
+    from web.services import admission
 
-    monkeypatch.setattr(openvla, "refuse_if_over_limit", lambda: None)
+    monkeypatch.setattr(admission, "refuse_if_over_limit", lambda **_: None)
     data = json_numpy.dumps({"image": IMAGE, "instruction": "pick up the block"})
     resp = client.post("/act", data=data, content_type="application/json", headers=over_limit_free)
     assert _problem(resp, 429)["type"].endswith("rate_limited")

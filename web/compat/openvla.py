@@ -18,19 +18,14 @@ import json
 from typing import Any
 
 import numpy as np
-from flask import Response, current_app, g, request
+from flask import Response, current_app, request
 
 from web import input_guard
-from web.auth import current
 from web.compat import openvla_doc
 from web.compat.arrays import ArrayError, json_numpy_encode, json_numpy_hook, pending_image
 from web.errors import ApiError
 from web.extensions import Blueprint
-from web.ratelimit.decision import Limits
-from web.ratelimit.limiter import RateLimiter
-from web.services import catalog, inference
-from web.services.admission import rate_limited
-from workers.wire import notify, telemetry
+from web.services import admission, catalog, inference
 
 blp = Blueprint("openvla_compat", __name__, description="OpenVLA's deploy.py protocol (json-numpy bodies)")
 ENDPOINTS = frozenset({"openvla_compat.act_default", "openvla_compat.act_model"})  # need a key (web/app.py)
@@ -54,7 +49,8 @@ def act_model(model: str) -> Response:
 
 
 def _act(model: str) -> Response:
-    refuse_if_over_limit()  # over its limits: 429 without reading the body (admission still charges)
+    # A json-numpy body is costly to read and decode (up to ~17 MB of base64): over its limits, 429 unread.
+    admission.refuse_if_over_limit()
     payload, double_encoded = _read_body()
     body = _rest_body(payload, model)
     job = inference.submit_and_wait(inference.load_request(body))
@@ -62,20 +58,6 @@ def _act(model: str) -> Response:
     encoded = json_numpy_encode(values)
     out = json.dumps(json.dumps(encoded) if double_encoded else encoded)
     return Response(out, status=200, mimetype="application/json")
-
-
-def refuse_if_over_limit() -> None:
-    """A json-numpy body is costly to read and decode (up to ~17 MB of base64): look, consuming nothing, at the
-    caller's limits, and answer 429 before reading it if one is used up. Not the charge, which admission still
-    makes atomically (a request racing past this look is refused there, still before any image work)."""
-    p = current()
-    r = notify.client(current_app.config["SETTINGS"].redis_url)
-    decision = RateLimiter(r).peek(p.customer_id, Limits(per_minute=p.per_minute, per_day=p.per_day,
-                                                         per_month=p.per_month))
-    if not decision.allowed:
-        g.extra_headers = decision.headers()
-        telemetry.refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
-        raise rate_limited(decision)
 
 
 def _read_body() -> tuple[dict[str, Any], bool]:

@@ -112,6 +112,33 @@ def _deadline_check(settings: Settings, model: str, deadline_ms: float) -> Calla
     return check
 
 
+def refuse_if_over_limit(*, in_flight: bool = False) -> None:
+    """For a door about to do costly work before admission (read a large body, decode a frame): look, consuming
+    nothing, at the caller's rate limit and quota (and with `in_flight`, its in-flight count), and answer 429 now
+    if one is used up. Not the charge: admission still makes it atomically, and refuses there a request that
+    raced past this look, still before any image work."""
+    p = current()
+    r = _redis(current_app.config["SETTINGS"])
+    decision = RateLimiter(r).peek(p.customer_id, _limits(p))
+    if not decision.allowed:
+        _refuse_rate(r, decision)
+    if in_flight and p.max_in_flight is not None and InFlight(r).count(p.customer_id) >= p.max_in_flight:
+        _refused(r, "in_flight")
+        raise _too_many_in_flight(p)
+
+
+def _refuse_rate(r, decision: Decision) -> None:
+    g.extra_headers = decision.headers()
+    # minute -> rate; day and month -> quota (the fixed reasons of vla_requests_refused_total)
+    _refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
+    raise rate_limited(decision)
+
+
+def _too_many_in_flight(p: Principal) -> ApiError:
+    return ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in flight for "
+                    "this customer; wait for one to finish", headers={"Retry-After": "1"})
+
+
 def rate_limited(decision: Decision) -> ApiError:
     which = decision.refused_by or "minute"
     code = "quota_exceeded" if which == "month" else "rate_limited"
@@ -150,9 +177,7 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     g.extra_headers = decision.headers()
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
-        # minute -> rate; day and month -> quota (the fixed reasons of vla_requests_refused_total)
-        _refused(r, "rate" if decision.refused_by in (None, "minute") else "quota")
-        raise rate_limited(decision)
+        _refuse_rate(r, decision)
     try:
         with timing.phase("admit"):
             if queue_depth(r, queue) >= settings.max_queue_depth:
@@ -164,8 +189,7 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
             inflight = InFlight(r)
             if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
                 _refused(r, "in_flight")
-                raise ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in "
-                               "flight for this customer; wait for one to finish", headers={"Retry-After": "1"})
+                raise _too_many_in_flight(p)
         try:
             with timing.phase("enqueue"):
                 return create(inflight.key(p.customer_id))

@@ -14,12 +14,8 @@ from flask import Flask, g
 from web.auth import Principal, authenticate
 from web.compat.openpi import mappings
 from web.errors import PROBLEM_BASE, ApiError
-from web.ratelimit.decision import Limits
-from web.ratelimit.inflight import InFlight
-from web.ratelimit.limiter import RateLimiter
 from web.services import admission, catalog, idempotency, inference
 from workers import logs
-from workers.wire import notify
 
 
 @dataclass
@@ -47,21 +43,15 @@ def handshake(app: Flask, conn: Connection) -> tuple[Principal, dict[str, Any] |
 
 def precheck(app: Flask, conn: Connection) -> None:
     """Before a frame is decoded: 429 if the rate limit, the quota or the in-flight cap would refuse it now.
-    Consumes nothing; the admission inside `infer` counts, as on REST. A refused frame costs one Redis call."""
+    Consumes nothing; the admission inside `infer` counts, as on REST."""
     with app.test_request_context(f"/v1/openpi/{conn.model}", headers={"Authorization": conn.authorization}):
         g.request_id = f"req_{uuid.uuid4().hex}"
-        p = authenticate()
-        r = notify.client(app.config["SETTINGS"].redis_url)
-        decision = RateLimiter(r).peek(p.customer_id, Limits(p.per_minute, p.per_day, p.per_month))
-        if not decision.allowed:
-            err = admission.rate_limited(decision)
-        elif p.max_in_flight is not None and InFlight(r).count(p.customer_id) >= p.max_in_flight:
-            err = ApiError(429, "too_many_in_flight", f"at most {p.max_in_flight} jobs and replays may be in "
-                           "flight for this customer; wait for one to finish", headers={"Retry-After": "1"})
-        else:
-            return
-        err.extra.setdefault("request_id", g.request_id)
-        raise err
+        authenticate()
+        try:
+            admission.refuse_if_over_limit(in_flight=True)
+        except ApiError as err:
+            err.extra.setdefault("request_id", g.request_id)
+            raise
 
 
 def metadata(app: Flask, conn: Connection) -> dict[str, Any]:
