@@ -15,7 +15,7 @@ from workers.policies import fingerprint
 from workers.policies.base import Policy
 from workers.policies.errors import CheckpointError, ModelNotFound
 from workers.policies.hf_compat import require_supported_transformers
-from workers.policies.loading import family_of, fingerprint_mode, load_checkpoint  # noqa: F401 (re-exported)
+from workers.policies.loading import fingerprint_mode, load_checkpoint  # noqa: F401 (fingerprint_mode re-exported)
 from workers.policies.presets import TINY_NAMES, build_tiny_checkpoints
 from workers.policies.sim import SimPolicy, sim_family
 
