@@ -17,6 +17,8 @@ from ops.golden.inputs import image_arrays, weights_digest
 REQUIREMENTS_03 = ["transformers==4.52.4", "huggingface-hub<1.0", "datasets<4", "draccus==0.10.0", "jsonlines",
                 "imageio", "deepdiff", "pyserial", "av", "einops", "safetensors", "pillow", "termcolor",
                 "gymnasium<1.0", "pytest"]
+# One LeRobot 0.6.1 env serves every 0.6.1 reference (pi0, pi0.5, SmolVLA, RTC): the extras of all three.
+LEROBOT_06 = ["lerobot[pi,smolvla]==0.6.1"]
 RUNNERS = Path(__file__).resolve().parent / "runners"
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 ITEMS = (  # (instruction, cameras present, noise seed)
@@ -62,7 +64,7 @@ VARIANTS = {
         "pi0_lerobot", "lerobot", "11", REQUIREMENTS_03, "lerobot_pi0_ref.py", ADAPTATIONS_03,
         "lerobot 0.3.3 PI0Policy.select_action(batch, noise=...)", no_deps=["lerobot==0.3.3"]),
     "pi0-lerobot06": Variant(
-        "pi0_lerobot06", "lerobot06", "12", ["lerobot[pi]==0.6.1"], "lerobot06_pi0_ref.py", ADAPTATIONS_06,
+        "pi0_lerobot06", "lerobot06", "12", LEROBOT_06, "lerobot06_pi0_ref.py", ADAPTATIONS_06,
         "lerobot 0.6.1 preprocessor -> PI0Policy.predict_action_chunk(batch, noise=...) -> postprocessor",
         link_torch=False),
 }
