@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from workers.wire import frames, sentinel
+from workers.wire import fastjson, frames, sentinel
 
 # A token lives long enough for any waiter (waits are capped at WAIT_MAX_S) and any late poll, not longer.
 DONE_TTL_S = 300
@@ -62,7 +62,7 @@ def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None,
     """The one "it ended" path for jobs and replays: wake the waiters, free the customer's in-flight slot
     (its key travels in the task's message, so workers need not know how the web names it) and drop the
     job's images (workers/wire/frames.py), which nothing reads once it has ended."""
-    _push(r, row_id, state if outcome is None else json.dumps(outcome), inflight_key, drop_frames=True)
+    _push(r, row_id, state if outcome is None else fastjson.dumps(outcome), inflight_key, drop_frames=True)
 
 
 def _push(r: redis.Redis, row_id: str, token: str, inflight_key: str | None, *, drop_frames: bool = False) -> None:
@@ -104,7 +104,7 @@ def outcome(token: str | None) -> dict[str, Any] | None:
     """The settled columns a worker's token carries, or None for a bare state (read the row instead)."""
     if not token or not token.startswith("{"):
         return None
-    return json.loads(token)
+    return fastjson.loads(token)
 
 
 def heartbeat_key(model: str) -> str:
