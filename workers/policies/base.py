@@ -54,6 +54,9 @@ class PolicySpec:
     dtype: str
     device: str
     simulated: bool = False  # the sim backend (workers/policies/sim.py): no model behind the actions
+    # A flow policy sampled through workers/policies/flow_sampling.py: accepts options["rtc"] (real-time
+    # chunking); the web refuses the field for a model that does not declare it.
+    real_time_chunking: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
