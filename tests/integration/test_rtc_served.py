@@ -3,12 +3,18 @@
 Safety mode `monitor`, so the chunks come back as the model made them."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from vlaapi_client import InvalidRequest, VLAClient
 
 from tests.integration.live import free_port, serve
+from tests.integration.workers import ROOT
 
 IMAGE = np.random.default_rng(3).integers(0, 255, (224, 224, 3), dtype=np.uint8)
 STATE = np.linspace(-0.5, 0.5, 8)
@@ -77,3 +83,35 @@ def test_openpi_rtc_keys(ws_url, key, workers):
     with pytest.raises(RuntimeError, match="422"):
         policy.infer({**obs, "rtc/prev_actions": prev})  # no delay
     assert policy.infer(obs)["actions"].shape == (50, 7)  # the connection survives
+
+
+def test_control_loop_example_at_two_periods_of_latency(live_url, key, workers):
+    """clients/python/examples/control_loop.py on pi0-tiny, plain chunk switching then real-time chunking (both
+    Jacobians), at a rate where a guided request (the slower kind: a backward pass per step) takes about two
+    control periods, measured first; safety `monitor` so the actions are the model's (clamping would cap every
+    jump). With random weights a chunk is as rough inside as at a boundary, so the executed-step jump is
+    printed, not judged (docs/benchmarks.md, issue 25); the gap between a new chunk's first action and the
+    executing chunk's plan for that tick must fall at least 2x."""
+    client = VLAClient(live_url, key, model="pi0-tiny")
+    prev = client.act(IMAGE, "warm up", state=STATE)[:6]
+    latencies = []
+    for _ in range(6):
+        t0 = time.perf_counter()
+        client.act(IMAGE, "measure", state=STATE, rtc={"prev_actions": prev.tolist(), "inference_delay": 2})
+        latencies.append((time.perf_counter() - t0) * 1000)
+    hz = round(2000 / max(20.0, float(np.median(latencies[1:]))), 1)
+    reports = {}
+    for mode, extra in (("switch", []), ("rtc", []), ("rtc-identity", ["--rtc-jacobian", "identity"])):
+        out = subprocess.run([sys.executable, "clients/python/examples/control_loop.py", "--url", live_url, "--key",
+                              key, "--model", "pi0-tiny", "--hz", str(hz), "--seconds", "15", "--horizon", "10",
+                              "--safety-mode", "monitor", "--mode", mode.split("-")[0], *extra],
+                             cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        print(out.stdout)
+        reports[mode] = json.loads(out.stdout.splitlines()[-1])
+    plain = reports["switch"]
+    assert plain["boundaries"] >= 5
+    for mode in ("rtc", "rtc-identity"):
+        rtc = reports[mode]
+        assert rtc["boundaries"] >= 5 and rtc["inference_delay"]["p50"] >= 1, rtc
+        assert rtc["plan_gap_max"] * 2 <= plain["plan_gap_max"], (plain, rtc)

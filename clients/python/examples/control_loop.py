@@ -78,6 +78,10 @@ def main() -> None:
     p.add_argument("--mode", choices=MODES, default="append",
                    help="append chunks (default), switch to each new chunk, or switch with real-time chunking")
     p.add_argument("--seed", type=int, help="a fixed noise seed for every request (flow policies)")
+    p.add_argument("--rtc-jacobian", choices=("vjp", "identity"), help="real-time chunking's guidance (service "
+                   "default vjp; identity is LeRobot 0.6.1's, without a backward pass)")
+    p.add_argument("--safety-mode", choices=("reject", "clamp", "monitor"),
+                   help="the safety stage's mode (default: the service's); monitor returns the model's actions")
     args = p.parse_args()
     if not args.key:
         p.error("an API key is needed: --key or VLA_API_KEY")
@@ -87,13 +91,16 @@ def main() -> None:
     if args.mode == "rtc" and not robot.real_time_chunking:
         p.error(f"{model} does not list real_time_chunking: it is not a flow policy")
     options = {} if args.seed is None else {"seed": args.seed}
+    if args.safety_mode:
+        options["safety"] = {"mode": args.safety_mode}
 
     def fetch(deadline_ms: int, rtc: dict | None = None) -> np.ndarray:
         images, state = robot.observe(time.monotonic())
         extra = options | ({"rtc": rtc} if rtc else {})
         return client.act(images, args.instruction, state=state, deadline_ms=deadline_ms, **extra)
 
-    loop = ControlLoop(fetch, args.hz, horizon=args.horizon, min_deadline_ms=args.min_deadline_ms, mode=args.mode)
+    loop = ControlLoop(fetch, args.hz, horizon=args.horizon, min_deadline_ms=args.min_deadline_ms, mode=args.mode,
+                       rtc_options={"jacobian": args.rtc_jacobian} if args.rtc_jacobian else None)
     # One request before the loop, as robot code does; its action is the robot's first move (queued, not
     # thrown away) and its latency the fetcher's first estimate. It is not counted in `requests`.
     warmup_ms = loop.warm_up(args.deadline_ms)

@@ -34,13 +34,14 @@ class ControlLoop:
     """
 
     def __init__(self, fetch: Fetch, hz: float, *, horizon: int | None = None, min_deadline_ms: int = 50,
-                 mode: str = "append"):
+                 mode: str = "append", rtc_options: dict | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         self.fetch, self.period, self.min_deadline_ms, self.mode = fetch, 1.0 / hz, min_deadline_ms, mode
         self.player = ChunkPlayer(horizon=horizon)
         self.executed: list[np.ndarray | None] = []  # the action of every tick (None: starved)
         self.delays: list[int] = []  # the inference_delay each rtc request carried
+        self.rtc_options = dict(rtc_options or {})  # e.g. {"jacobian": "identity", "execution_horizon": 8}
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.first_error: dict[str, str] = {}
@@ -73,6 +74,8 @@ class ControlLoop:
         """One request; its deadline is when the queued actions run out, since a later chunk is useless."""
         if deadline_ms is None:
             deadline_ms = max(self.min_deadline_ms, int((self.player.remaining + 1) * self.period * 1000))
+            if self.mode != "append":  # a late chunk still serves, less the ticks it missed: never starve on deadlines
+                deadline_ms = max(deadline_ms, int(3000 * self.expected_latency_s()))
         prev, since = self.player.remainder()
         t0 = time.perf_counter()
         try:
@@ -82,7 +85,7 @@ class ControlLoop:
                 rtc = None
                 if self.mode == "rtc" and prev is not None:
                     delay = min(self.latency_ticks(), len(prev))
-                    rtc = {"prev_actions": prev.tolist(), "inference_delay": delay}
+                    rtc = {**self.rtc_options, "prev_actions": prev.tolist(), "inference_delay": delay}
                     self.delays.append(delay)
                 actions = self.fetch(deadline_ms, rtc)
         except VLAError as err:
