@@ -18,9 +18,11 @@ prefix is in the model's normalised space, zero-padded in time and in the padded
 horizon is cut to the prefix length and the delay to the horizon; w(t) with tau = 1 - t is
 min(max, (1 - tau) / tau * ((1 - tau)^2 + tau^2) / (1 - tau)^2), infinite at t = 1 and so the maximum there.
 
-A policy adds RTC by building a `Guidance` from its rows' parsed `ChunkPrefix`es (`guidance_for`, with its own
-inverse of the action un-normalisation) and running `euler(velocity, noise, steps, guidance)`; with
-`jacobian="vjp"` rows it must not be under `torch.inference_mode` (autograd needs the prefix cache).
+A flow policy adds RTC with four calls: `PolicySpec(real_time_chunking=True)`; `parse(obs.options, action_dim,
+chunk_length)` in `validate`; in `predict`, `guidance = batch_guidance(observations, ..., normalise, width,
+device)` (normalise: the exact inverse of its action un-normalisation), then, under `sampling_mode(guidance)`
+(not inference_mode when a row asks for the VJP: autograd needs the prefix cache), its prefix pass and
+`euler(velocity, noise, steps, guidance)` over its own velocity field.
 """
 from __future__ import annotations
 
@@ -157,6 +159,21 @@ def guidance_for(rows: Sequence[ChunkPrefix | None], normalise: Callable[[np.nda
         vjp[b] = row.jacobian == "vjp"
     return Guidance(target.to(device), weights.to(device), max_weight.to(device), vjp.to(device),
                     bool(vjp.any()))
+
+
+def batch_guidance(observations: Sequence[Any], action_dim: int, chunk_length: int,
+                   normalise: Callable[[np.ndarray], np.ndarray], width: int,
+                   device: torch.device | str) -> Guidance | None:
+    """`guidance_for` over a batch of validated observations (their `options["rtc"]`): what a flow policy's
+    `predict` calls, with `width` its padded action size (pi0's max_action_dim)."""
+    rows = [parse(o.options, action_dim, chunk_length) for o in observations]
+    return guidance_for(rows, normalise, chunk_length, width, device)
+
+
+def sampling_mode(guidance: Guidance | None):
+    """The context to sample under: inference_mode, unless a row's guidance needs autograd (no_grad then, with
+    the vector-Jacobian product enabling grad inside each step)."""
+    return torch.no_grad() if guidance is not None and guidance.any_vjp else torch.inference_mode()
 
 
 def guidance_weight(time: float, max_weight: torch.Tensor) -> torch.Tensor:

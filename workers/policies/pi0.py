@@ -152,9 +152,8 @@ class Pi0Policy(Policy):
         noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device)
         inputs = self._prefix(observations)
         state = self._state(observations)
-        rtc = [flow_sampling.parse(o.options, self.spec.action_dim, self.spec.chunk_length) for o in observations]
-        guidance = flow_sampling.guidance_for(rtc, self.normalize_actions, self.cfg.chunk_size,
-                                              self.cfg.max_action_dim, self.device)
+        guidance = flow_sampling.batch_guidance(observations, self.spec.action_dim, self.spec.chunk_length,
+                                                self.normalize_actions, self.cfg.max_action_dim, self.device)
         watch.lap(timings, "preprocess")
         y = sample_actions(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
                            timings=timings, recompute_prefix=recompute_prefix, flow=self.flow.integrate,

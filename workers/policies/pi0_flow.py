@@ -128,8 +128,7 @@ def sample_actions(
     cache at every step instead of cropping one back: slower, and the self-check's reference. `guidance`
     (real-time chunking) runs the guided Euler loop eagerly; with a vector-Jacobian product it runs under
     no_grad instead of inference_mode, so that autograd may differentiate through the expert."""
-    needs_autograd = guidance is not None and guidance.any_vjp
-    with torch.no_grad() if needs_autograd else torch.inference_mode():
+    with flow_sampling.sampling_mode(guidance):
         return _sample(model, state=state, input_ids=input_ids, attention_mask=attention_mask, images=images,
                        noise=noise, num_steps=num_steps, timings=timings, recompute_prefix=recompute_prefix,
                        flow=flow, guidance=guidance)
