@@ -13,7 +13,8 @@ percentiles and refusals, then one JSON line.
 `--mode switch` replaces the queue with each new chunk (less the actions played while it was computed) and asks
 one latency earlier, so chunks overlap; `--mode rtc` does the same and sends the un-executed remainder and the
 expected delay in ticks (real-time chunking, for models listed with real_time_chunking: true), so the new chunk
-continues the executing one. The report then measures smoothness: the largest jump between consecutive
+continues the executing one. By default (`--mode auto`) a flow policy runs with `rtc`, any other model with
+`append`. The report then measures smoothness: the largest jump between consecutive
 executed actions at a chunk boundary, the same inside chunks, and the largest gap between a new chunk's first
 action and the old chunk's plan for that tick. Compare the two modes at the same --hz:
 
@@ -75,8 +76,9 @@ def main() -> None:
     p.add_argument("--horizon", type=int, help="actions executed per chunk (default: the whole chunk)")
     p.add_argument("--deadline-ms", type=int, default=5000, help="deadline of the warm-up request")
     p.add_argument("--min-deadline-ms", type=int, default=50)
-    p.add_argument("--mode", choices=MODES, default="append",
-                   help="append chunks (default), switch to each new chunk, or switch with real-time chunking")
+    p.add_argument("--mode", choices=("auto", *MODES), default="auto",
+                   help="append chunks, switch to each new chunk, or switch with real-time chunking; auto (default): "
+                        "rtc for flow policies (real_time_chunking in the models list), append otherwise")
     p.add_argument("--seed", type=int, help="a fixed noise seed for every request (flow policies)")
     p.add_argument("--rtc-jacobian", choices=("vjp", "identity"), help="real-time chunking's guidance (service "
                    "default vjp; identity is LeRobot 0.6.1's, without a backward pass)")
@@ -88,6 +90,8 @@ def main() -> None:
     client = VLAClient(args.url, args.key, model=args.model, max_retries=2)
     model = client.model or client.default_model()
     robot = Robot(client, model)
+    if args.mode == "auto":
+        args.mode = "rtc" if robot.real_time_chunking else "append"
     if args.mode == "rtc" and not robot.real_time_chunking:
         p.error(f"{model} does not list real_time_chunking: it is not a flow policy")
     options = {} if args.seed is None else {"seed": args.seed}
@@ -120,9 +124,10 @@ def main() -> None:
           f"on time ({report['on_time']:.1%}), {report['starved']} starved; {report['requests']} requests "
           f"({report['requests_per_tick']} per tick); {report['chunks']} chunks of {report['chunk_length']}")
     print(f"request latency ms: {report['latency_ms']}; errors: {report['errors'] or 'none'}")
-    print(f"mode {args.mode}: largest jump at a chunk boundary {report['boundary_jump_max']} "
-          f"({report['boundaries']} boundaries), inside chunks {report['interior_step_max']}; largest gap to the "
-          f"old chunk's plan {report['plan_gap_max']}")
+    if args.mode != "append":
+        print(f"mode {args.mode}: largest jump at a chunk boundary {report['boundary_jump_max']} "
+              f"({report['boundaries']} boundaries), inside chunks {report['interior_step_max']}; largest gap to the "
+              f"old chunk's plan {report['plan_gap_max']}")
     for name, text in loop.first_error.items():
         print(f"  first {name}: {text}")
     print(json.dumps(report))
