@@ -50,8 +50,8 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B, T, A),
 
 @dataclass(frozen=True)
 class ChunkPrefix:
-    """One request's RTC input, validated: the previous chunk's actions the robot will still execute from
-    now on (robot units, as the service returned them), and how to guide towards them."""
+    """One request's RTC input, validated: the previous chunk's actions the robot will still execute, the next
+    one first (robot units, as the service returned them), and how to guide towards them."""
 
     actions: np.ndarray  # (n, D) float64
     inference_delay: int

@@ -33,8 +33,8 @@ class RealTimeChunkingSchema(StrictSchema):
     prev_actions = fields.List(
         fields.List(JsonFloat(allow_nan=False), validate=validate.Length(min=1, max=64)), required=True,
         validate=validate.Length(min=1, max=1000),
-        metadata={"description": "the previous chunk's actions the robot has not executed yet, from the one "
-                                 "executing now on, in robot units as the service returned them: n rows of the "
+        metadata={"description": "the previous chunk's actions the robot has not executed yet, the next one to "
+                                 "execute first, in robot units as the service returned them: n rows of the "
                                  "model's action_dim values, 1 <= n <= chunk_length"})
     inference_delay = JsonInteger(required=True, validate=validate.Range(min=0, max=1000), metadata={
         "description": "control steps the robot executes while this request runs (latency / control period); the new "
