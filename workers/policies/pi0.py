@@ -26,7 +26,7 @@ from workers.policies.errors import CheckpointError, PolicyInputError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import normalize, resize_with_pad, resize_with_pad_top_left
+from workers.policies.preprocess import to_tower
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -97,16 +97,21 @@ class Pi0Policy(Policy):
 
     def text_ids(self, instruction: str) -> list[int]:
         """openpi's prompt cleaning, then BOS + prompt + "\\n", cut to max_token_len."""
-        clean = instruction.strip().replace("_", " ").replace("\n", " ")
-        ids = [self.tokenizer.bos_token_id, *self.tokenizer(clean + "\n", add_special_tokens=False)["input_ids"]]
-        return ids[:MAX_TOKEN_LEN]
+        return self.bos_tokens(clean_prompt(instruction) + "\n", MAX_TOKEN_LEN)
+
+    def bos_tokens(self, text: str, limit: int) -> list[int]:
+        """BOS + the text's tokens, cut to `limit` (PaliGemma's tokenizer adds BOS itself; ours are told to)."""
+        return [self.tokenizer.bos_token_id, *self.tokenizer(text, add_special_tokens=False)["input_ids"]][:limit]
+
+    def prompt_ids(self, obs: Observation) -> list[int]:
+        """The text part of a row's prefix (pi0: the instruction alone; pi0.5 adds the discretised state)."""
+        return self.text_ids(obs.instruction)
 
     def image(self, img: np.ndarray) -> torch.Tensor:
         """To the tower's size in [-1, 1] with black bars, as the checkpoint's layout was trained: openpi's
-        centred resize-with-pad (PIL bilinear), or LeRobot <= 0.3's top-left padding (torch bilinear)."""
-        if self.image_convention == "lerobot-0.3":
-            return resize_with_pad_top_left(img, self.image_size)
-        return normalize(resize_with_pad(img, self.image_size), (0.5,) * 3, (0.5,) * 3)
+        centred resize-with-pad (PIL bilinear), or LeRobot <= 0.3's top-left padding (torch bilinear)
+        (preprocess.to_tower)."""
+        return to_tower(img, self.image_size, self.image_convention)
 
     def _prefix(self, observations: list[Observation]) -> dict[str, torch.Tensor]:
         """Right-padded ids with 256 image placeholders per *present* camera, and only the present cameras'
@@ -115,7 +120,7 @@ class Pi0Policy(Policy):
         for obs in observations:
             present = [c for c in self.spec.cameras if c in obs.images]
             images += [self.image(obs.images[c]) for c in present]
-            rows.append([self.image_token_id] * (self.tokens_per_image * len(present)) + self.text_ids(obs.instruction))
+            rows.append([self.image_token_id] * (self.tokens_per_image * len(present)) + self.prompt_ids(obs))
         length = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows])
@@ -143,19 +148,28 @@ class Pi0Policy(Policy):
         seeds = [o.options.get("seed", secrets.randbits(63)) for o in observations]
         noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device)
         inputs = self._prefix(observations)
-        state = self._state(observations)
         watch.lap(timings, "preprocess")
-        y = sample_actions(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
-                           timings=timings, recompute_prefix=recompute_prefix, flow=self.flow.integrate,
-                           **inputs)
+        y = self._flow(observations, inputs, noise, timings, recompute_prefix)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]
+
+    def _flow(self, observations: list[Observation], inputs: dict[str, torch.Tensor], noise: torch.Tensor,
+              timings: dict[str, float], recompute_prefix: bool) -> torch.Tensor:
+        """The normalised chunk: pi0's flow, conditioned on the state projected into the suffix."""
+        return sample_actions(self.model, state=self._state(observations), noise=noise,
+                              num_steps=self.cfg.num_inference_steps, timings=timings,
+                              recompute_prefix=recompute_prefix, flow=self.flow.integrate, **inputs)
 
     def self_check(self) -> None:
         """Raise PolicySelfCheckError unless a batch equals its singles and the cached flow equals a flow
         that recomputes the prefix at every step."""
         check_pi0(self)
+
+
+def clean_prompt(instruction: str) -> str:
+    """openpi's prompt cleaning: stripped, "_" and newlines as spaces."""
+    return instruction.strip().replace("_", " ").replace("\n", " ")
 
 
 def _config(path: Path, layout: Layout) -> PI0Config:
