@@ -76,7 +76,7 @@ def resize_with_pad_centred_torch(img: np.ndarray, size: int) -> torch.Tensor:
     as float in [0, 1], torch bilinear (align_corners=False, no antialias) to fit inside size x size (sides
     truncated), clamped to [0, 1], zero-padded centred (the odd pixel at the bottom/right), then `* 2 - 1`.
     Returns float32 CHW, ready for the tower."""
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255.0)
+    x = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None].div(255.0)
     h, w = img.shape[:2]
     ratio = max(w / size, h / size)
     nh, nw = int(h / ratio), int(w / ratio)

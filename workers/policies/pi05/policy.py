@@ -72,6 +72,7 @@ class Pi05Policy(Pi0Policy):
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
             state_dim=len(self.state_stats.q01), dtype=dtype_name(self.dtype), device=str(device),
+            request_options=["seed"],
         )
 
     @classmethod
