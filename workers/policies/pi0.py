@@ -91,7 +91,7 @@ class Pi0Policy(Policy):
 
     def validate(self, obs: Observation) -> None:
         super().validate(obs)
-        check_state(obs.state, self.spec.state_dim, required=True)
+        check_state(obs.state, self.spec.state_dim, required=self.spec.state_dim is not None)
         seed = obs.options.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise PolicyInputError("options.seed", "seed must be a non-negative integer")

@@ -196,3 +196,23 @@ def test_openpi_layout_pads_images_as_openpi_client(openpi: Pi05Policy) -> None:
     i = next(i for i, img in enumerate(source) if img.shape[:2] == (480, 640))
     want = (torch.from_numpy(arrays[f"resized_{i}"]).permute(2, 0, 1).float() / 255.0 - 0.5) / 0.5
     torch.testing.assert_close(openpi.image(source[i]), want, atol=1e-6, rtol=0)
+
+
+def test_openpi_without_discrete_state(tiny_dir: Path, openpi: Pi05Policy) -> None:
+    """openpi's pi05_libero (`discrete_state_input=False`): no state anywhere, pi0's prompt; refused for LeRobot."""
+    p = Pi05Policy.load("x", tiny_dir / "pi05-tiny-openpi", dtype="float32", device="cpu",
+                        options={"discrete_state": "false"})
+    assert p.spec.state_dim is None
+    o = obs()
+    tok = p.tokenizer
+    want = [tok.bos_token_id, *tok("pick up the cup", add_special_tokens=False)["input_ids"],
+            *tok("\n", add_special_tokens=False)["input_ids"]]
+    assert p.prompt_ids(o) == want and p.prompt_ids(o) != openpi.prompt_ids(o)
+    p.validate(Observation(images=o.images, instruction="x", state=None))  # no state needed
+    a = p.predict([o])[0].actions
+    np.testing.assert_array_equal(a, p.predict([obs(bin_centres([1] * 8))])[0].actions)
+    with pytest.raises(CheckpointError, match="true or false"):
+        Pi05Policy.load("x", tiny_dir / "pi05-tiny-openpi", dtype="float32", device="cpu",
+                        options={"discrete_state": "maybe"})
+    with pytest.raises(CheckpointError, match="openpi's"):
+        Pi05Policy.load("x", tiny_dir / "pi05-tiny", dtype="float32", device="cpu", options={"discrete_state": "false"})

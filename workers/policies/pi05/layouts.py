@@ -66,6 +66,9 @@ class Pi05Layout:
     max_token_len: int = MAX_TOKEN_LEN
     meta: dict[str, Any] = field(default_factory=dict)  # cameras, action_type, units
     ignored: tuple[str, ...] = ()
+    # openpi's `discrete_state_input`: False (its pi05_libero) leaves the state out of the prompt, and so out
+    # of the model altogether; the prompt is then pi0's (BOS, instruction, "\n").
+    discrete_state: bool = True
 
     def rename(self, name: str) -> str:
         return to_native(name)
@@ -74,17 +77,32 @@ class Pi05Layout:
         return name in self.ignored
 
 
-def detect(path: Path, *, asset_id: str | None = None) -> Pi05Layout:
+def detect(path: Path, *, asset_id: str | None = None, discrete_state: str | None = None) -> Pi05Layout:
+    """`asset_id` and `discrete_state` ("true"/"false") are the openpi layout's load options; config.json's own
+    `discrete_state_input`, where a conversion wrote it, wins."""
     cfg = read_json(path / "config.json")
     names = set(checkpoint_shapes(path))
     if cfg.get("type") == "pi05" and any(n.startswith("model.paligemma_with_expert.") for n in names):
+        if discrete_state is not None:
+            raise CheckpointError("the discrete_state option is openpi's; a LeRobot pi05 checkpoint always puts the "
+                                  "state into the prompt")
         return _lerobot(path, cfg, names)
     if is_pi05(cfg, names) and any(n.startswith("paligemma_with_expert.") for n in names):
-        return _openpi(path, cfg, names, asset_id)
+        layout = _openpi(path, cfg, names, asset_id)
+        layout.discrete_state = _flag(cfg.get("discrete_state_input", discrete_state or True), "discrete_state")
+        return layout
     raise CheckpointError(
         f"{str(path)!r} is not a pi0.5 layout we know: config.json has type={cfg.get('type')!r}, keys "
         f"{sorted(cfg)[:8]}; tensors start {sorted(names)[:4]}. Known: LeRobot ('type': 'pi05', "
         "model.paligemma_with_expert.*), openpi's PyTorch conversion (paligemma_variant, time_mlp_in.*)")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise CheckpointError(f"option {name} must be true or false, got {value!r}")
 
 
 def _model_config(cfg: dict[str, Any], chunk: int, dim: int, steps: int) -> dict[str, Any]:

@@ -6,7 +6,9 @@ what pi0.5 does differently (openpi `Pi0Config(pi05=True)`, LeRobot 0.6.1 `PI05P
   value below -1 is bin -1 and above 1 is bin 255) and written into the prompt:
   `"Task: {instruction}, State: {b1 b2 ...};\\nAction: "`, the instruction cleaned as openpi does (strip,
   "_" and "\\n" to spaces), BOS first, cut to max_token_len (200);
-- the state is nowhere else in the model; the expert is conditioned on the flow time only (model.py).
+- the state is nowhere else in the model; the expert is conditioned on the flow time only (model.py);
+- openpi's `discrete_state_input=False` (its pi05_libero; the load option `discrete_state=false`): no state at
+  all (the spec says state_dim None), the prompt pi0's: BOS, the cleaned instruction, "\n" tokenized alone.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ class Pi05Policy(Pi0Policy):
     def __init__(self, name: str, model: Pi05Model, tokenizer: Any, layout: Pi05Layout, device: torch.device):
         self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout.name
         self.image_convention, self.max_token_len = layout.image_convention, layout.max_token_len
+        self.discrete_state = layout.discrete_state
         self.cfg: PI0Config = model.config
         self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype
         self.state_stats = Quantiles(layout.stats["state"], layout.eps, layout.openpi_eps)
@@ -71,7 +74,8 @@ class Pi05Policy(Pi0Policy):
             cameras=list(meta.get("cameras") or OPENPI_CAMERAS), unnorm_keys=[], default_unnorm_key=None,
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
-            state_dim=len(self.state_stats.q01), dtype=dtype_name(self.dtype), device=str(device),
+            state_dim=len(self.state_stats.q01) if self.discrete_state else None,
+            dtype=dtype_name(self.dtype), device=str(device),
             request_options=["seed"],
         )
 
@@ -79,10 +83,12 @@ class Pi05Policy(Pi0Policy):
     def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
              options: Mapping[str, str] | None = None) -> Pi05Policy:
         path = require_dir(path)
-        unknown = sorted(set(options or {}) - {"asset_id"})
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - {"asset_id", "discrete_state"})
         if unknown:
-            raise CheckpointError(f"unknown pi0.5 option(s) {unknown}; known: ['asset_id'] (openpi layout)")
-        layout = detect(path, asset_id=(options or {}).get("asset_id"))
+            raise CheckpointError(f"unknown pi0.5 option(s) {unknown}; known: ['asset_id', 'discrete_state'] "
+                                  "(openpi layout)")
+        layout = detect(path, asset_id=opts.get("asset_id"), discrete_state=opts.get("discrete_state"))
         try:
             cfg = PI0Config(**layout.config)
         except Exception as exc:  # @strict config validation raises several types
@@ -106,6 +112,9 @@ class Pi05Policy(Pi0Policy):
         return f"Task: {clean_prompt(obs.instruction)}, State: {state};\nAction: "
 
     def prompt_ids(self, obs: Observation) -> list[int]:
+        if not self.discrete_state:  # openpi's pi0 format: "\n" tokenized on its own
+            newline = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
+            return (self.bos_tokens(clean_prompt(obs.instruction), self.max_token_len) + newline)[: self.max_token_len]
         return self.bos_tokens(self.prompt_text(obs), self.max_token_len)
 
     def _flow(self, observations: list[Observation], inputs: dict[str, torch.Tensor], noise: torch.Tensor,
