@@ -121,3 +121,21 @@ def test_bf16_drift_within_the_reference(golden, bf16) -> None:
         bound = BF16_DRIFT_FACTOR * float(np.abs(arrays["shipped_chunk"][n] - arrays["chunk"][n]).max())
         drift = float(np.abs(bf16.action_stats.normalize(res.actions) - arrays["chunk"][n]).max())
         assert drift <= bound, f"item {n}: bf16 drift {drift:.3g} > {bound:.3g}"
+
+
+def test_openpi_epsilon_bins_edge_states_one_lower(golden, policy) -> None:
+    """Item 0's state lands exactly on two bin edges (normalised 0.0 and 0.75): LeRobot (range as is) bins them
+    as the fixture says; openpi's layout (range + 1e-6, as openpi normalises) one bin lower, every other value
+    the same. So the two references themselves disagree there, and each layout follows its own."""
+    from workers.policies.pi05.policy import Pi05Policy
+
+    arrays, meta, _ = golden
+    openpi = Pi05Policy.load("pi05-tiny-openpi", tiny_layout("pi05-tiny-openpi"), dtype="float32", device="cpu")
+    for n, state in enumerate(arrays["state"]):
+        ours, theirs = policy.state_bins(state), openpi.state_bins(state)
+        s = policy.state_stats
+        z = 2 * (state - s.q01) / (s.q99 - s.q01) - 1
+        # an inner edge (at +-1 the shift changes nothing: -1 stays -1, and 1 is past the last edge anyway)
+        on_edge = np.isclose((z + 1) * 128, np.rint((z + 1) * 128), atol=1e-4, rtol=0) & (np.abs(z) < 1 - 1e-6)
+        assert (theirs == np.where(on_edge, ours - 1, ours)).all(), (n, ours, theirs)
+    assert np.count_nonzero(policy.state_bins(arrays["state"][0]) != openpi.state_bins(arrays["state"][0])) == 2

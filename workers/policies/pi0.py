@@ -50,27 +50,33 @@ class Pi0Policy(Policy):
     def __init__(self, name: str, model: PI0ForConditionalGeneration, tokenizer: Any, meta: dict[str, Any],
                  device: torch.device, *, eps: float = EPS, inverse_eps: bool = True, layout: str = "native",
                  image_convention: str = "openpi"):
-        self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
-        self.image_convention = image_convention
-        self.cfg: PI0Config = model.config
-        self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
         self.flow = FlowGraphPool(model)  # on CUDA the Euler loop replays a captured graph per shape
         stats = meta.get("norm_stats", meta)
         self.state_stats, self.action_stats = Stats(stats["state"], "state"), Stats(stats["actions"], "actions")
         self.eps, self.inverse_eps = eps, inverse_eps
+        cfg = model.config
+        if len(self.action_stats.mean) > cfg.max_action_dim or len(self.state_stats.mean) > cfg.max_state_dim:
+            raise CheckpointError("norm_stats are wider than the model's max_action_dim/max_state_dim")
+        self.setup(name, "pi0", model, tokenizer, device, layout, image_convention, meta, len(self.state_stats.mean))
+
+    def setup(self, name: str, family: str, model: torch.nn.Module, tokenizer: Any, device: torch.device,
+              layout: str, image_convention: str, meta: dict[str, Any], state_dim: int | None) -> None:
+        """What pi0 and pi0.5 share once their statistics are read: the model, the tower's geometry, the spec
+        (openpi's cameras unless the checkpoint names its own, units, the seed option)."""
+        self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
+        self.image_convention = image_convention
+        self.cfg: PI0Config = model.config
+        self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
         self.image_token_id = int(self.cfg.vlm_config.image_token_id)
         self.image_size = int(self.cfg.vlm_config.vision_config.image_size)
         self.tokens_per_image = (self.image_size // int(self.cfg.vlm_config.vision_config.patch_size)) ** 2
         dim = len(self.action_stats.mean)
-        if dim > self.cfg.max_action_dim or len(self.state_stats.mean) > self.cfg.max_state_dim:
-            raise CheckpointError("norm_stats are wider than the model's max_action_dim/max_state_dim")
         self.spec = PolicySpec(
-            name=name, family="pi0", action_dim=dim, chunk_length=int(self.cfg.chunk_size),
+            name=name, family=family, action_dim=dim, chunk_length=int(self.cfg.chunk_size),
             cameras=list(meta.get("cameras") or OPENPI_CAMERAS), unnorm_keys=[], default_unnorm_key=None,
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
-            state_dim=len(self.state_stats.mean), dtype=dtype_name(self.dtype), device=str(device),
-            request_options=["seed"],
+            state_dim=state_dim, dtype=dtype_name(self.dtype), device=str(device), request_options=["seed"],
         )
 
     @classmethod

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from transformers import PI0Config
 
-from workers.policies.base import Observation, PolicySpec
+from workers.policies.base import Observation
 from workers.policies.checkpoint import require_dir
-from workers.policies.common import EE_DELTA_UNITS, build_and_load, load_tokenizer
-from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
+from workers.policies.common import build_and_load, load_tokenizer
+from workers.policies.devices import resolve_device, resolve_dtype
 from workers.policies.errors import CheckpointError
-from workers.policies.pi0 import OPENPI_CAMERAS, Pi0Policy, clean_prompt
+from workers.policies.pi0 import Pi0Policy, clean_prompt
 from workers.policies.pi0_flow import keep_fp32_islands
 from workers.policies.pi05.layouts import Pi05Layout, detect
 from workers.policies.pi05.model import FP32_NAMES, Pi05Model, sample_actions
@@ -54,30 +54,14 @@ class Quantiles:
 
 class Pi05Policy(Pi0Policy):
     def __init__(self, name: str, model: Pi05Model, tokenizer: Any, layout: Pi05Layout, device: torch.device):
-        self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout.name
-        self.image_convention, self.max_token_len = layout.image_convention, layout.max_token_len
-        self.discrete_state = layout.discrete_state
-        self.cfg: PI0Config = model.config
-        self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype
+        self.max_token_len, self.discrete_state = layout.max_token_len, layout.discrete_state
         self.state_stats = Quantiles(layout.stats["state"], layout.eps, layout.openpi_eps)
         self.action_stats = Quantiles(layout.stats["actions"], layout.eps, layout.openpi_eps)
-        self.image_token_id = int(self.cfg.vlm_config.image_token_id)
-        self.image_size = int(self.cfg.vlm_config.vision_config.image_size)
-        self.tokens_per_image = (self.image_size // int(self.cfg.vlm_config.vision_config.patch_size)) ** 2
-        dim = len(self.action_stats.q01)
-        if dim > self.cfg.max_action_dim:
-            raise CheckpointError(f"the action statistics ({dim}) are wider than max_action_dim "
-                                  f"({self.cfg.max_action_dim})")
-        meta = layout.meta
-        self.spec = PolicySpec(
-            name=name, family="pi05", action_dim=dim, chunk_length=int(self.cfg.chunk_size),
-            cameras=list(meta.get("cameras") or OPENPI_CAMERAS), unnorm_keys=[], default_unnorm_key=None,
-            action_type=meta.get("action_type", "robot_specific"),
-            units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
-            state_dim=len(self.state_stats.q01) if self.discrete_state else None,
-            dtype=dtype_name(self.dtype), device=str(device),
-            request_options=["seed"],
-        )
+        if len(self.action_stats.q01) > model.config.max_action_dim:
+            raise CheckpointError(f"the action statistics ({len(self.action_stats.q01)}) are wider than "
+                                  f"max_action_dim ({model.config.max_action_dim})")
+        self.setup(name, "pi05", model, tokenizer, device, layout.name, layout.image_convention, layout.meta,
+                   len(self.state_stats.q01) if self.discrete_state else None)
 
     @classmethod
     def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
