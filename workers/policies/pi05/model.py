@@ -73,9 +73,9 @@ class ExpertLayer(nn.Module):
         k = attn.k_proj(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = attn.v_proj(h).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotate(q, *rope), rotate(k, *rope)
-        k = torch.cat([past[0].to(k.dtype), k], dim=2).repeat_interleave(self.heads // self.kv_heads, dim=1)
-        v = torch.cat([past[1].to(v.dtype), v], dim=2).repeat_interleave(self.heads // self.kv_heads, dim=1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5)
+        k, v = torch.cat([past[0].to(k.dtype), k], dim=2), torch.cat([past[1].to(v.dtype), v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5,
+                                             enable_gqa=self.heads != self.kv_heads)  # kv heads shared, uncopied
         x = x + attn.o_proj(out.transpose(1, 2).reshape(b, s, -1)) * gate
         h, gate = self.post_attention_layernorm(x, cond)
         mlp = self.mlp
