@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import PI0Config, PI0ForConditionalGeneration
 
+from workers.policies import flow_sampling
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 from workers.policies.checkpoint import require_dir
 from workers.policies.common import EE_DELTA_UNITS, build_and_load, check_state, load_tokenizer, timings_copy
@@ -76,7 +77,8 @@ class Pi0Policy(Policy):
             cameras=list(meta.get("cameras") or OPENPI_CAMERAS), unnorm_keys=[], default_unnorm_key=None,
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
-            state_dim=state_dim, dtype=dtype_name(self.dtype), device=str(device), request_options=["seed"],
+            state_dim=state_dim, dtype=dtype_name(self.dtype), device=str(device),
+            request_options=["seed", "rtc"], real_time_chunking=True,
         )
 
     @classmethod
@@ -101,6 +103,7 @@ class Pi0Policy(Policy):
         seed = obs.options.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise PolicyInputError("options.seed", "seed must be a non-negative integer")
+        flow_sampling.parse(obs.options, self.spec.action_dim, self.spec.chunk_length)
 
     def text_ids(self, instruction: str) -> list[int]:
         """openpi's prompt cleaning, then BOS + prompt + "\\n", cut to max_token_len."""
@@ -148,25 +151,34 @@ class Pi0Policy(Policy):
         a = self.action_stats
         return y[..., : len(a.mean)] * (a.std + (self.eps if self.inverse_eps else 0.0)) + a.mean
 
-    @torch.inference_mode()
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Robot units -> the model's space: the exact inverse of `unnormalize` (RTC's executing actions)."""
+        a = self.action_stats
+        return (actions - a.mean) / (a.std + (self.eps if self.inverse_eps else 0.0))
+
+    @torch.no_grad()  # sample_actions picks inference_mode unless RTC needs autograd
     def predict(self, observations: list[Observation], *, recompute_prefix: bool = False) -> list[PolicyResult]:
         timings: dict[str, float] = {}
         watch = Stopwatch(self.device)
         seeds = [o.options.get("seed", secrets.randbits(63)) for o in observations]
         noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device)
         inputs = self._prefix(observations)
+        guidance = flow_sampling.batch_guidance(observations, self.spec.action_dim, self.spec.chunk_length,
+                                                self.normalize_actions, self.cfg.max_action_dim, self.device)
         watch.lap(timings, "preprocess")
-        y = self._flow(observations, inputs, noise, timings, recompute_prefix)
+        y = self._flow(observations, inputs, noise, timings, recompute_prefix, guidance)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]
 
     def _flow(self, observations: list[Observation], inputs: dict[str, torch.Tensor], noise: torch.Tensor,
-              timings: dict[str, float], recompute_prefix: bool) -> torch.Tensor:
+              timings: dict[str, float], recompute_prefix: bool,
+              guidance: flow_sampling.Guidance | None) -> torch.Tensor:
         """The normalised chunk: pi0's flow, conditioned on the state projected into the suffix."""
         return sample_actions(self.model, state=self._state(observations), noise=noise,
                               num_steps=self.cfg.num_inference_steps, timings=timings,
-                              recompute_prefix=recompute_prefix, flow=self.flow.integrate, **inputs)
+                              recompute_prefix=recompute_prefix, flow=self.flow.integrate, guidance=guidance,
+                              **inputs)
 
     def self_check(self) -> None:
         """Raise PolicySelfCheckError unless a batch equals its singles and the cached flow equals a flow

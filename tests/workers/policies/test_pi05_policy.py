@@ -216,3 +216,25 @@ def test_openpi_without_discrete_state(tiny_dir: Path, openpi: Pi05Policy) -> No
                         options={"discrete_state": "maybe"})
     with pytest.raises(CheckpointError, match="openpi's"):
         Pi05Policy.load("x", tiny_dir / "pi05-tiny", dtype="float32", device="cpu", options={"discrete_state": "false"})
+
+
+@pytest.mark.parametrize("jacobian", ["identity", "vjp"])
+def test_real_time_chunking_follows_the_executing_actions(lerobot: Pi05Policy, jacobian: str) -> None:
+    """pi0.5 through the shared RTC sampler: the guided chunk starts where the executing one is (in the model's
+    quantile space), a row without RTC in the same batch is unchanged, and bad RTC input is refused."""
+    assert lerobot.spec.real_time_chunking and "rtc" in lerobot.spec.request_options
+    executing = lerobot.predict([obs(seed=1)])[0].actions[10:]  # chunk A's actions still to execute
+    plain = lerobot.predict([obs(seed=2)])[0].actions
+    rtc = {"prev_actions": executing.tolist(), "inference_delay": 3, "jacobian": jacobian}
+    guided_obs = obs(seed=2)
+    guided_obs.options["rtc"] = rtc
+    guided, unguided = lerobot.predict([guided_obs, obs(seed=2)])
+    norm = lerobot.action_stats.normalize
+    gap = float(np.abs(norm(guided.actions[:3]) - norm(executing[:3])).max())
+    plain_gap = float(np.abs(norm(plain[:3]) - norm(executing[:3])).max())
+    assert gap < 0.25 * plain_gap, (gap, plain_gap)
+    np.testing.assert_allclose(unguided.actions, plain, atol=1e-6, rtol=1e-5)
+    bad = obs(seed=2)
+    bad.options["rtc"] = {**rtc, "prev_actions": executing[:, :5].tolist()}
+    with pytest.raises(PolicyInputError, match="prev_actions"):
+        lerobot.validate(bad)

@@ -25,6 +25,10 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from transformers import AutoModel, PI0Config
 
+from workers.policies import flow_sampling
+from workers.policies.pi0_flow import embed_prefix, prefix_cache
+from workers.policies.timing import Stopwatch
+
 FP32_NAMES = ("vision_tower", "multi_modal_projector", "input_layernorm", "post_attention_layernorm", "norm.",
               "action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out")
 
@@ -160,27 +164,28 @@ def prefix_kv(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-@torch.inference_mode()
 def sample_actions(model: Pi05Model, *, input_ids: torch.Tensor, attention_mask: torch.Tensor, images: torch.Tensor,
                    noise: torch.Tensor, num_steps: int, timings: dict[str, float] | None = None,
-                   recompute_prefix: bool = False) -> torch.Tensor:
+                   recompute_prefix: bool = False, guidance: flow_sampling.Guidance | None = None) -> torch.Tensor:
     """One prefix pass (pi0's: only the present cameras embedded), then Euler from t=1 (noise) to t=0 in
-    float32; the expert only reads the prefix cache, so steps never see each other. `recompute_prefix` rebuilds
-    the prefix at every step: slower, the self-check's reference."""
-    from workers.policies.pi0_flow import embed_prefix, prefix_cache
-    from workers.policies.timing import Stopwatch
+    float32 (flow_sampling.euler, with real-time chunking when `guidance` is given); the expert only reads the
+    prefix cache, so steps never see each other. `recompute_prefix` rebuilds the prefix at every step: slower,
+    the self-check's reference."""
+    with flow_sampling.sampling_mode(guidance):
+        watch = Stopwatch(input_ids.device)
+        embeds = embed_prefix(model, input_ids, images)
+        watch.lap(timings, "vision")
+        past = prefix_kv(prefix_cache(model, embeds, attention_mask))
+        watch.lap(timings, "prefill")
+        calls = 0
 
-    watch = Stopwatch(input_ids.device)
-    embeds = embed_prefix(model, input_ids, images)
-    watch.lap(timings, "vision")
-    past = prefix_kv(prefix_cache(model, embeds, attention_mask))
-    watch.lap(timings, "prefill")
-    dt = -1.0 / num_steps
-    x = noise.float()
-    for step in range(num_steps):
-        if step and recompute_prefix:
-            past = prefix_kv(prefix_cache(model, embeds, attention_mask))
-        t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
-        x = x + dt * model.velocity(x, t, past, attention_mask)
-    watch.lap(timings, "flow")
-    return x
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            nonlocal calls, past
+            if calls and recompute_prefix:
+                past = prefix_kv(prefix_cache(model, embeds, attention_mask))
+            calls += 1
+            return model.velocity(x, t, past, attention_mask)
+
+        x = flow_sampling.euler(velocity, noise, num_steps, guidance)
+        watch.lap(timings, "flow")
+        return x

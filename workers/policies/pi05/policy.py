@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import PI0Config
 
+from workers.policies import flow_sampling
 from workers.policies.base import Observation
 from workers.policies.checkpoint import require_dir
 from workers.policies.common import build_and_load, load_tokenizer
@@ -102,9 +103,14 @@ class Pi05Policy(Pi0Policy):
         return self.bos_tokens(self.prompt_text(obs), self.max_token_len)
 
     def _flow(self, observations: list[Observation], inputs: dict[str, torch.Tensor], noise: torch.Tensor,
-              timings: dict[str, float], recompute_prefix: bool) -> torch.Tensor:
+              timings: dict[str, float], recompute_prefix: bool,
+              guidance: flow_sampling.Guidance | None) -> torch.Tensor:
         return sample_actions(self.model, noise=noise, num_steps=self.cfg.num_inference_steps, timings=timings,
-                              recompute_prefix=recompute_prefix, **inputs)
+                              recompute_prefix=recompute_prefix, guidance=guidance, **inputs)
 
     def unnormalize(self, y: np.ndarray) -> np.ndarray:
         return self.action_stats.unnormalize(y[..., : len(self.action_stats.q01)])
+
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Robot units -> the model's space (RTC's executing actions): the exact inverse of `unnormalize`."""
+        return self.action_stats.normalize(actions)
