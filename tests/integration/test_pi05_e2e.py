@@ -65,8 +65,9 @@ def _decoded(b64: str) -> np.ndarray:
 
 def _body(**overrides) -> dict:
     images = {"base_0_rgb": png_b64(96, 128, seed=1), "left_wrist_0_rgb": png_b64(seed=2)}
-    return request_body(MODEL, image=None, images=images, state=STATE, seed=5, instruction="put the cup in the sink",
-                        safety={"mode": "monitor"}, **overrides)
+    base = {"image": None, "images": images, "state": STATE, "seed": 5, "instruction": "put the cup in the sink",
+            "safety": {"mode": "monitor"}}
+    return request_body(MODEL, **{**base, **overrides})
 
 
 def test_rest_returns_what_the_policy_computes(client, headers, pi05_worker, policy) -> None:
@@ -159,3 +160,22 @@ def test_models_list_without_it_enabled(live_url, make_customer) -> None:
     key = make_customer("enterprise")[1]
     models = requests.get(f"{live_url}/v1/models/list", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert MODEL not in {m["name"] for m in models.json()["models"]}
+
+
+def test_rest_real_time_chunking(client, headers, pi05_worker) -> None:
+    """The rtc field on a pi0.5 model: listed as supported, and the guided chunk continues the executing one."""
+    models = {m["name"]: m for m in client.get("/v1/models/list", headers=headers).get_json()["models"]}
+    assert models[MODEL]["real_time_chunking"]
+
+    def act(seed: int, **extra) -> np.ndarray:
+        resp = client.post("/v1/inference", json=_body(seed=seed, **extra), headers=headers)
+        assert resp.status_code == 200, resp.get_json()
+        return np.asarray(resp.get_json()["action"]["values"])
+
+    prev = act(1)[10:]
+    plain, guided = act(2), act(2, rtc={"prev_actions": prev.tolist(), "inference_delay": 3})
+    gap = lambda chunk: float(np.abs(chunk[:3] - prev[:3]).max())  # noqa: E731
+    assert gap(guided) * 4 < gap(plain), (gap(guided), gap(plain))
+    bad = client.post("/v1/inference", json=_body(rtc={"prev_actions": prev[:, :3].tolist(), "inference_delay": 3}),
+                      headers=headers)
+    assert bad.status_code == 422 and "prev_actions" in json.dumps(bad.get_json())
