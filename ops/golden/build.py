@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ops.golden import openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, pi0_rtc
+from ops.golden import openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, pi0_rtc, pi05_lerobot, pi05_rtc
 from ops.golden.envs import make_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,8 @@ ENVS = ROOT / ".data" / "golden-envs"
 WORK = ROOT / ".data" / "golden-work"
 DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
 DEFAULT_OPENPI_SRC = Path("/work/.mirror/Physical-Intelligence+openpi/repo")
-TARGETS = ("openvla", "openvla-crop", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS, "pi0-rtc-lerobot06")
+TARGETS = ("openvla", "openvla-crop", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS, "pi0-rtc-lerobot06",
+           "pi05-lerobot06", "pi05-rtc-lerobot06")
 log = logging.getLogger("ops.golden")
 
 
@@ -41,7 +42,7 @@ def build_models() -> Path:
     from workers.policies.presets import build_tiny_checkpoints
 
     models = WORK / "models"
-    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny"])
+    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny", "pi05-tiny"])
     return models
 
 
@@ -72,6 +73,14 @@ def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
         py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch,
                       no_deps=v.no_deps)
         written.append(pi0_rtc.build(py, models / "pi0-tiny", WORK))
+    if "pi05-lerobot06" in targets:
+        v = pi05_lerobot.VARIANT
+        py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch)
+        written.append(pi05_lerobot.build(py, models / "pi05-tiny", WORK))
+    if "pi05-rtc-lerobot06" in targets:  # the same LeRobot 0.6.1 env
+        v = pi05_lerobot.VARIANT
+        py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch)
+        written.append(pi05_rtc.build(py, models / "pi05-tiny", WORK))
     return written
 
 

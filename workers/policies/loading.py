@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from workers.policies import fingerprint
 from workers.policies.base import Policy
-from workers.policies.checkpoint import read_json, require_dir
+from workers.policies.checkpoint import checkpoint_shapes, read_json, require_dir
 from workers.policies.errors import CheckpointError
 from workers.policies.hf_compat import require_supported_transformers
+from workers.policies.pi05.layouts import is_pi05
 from workers.policies.selfcheck import check_registered_outputs
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,18 @@ def _loaders() -> dict[str, Callable[..., Policy]]:
     # Imported lazily: importing a backend pulls in torch/timm/transformers model code.
     from workers.policies.openvla.policy import OpenVLAPolicy
     from workers.policies.pi0 import Pi0Policy
+    from workers.policies.pi05.policy import Pi05Policy
 
-    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load}
+    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load, "pi05": Pi05Policy.load}
 
 
-def family_of(config: dict) -> str | None:
-    """transformers configs say model_type; LeRobot's say "type"; openpi's conversion names Gemma variants."""
+def family_of(config: dict, names: Iterable[str] = ()) -> str | None:
+    """transformers configs say model_type; LeRobot's say "type"; openpi's conversion names Gemma variants, the
+    same for pi0 and pi0.5, which only its tensor names (`names`) tell apart."""
     if "model_type" in config:
         return config["model_type"]
+    if is_pi05(config, list(names)):
+        return "pi05"
     if config.get("type") == "pi0" or "paligemma_variant" in config:
         return "pi0"
     return None
@@ -69,7 +74,7 @@ def load_checkpoint(
     if fingerprints not in FINGERPRINT_MODES:
         raise ValueError(f"fingerprints must be one of {FINGERPRINT_MODES}, got {fingerprints!r}")
     ckpt = require_dir(ckpt)
-    model_type = family_of(read_json(ckpt / "config.json"))
+    model_type = family_of(read_json(ckpt / "config.json"), checkpoint_shapes(ckpt))
     loaders = _loaders()
     if model_type not in loaders:
         raise CheckpointError(

@@ -27,7 +27,7 @@ from workers.policies.errors import CheckpointError, PolicyInputError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import normalize, resize_with_pad, resize_with_pad_top_left
+from workers.policies.preprocess import to_tower
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -51,27 +51,34 @@ class Pi0Policy(Policy):
     def __init__(self, name: str, model: PI0ForConditionalGeneration, tokenizer: Any, meta: dict[str, Any],
                  device: torch.device, *, eps: float = EPS, inverse_eps: bool = True, layout: str = "native",
                  image_convention: str = "openpi"):
-        self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
-        self.image_convention = image_convention
-        self.cfg: PI0Config = model.config
-        self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
         self.flow = FlowGraphPool(model)  # on CUDA the Euler loop replays a captured graph per shape
         stats = meta.get("norm_stats", meta)
         self.state_stats, self.action_stats = Stats(stats["state"], "state"), Stats(stats["actions"], "actions")
         self.eps, self.inverse_eps = eps, inverse_eps
+        cfg = model.config
+        if len(self.action_stats.mean) > cfg.max_action_dim or len(self.state_stats.mean) > cfg.max_state_dim:
+            raise CheckpointError("norm_stats are wider than the model's max_action_dim/max_state_dim")
+        self.setup(name, "pi0", model, tokenizer, device, layout, image_convention, meta, len(self.state_stats.mean))
+
+    def setup(self, name: str, family: str, model: torch.nn.Module, tokenizer: Any, device: torch.device,
+              layout: str, image_convention: str, meta: dict[str, Any], state_dim: int | None) -> None:
+        """What pi0 and pi0.5 share once their statistics are read: the model, the tower's geometry, the spec
+        (openpi's cameras unless the checkpoint names its own, units, the seed option)."""
+        self.model, self.tokenizer, self.device, self.layout = model, tokenizer, device, layout
+        self.image_convention = image_convention
+        self.cfg: PI0Config = model.config
+        self.dtype = model.model.dit.layers[0].self_attn.q_proj.weight.dtype  # the stream, not an fp32 island
         self.image_token_id = int(self.cfg.vlm_config.image_token_id)
         self.image_size = int(self.cfg.vlm_config.vision_config.image_size)
         self.tokens_per_image = (self.image_size // int(self.cfg.vlm_config.vision_config.patch_size)) ** 2
         dim = len(self.action_stats.mean)
-        if dim > self.cfg.max_action_dim or len(self.state_stats.mean) > self.cfg.max_state_dim:
-            raise CheckpointError("norm_stats are wider than the model's max_action_dim/max_state_dim")
         self.spec = PolicySpec(
-            name=name, family="pi0", action_dim=dim, chunk_length=int(self.cfg.chunk_size),
+            name=name, family=family, action_dim=dim, chunk_length=int(self.cfg.chunk_size),
             cameras=list(meta.get("cameras") or OPENPI_CAMERAS), unnorm_keys=[], default_unnorm_key=None,
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
-            state_dim=len(self.state_stats.mean), dtype=dtype_name(self.dtype), device=str(device),
-            real_time_chunking=True,
+            state_dim=state_dim, dtype=dtype_name(self.dtype), device=str(device),
+            request_options=["seed", "rtc"], real_time_chunking=True,
         )
 
     @classmethod
@@ -92,7 +99,7 @@ class Pi0Policy(Policy):
 
     def validate(self, obs: Observation) -> None:
         super().validate(obs)
-        check_state(obs.state, self.spec.state_dim, required=True)
+        check_state(obs.state, self.spec.state_dim, required=self.spec.state_dim is not None)
         seed = obs.options.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
             raise PolicyInputError("options.seed", "seed must be a non-negative integer")
@@ -100,16 +107,21 @@ class Pi0Policy(Policy):
 
     def text_ids(self, instruction: str) -> list[int]:
         """openpi's prompt cleaning, then BOS + prompt + "\\n", cut to max_token_len."""
-        clean = instruction.strip().replace("_", " ").replace("\n", " ")
-        ids = [self.tokenizer.bos_token_id, *self.tokenizer(clean + "\n", add_special_tokens=False)["input_ids"]]
-        return ids[:MAX_TOKEN_LEN]
+        return self.bos_tokens(clean_prompt(instruction) + "\n", MAX_TOKEN_LEN)
+
+    def bos_tokens(self, text: str, limit: int) -> list[int]:
+        """BOS + the text's tokens, cut to `limit` (PaliGemma's tokenizer adds BOS itself; ours are told to)."""
+        return [self.tokenizer.bos_token_id, *self.tokenizer(text, add_special_tokens=False)["input_ids"]][:limit]
+
+    def prompt_ids(self, obs: Observation) -> list[int]:
+        """The text part of a row's prefix (pi0: the instruction alone; pi0.5 adds the discretised state)."""
+        return self.text_ids(obs.instruction)
 
     def image(self, img: np.ndarray) -> torch.Tensor:
         """To the tower's size in [-1, 1] with black bars, as the checkpoint's layout was trained: openpi's
-        centred resize-with-pad (PIL bilinear), or LeRobot <= 0.3's top-left padding (torch bilinear)."""
-        if self.image_convention == "lerobot-0.3":
-            return resize_with_pad_top_left(img, self.image_size)
-        return normalize(resize_with_pad(img, self.image_size), (0.5,) * 3, (0.5,) * 3)
+        centred resize-with-pad (PIL bilinear), or LeRobot <= 0.3's top-left padding (torch bilinear)
+        (preprocess.to_tower)."""
+        return to_tower(img, self.image_size, self.image_convention)
 
     def _prefix(self, observations: list[Observation]) -> dict[str, torch.Tensor]:
         """Right-padded ids with 256 image placeholders per *present* camera, and only the present cameras'
@@ -118,7 +130,7 @@ class Pi0Policy(Policy):
         for obs in observations:
             present = [c for c in self.spec.cameras if c in obs.images]
             images += [self.image(obs.images[c]) for c in present]
-            rows.append([self.image_token_id] * (self.tokens_per_image * len(present)) + self.text_ids(obs.instruction))
+            rows.append([self.image_token_id] * (self.tokens_per_image * len(present)) + self.prompt_ids(obs))
         length = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows])
@@ -151,21 +163,32 @@ class Pi0Policy(Policy):
         seeds = [o.options.get("seed", secrets.randbits(63)) for o in observations]
         noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device)
         inputs = self._prefix(observations)
-        state = self._state(observations)
         guidance = flow_sampling.batch_guidance(observations, self.spec.action_dim, self.spec.chunk_length,
                                                 self.normalize_actions, self.cfg.max_action_dim, self.device)
         watch.lap(timings, "preprocess")
-        y = sample_actions(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
-                           timings=timings, recompute_prefix=recompute_prefix, flow=self.flow.integrate,
-                           guidance=guidance, **inputs)
+        y = self._flow(observations, inputs, noise, timings, recompute_prefix, guidance)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]
+
+    def _flow(self, observations: list[Observation], inputs: dict[str, torch.Tensor], noise: torch.Tensor,
+              timings: dict[str, float], recompute_prefix: bool,
+              guidance: flow_sampling.Guidance | None) -> torch.Tensor:
+        """The normalised chunk: pi0's flow, conditioned on the state projected into the suffix."""
+        return sample_actions(self.model, state=self._state(observations), noise=noise,
+                              num_steps=self.cfg.num_inference_steps, timings=timings,
+                              recompute_prefix=recompute_prefix, flow=self.flow.integrate, guidance=guidance,
+                              **inputs)
 
     def self_check(self) -> None:
         """Raise PolicySelfCheckError unless a batch equals its singles and the cached flow equals a flow
         that recomputes the prefix at every step."""
         check_pi0(self)
+
+
+def clean_prompt(instruction: str) -> str:
+    """openpi's prompt cleaning: stripped, "_" and newlines as spaces."""
+    return instruction.strip().replace("_", " ").replace("\n", " ")
 
 
 def _config(path: Path, layout: Layout) -> PI0Config:

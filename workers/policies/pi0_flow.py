@@ -26,12 +26,13 @@ FP32_NAMES = ("vision_tower", "multi_modal_projector", "input_layernorm", "post_
               "embed_action_time", "action_out_proj")
 
 
-def keep_fp32_islands(model: PI0ForConditionalGeneration) -> None:
+def keep_fp32_islands(model: torch.nn.Module, names: tuple[str, ...] = FP32_NAMES) -> None:
     """Make the parameters the references keep in fp32 fp32 (a no-op for an fp32 model). Called on the
-    freshly built model, before the checkpoint is copied in, so the islands receive its fp32 values."""
+    freshly built model, before the checkpoint is copied in, so the islands receive its fp32 values.
+    `names`: name parts that mark an island (pi0's by default; pi0.5 passes its own)."""
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if any(part in name for part in FP32_NAMES):
+            if any(part in name for part in names):
                 param.data = param.data.float()
 
 

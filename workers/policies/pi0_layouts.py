@@ -134,7 +134,7 @@ def detect(path: Path, *, asset_id: str | None = None) -> Layout:
         "PyTorch conversion (paligemma_variant, paligemma_with_expert.*)")
 
 
-def _sizes(cfg: dict[str, Any], vlm: str, expert: str) -> dict[str, Any]:
+def model_sizes(cfg: dict[str, Any], vlm: str, expert: str) -> dict[str, Any]:
     sizes = _variant_sizes(cfg, vlm, expert)
     # The expert's (unused) embedding is saved as gemma_expert.lm_head with the VLM's vocabulary. transformers
     # 5.24 ties dit vocab_size to the VLM's; 5.18 leaves a dict-given dit_config at Gemma's 256000.
@@ -153,7 +153,7 @@ def _variant_sizes(cfg: dict[str, Any], vlm: str, expert: str) -> dict[str, Any]
             "dit_config": dict(GEMMA_VARIANTS[expert])}
 
 
-def _tied(names: set[str], prefix: str) -> tuple[str, ...]:
+def tied_names(names: set[str], prefix: str) -> tuple[str, ...]:
     """PaliGemma ties lm_head to embed_tokens; a checkpoint may hold either name or both (same tensor)."""
     head = prefix + "paligemma_with_expert.paligemma.lm_head.weight"
     emb = prefix + "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
@@ -165,7 +165,7 @@ def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
     # 0.4 (image_resolution, processor pipelines: the openpi port) it pads centred as openpi does.
     legacy = "resize_imgs_with_padding" in cfg or not (path / "policy_preprocessor.json").is_file()
     res = cfg.get("image_resolution") or cfg.get("resize_imgs_with_padding") or [224, 224]
-    sizes = _sizes(cfg, cfg.get("paligemma_variant", "gemma_2b"), cfg.get("action_expert_variant", "gemma_300m"))
+    sizes = model_sizes(cfg, cfg.get("paligemma_variant", "gemma_2b"), cfg.get("action_expert_variant", "gemma_300m"))
     sizes["vlm_config"]["vision_config"]["image_size"] = int(res[0])
     config = {**sizes, "chunk_size": int(cfg.get("chunk_size", 50)), "max_state_dim": int(cfg.get("max_state_dim", 32)),
               "max_action_dim": int(cfg.get("max_action_dim", 32)),
@@ -175,13 +175,15 @@ def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
     cams = [k.removeprefix("observation.images.") for k, v in cfg.get("input_features", {}).items()
             if isinstance(v, dict) and v.get("type") == "VISUAL"]
     meta = {"cameras": cams} if cams else {}
-    return Layout("lerobot", config, {**stats, **meta}, eps, False, _tied(names, "model."),
+    return Layout("lerobot", config, {**stats, **meta}, eps, False, tied_names(names, "model."),
                   "lerobot-0.3" if legacy else "openpi")
 
 
-def lerobot_stats(path: Path, names: set[str]) -> tuple[dict[str, Any], float]:
+def lerobot_stats(path: Path, names: set[str], keep: tuple[str, ...] = ("mean", "std"),
+                  ) -> tuple[dict[str, Any], float]:
     """State stats from the preprocessor's normalizer step, action stats from the postprocessor's
-    unnormalizer step (file names from the pipelines' JSON); v0 checkpoints keep them as model buffers."""
+    unnormalizer step (file names from the pipelines' JSON); v0 checkpoints keep them as model buffers.
+    `keep`: the statistics read (pi0's mean/std, pi0.5's q01/q99)."""
     found: dict[str, dict[str, list[float]]] = {}
     eps = LEROBOT_EPS
     for pipeline, registry in (("policy_preprocessor", "normalizer_processor"),
@@ -191,7 +193,7 @@ def lerobot_stats(path: Path, names: set[str]) -> tuple[dict[str, Any], float]:
         for step in read_json(path / f"{pipeline}.json").get("steps", []):
             if step.get("registry_name") == registry and step.get("state_file"):
                 eps = float(step.get("config", {}).get("eps", eps))
-                _read_stats(path / step["state_file"], found)
+                _read_stats(path / step["state_file"], found, keep)
     if not found:
         _read_v0_buffers(path, names, found)
     try:
@@ -202,13 +204,13 @@ def lerobot_stats(path: Path, names: set[str]) -> tuple[dict[str, Any], float]:
             "+ its normalizer_processor safetensors (or v0 normalize_* buffers in the model)") from exc
 
 
-def _read_stats(file: Path, into: dict[str, dict[str, list[float]]]) -> None:
+def _read_stats(file: Path, into: dict[str, dict[str, list[float]]], keep: tuple[str, ...]) -> None:
     if not file.is_file():
         raise CheckpointError(f"statistics file {str(file)!r} named by the processor JSON is missing")
     with safe_open(str(file), framework="pt") as f:
         for key in f.keys():
             feature, _, stat = key.rpartition(".")
-            if stat in ("mean", "std"):
+            if stat in keep:
                 into.setdefault(feature, {})[stat] = f.get_tensor(key).double().flatten().tolist()
 
 
@@ -224,7 +226,7 @@ def _read_v0_buffers(path: Path, names: set[str], into: dict[str, dict[str, list
 
 
 def _openpi(path: Path, cfg: dict[str, Any], names: set[str], asset_id: str | None) -> Layout:
-    sizes = _sizes(cfg, cfg["paligemma_variant"], cfg.get("action_expert_variant", "gemma_300m"))
+    sizes = model_sizes(cfg, cfg["paligemma_variant"], cfg.get("action_expert_variant", "gemma_300m"))
     dim = int(cfg.get("action_dim", 32))
     config = {**sizes, "chunk_size": int(cfg.get("action_horizon", 50)), "max_state_dim": dim, "max_action_dim": dim}
     assets = sorted(p.parent for p in (path / "assets").glob("*/norm_stats.json"))
@@ -235,4 +237,4 @@ def _openpi(path: Path, cfg: dict[str, Any], names: set[str], asset_id: str | No
                               f"(or the asset_id option naming one); found {[a.name for a in assets]}"
                               + (f" for asset_id={asset_id!r}" if asset_id else ""))
     stats = read_json(assets[0] / "norm_stats.json")
-    return Layout("openpi", config, stats, OPENPI_EPS, True, _tied(names, ""))
+    return Layout("openpi", config, stats, OPENPI_EPS, True, tied_names(names, ""))

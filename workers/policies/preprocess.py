@@ -69,3 +69,30 @@ def normalize_batch(images: Sequence[np.ndarray], norms: Sequence[tuple[Sequence
     m = torch.tensor([c for mean, _ in norms for c in mean], dtype=torch.float32, device=x.device)
     s = torch.tensor([c for _, std in norms for c in std], dtype=torch.float32, device=x.device)
     return x.sub_(m[:, None, None]).div_(s[:, None, None])
+
+
+def resize_with_pad_centred_torch(img: np.ndarray, size: int) -> torch.Tensor:
+    """LeRobot >= 0.4's `resize_with_pad_torch` (openpi's torch port) as its pi0.5 policy applies it: the image
+    as float in [0, 1], torch bilinear (align_corners=False, no antialias) to fit inside size x size (sides
+    truncated), clamped to [0, 1], zero-padded centred (the odd pixel at the bottom/right), then `* 2 - 1`.
+    Returns float32 CHW, ready for the tower."""
+    x = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None].div(255.0)
+    h, w = img.shape[:2]
+    ratio = max(w / size, h / size)
+    nh, nw = int(h / ratio), int(w / ratio)
+    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    x = torch.nn.functional.pad(x, (left, size - nw - left, top, size - nh - top), value=0.0)
+    return x[0] * 2.0 - 1.0
+
+
+# How each checkpoint convention brings a camera image to the tower's square, in [-1, 1] (float32 CHW).
+IMAGE_CONVENTIONS = {
+    "openpi": lambda img, size: normalize(resize_with_pad(img, size), (0.5,) * 3, (0.5,) * 3),
+    "lerobot-0.3": resize_with_pad_top_left,
+    "lerobot-torch": resize_with_pad_centred_torch,
+}
+
+
+def to_tower(img: np.ndarray, size: int, convention: str) -> torch.Tensor:
+    return IMAGE_CONVENTIONS[convention](img, size)

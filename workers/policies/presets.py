@@ -14,12 +14,14 @@ import time
 from pathlib import Path
 
 from workers.policies.fingerprint import FILE_NAME
+from workers.policies.pi05.tiny import BUILDERS as PI05_BUILDERS
 from workers.policies.tiny import build_openvla_tiny, build_pi0_tiny
 from workers.policies.tiny_pi0_layouts import BUILDERS as PI0_LAYOUT_BUILDERS
 
 log = logging.getLogger(__name__)
-TINY_NAMES = ("openvla-tiny", "pi0-tiny", "pi0-tiny-lerobot", "pi0-tiny-lerobot-v0", "pi0-tiny-openpi")
-BUILDERS = {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny, **PI0_LAYOUT_BUILDERS}
+TINY_NAMES = ("openvla-tiny", "pi0-tiny", "pi0-tiny-lerobot", "pi0-tiny-lerobot-v0", "pi0-tiny-openpi", "pi05-tiny",
+              "pi05-tiny-openpi")
+BUILDERS = {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny, **PI0_LAYOUT_BUILDERS, **PI05_BUILDERS}
 
 
 def build_tiny_checkpoints(

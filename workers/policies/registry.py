@@ -31,6 +31,10 @@ KNOWN_MODELS: dict[str, str] = {
     "pi0-tiny-lerobot": "pi0-tiny's weights in LeRobot's layout (lerobot/pi0_base naming, processor statistics)",
     "pi0-tiny-lerobot-v0": "pi0-tiny's weights in LeRobot's v0 layout (first lerobot/pi0 naming, buffer statistics)",
     "pi0-tiny-openpi": "pi0-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
+    "pi05": "a pi0.5 checkpoint in LeRobot's (lerobot/pi05_base) or openpi's PyTorch conversion layout, plus the "
+            "PaliGemma tokenizer files (see docs/models.md)",
+    "pi05-tiny": "random-weight pi0.5 at toy size in LeRobot 0.6.1's pi05 layout, built locally",
+    "pi05-tiny-openpi": "pi05-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
     "openvla-7b-sim": "a simulated GPU with OpenVLA-7B's H100 batch-latency curve and output shape (benchmarks "
                       "and development only; workers/policies/sim.py)",
     "pi0-sim": "a simulated GPU with pi0's output shape (50×7 chunk) and an assumed H100 curve (benchmarks and "

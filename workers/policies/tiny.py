@@ -137,7 +137,12 @@ def build_pi0_tiny(out_dir: Path) -> Path:
     save_sharded(model.state_dict(), out_dir)  # a single model.safetensors, as save_pretrained writes it
     cfg.to_json_file(str(out_dir / "config.json"))
     write_json(out_dir / "norm_stats.json", PI0_NORM_STATS)
+    save_pi0_tokenizer(out_dir)
+    return out_dir
+
+
+def save_pi0_tokenizer(out_dir: Path) -> None:
+    """The tiny PaliGemma-style tokenizer (<image> = the text vocabulary's size) of pi0-tiny and pi05-tiny."""
     tok = train_bpe(PI0_BASE_VOCAB, ["<pad>", "<eos>", "<bos>", "<unk>"], seed=SEED)
     save_tokenizer(tok, out_dir, bos="<bos>", eos="<eos>", unk="<unk>", pad="<pad>", extra_special=["<image>"],
                    add_bos=False, max_length=2048)
-    return out_dir

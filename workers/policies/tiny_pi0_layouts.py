@@ -31,7 +31,7 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy(f, dst / f.name)
 
 
-def _sizes(cfg: dict[str, Any]) -> dict[str, Any]:
+def explicit_sizes(cfg: dict[str, Any]) -> dict[str, Any]:
     vlm = cfg["vlm_config"]
     keep = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads", "num_key_value_heads",
             "head_dim")
@@ -50,7 +50,7 @@ def _lerobot_config(cfg: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any
             "image_resolution": [224, 224], "tokenizer_max_length": 48, "input_features": feats,
             "output_features": {"action": {"type": "ACTION", "shape": [len(stats["norm_stats"]["actions"]["mean"])]}},
             "normalization_mapping": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"},
-            "dtype": "float32", "vlaapi_pi0_sizes": _sizes(cfg)}
+            "dtype": "float32", "vlaapi_pi0_sizes": explicit_sizes(cfg)}
 
 
 def _stats_tensors(stats: dict[str, Any], keys: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -60,23 +60,29 @@ def _stats_tensors(stats: dict[str, Any], keys: dict[str, str]) -> dict[str, tor
 
 
 def _write_processors(out: Path, stats: dict[str, Any]) -> None:
+    both = {"observation.state": "state", "action": "actions"}
+    write_processors(out, _stats_tensors(stats, both), _stats_tensors(stats, {"action": "actions"}),
+                     {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}, "pi0_new_line_processor", 48)
+
+
+def write_processors(out: Path, pre_stats: dict[str, torch.Tensor], post_stats: dict[str, torch.Tensor],
+                     norm_map: dict[str, str], prompt_step: str, max_length: int) -> None:
     """LeRobot's two pipelines: JSON step lists, the stateful steps' tensors in their own safetensors."""
     pre = "policy_preprocessor_step_5_normalizer_processor.safetensors"
     post = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
-    norm_cfg = {"eps": LEROBOT_EPS, "norm_map": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}}
+    norm_cfg = {"eps": LEROBOT_EPS, "norm_map": norm_map}
     write_json(out / "policy_preprocessor.json", {"name": "policy_preprocessor", "steps": [
         {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
         {"registry_name": "to_batch_processor", "config": {}},
-        {"registry_name": "pi0_new_line_processor", "config": {}},
-        {"registry_name": "tokenizer_processor", "config": {"max_length": 48, "padding": "max_length"}},
+        {"registry_name": prompt_step, "config": {}},
+        {"registry_name": "tokenizer_processor", "config": {"max_length": max_length, "padding": "max_length"}},
         {"registry_name": "device_processor", "config": {"device": "cpu"}},
         {"registry_name": "normalizer_processor", "config": norm_cfg, "state_file": pre}]})
     write_json(out / "policy_postprocessor.json", {"name": "policy_postprocessor", "steps": [
         {"registry_name": "unnormalizer_processor", "config": norm_cfg, "state_file": post},
         {"registry_name": "device_processor", "config": {"device": "cpu"}}]})
-    both = {"observation.state": "state", "action": "actions"}
-    save_file(_stats_tensors(stats, both), str(out / pre))
-    save_file(_stats_tensors(stats, {"action": "actions"}), str(out / post))
+    save_file(pre_stats, str(out / pre))
+    save_file(post_stats, str(out / post))
 
 
 def build_pi0_tiny_lerobot(out_dir: Path, *, v0: bool = False) -> Path:
@@ -109,7 +115,8 @@ def build_pi0_tiny_openpi(out_dir: Path) -> Path:
         tensors, cfg, stats = _native(Path(tmp))
         save_sharded({native_to_openpi(k): v for k, v in tensors.items()}, out_dir)
         write_json(out_dir / "config.json", {"action_dim": cfg["max_action_dim"], "action_horizon": cfg["chunk_size"],
-                                             **_VARIANTS, "precision": "float32", "vlaapi_pi0_sizes": _sizes(cfg)})
+                                             **_VARIANTS, "precision": "float32",
+                                             "vlaapi_pi0_sizes": explicit_sizes(cfg)})
         (out_dir / "assets" / "tiny_robot").mkdir(parents=True)
         write_json(out_dir / "assets" / "tiny_robot" / "norm_stats.json", {"norm_stats": stats["norm_stats"]})
         _copy_tokenizer(Path(tmp), out_dir)

@@ -42,7 +42,7 @@ def to_observation(step: Step, spec: PolicySpec, options: dict[str, Any], camera
     policy_options: dict[str, Any] = {}
     if options.get("unnorm_key"):
         policy_options["unnorm_key"] = options["unnorm_key"]
-    if spec.family == "pi0":
+    if "seed" in spec.request_options:
         # A seed per (episode, step): a step recomputed after a crash gives the same chunk, and replaying a
         # dataset twice gives the same predictions (reproducible evaluations).
         policy_options["seed"] = zlib.crc32(f"{step.episode}:{step.step}".encode())

@@ -153,11 +153,11 @@ def test_real_variant_sizes() -> None:
     """LeRobot/openpi name variants; the sizes are theirs, the expert vocabulary the VLM's (257152)."""
     from transformers import PI0Config
 
-    from workers.policies.pi0_layouts import PALIGEMMA_VOCAB, _sizes
+    from workers.policies.pi0_layouts import PALIGEMMA_VOCAB, model_sizes
 
-    cfg = PI0Config(**_sizes({}, "gemma_2b", "gemma_300m"))
+    cfg = PI0Config(**model_sizes({}, "gemma_2b", "gemma_300m"))
     assert cfg.vlm_config.text_config.hidden_size == 2048 and cfg.dit_config.hidden_size == 1024
     assert cfg.dit_config.vocab_size == cfg.vlm_config.text_config.vocab_size == PALIGEMMA_VOCAB
     assert cfg.vlm_config.vision_config.num_hidden_layers == 27
     with pytest.raises(CheckpointError, match="gemma_7b"):
-        _sizes({}, "gemma_7b", "gemma_300m")
+        model_sizes({}, "gemma_7b", "gemma_300m")

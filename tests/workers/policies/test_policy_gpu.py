@@ -12,7 +12,7 @@ from workers.policies.registry import load_policy
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
-@pytest.mark.parametrize("name", ["openvla-tiny", "pi0-tiny"])
+@pytest.mark.parametrize("name", ["openvla-tiny", "pi0-tiny", "pi05-tiny"])
 def test_cuda_bf16_batch_matches_singles(name: str, tiny_dir: Path, make_vla_obs, make_pi0_obs) -> None:
     policy = load_policy(name, None, model_dir=tiny_dir, dtype="auto", device="cuda")
     assert policy.spec.dtype == "bfloat16" and policy.spec.device.startswith("cuda")
