@@ -26,8 +26,9 @@ def _loaders() -> dict[str, Callable[..., Policy]]:
     # Imported lazily: importing a backend pulls in torch/timm/transformers model code.
     from workers.policies.openvla.policy import OpenVLAPolicy
     from workers.policies.pi0 import Pi0Policy
+    from workers.policies.smolvla.policy import SmolVLAPolicy
 
-    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load}
+    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load, "smolvla": SmolVLAPolicy.load}
 
 
 def family_of(config: dict) -> str | None:
@@ -36,6 +37,8 @@ def family_of(config: dict) -> str | None:
         return config["model_type"]
     if config.get("type") == "pi0" or "paligemma_variant" in config:
         return "pi0"
+    if config.get("type") == "smolvla":
+        return "smolvla"
     return None
 
 

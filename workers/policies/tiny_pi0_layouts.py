@@ -59,16 +59,18 @@ def _stats_tensors(stats: dict[str, Any], keys: dict[str, str]) -> dict[str, tor
             for feat, src in keys.items() for stat in ("mean", "std")}
 
 
-def _write_processors(out: Path, stats: dict[str, Any]) -> None:
-    """LeRobot's two pipelines: JSON step lists, the stateful steps' tensors in their own safetensors."""
+def _write_processors(out: Path, stats: dict[str, Any], *, newline_step: str = "pi0_new_line_processor",
+                      padding: str = "max_length") -> None:
+    """LeRobot's two pipelines: JSON step lists, the stateful steps' tensors in their own safetensors (pi0's
+    steps by default; SmolVLA's differ in the newline step's name and the tokenizer's padding)."""
     pre = "policy_preprocessor_step_5_normalizer_processor.safetensors"
     post = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
     norm_cfg = {"eps": LEROBOT_EPS, "norm_map": {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}}
     write_json(out / "policy_preprocessor.json", {"name": "policy_preprocessor", "steps": [
         {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
         {"registry_name": "to_batch_processor", "config": {}},
-        {"registry_name": "pi0_new_line_processor", "config": {}},
-        {"registry_name": "tokenizer_processor", "config": {"max_length": 48, "padding": "max_length"}},
+        {"registry_name": newline_step, "config": {}},
+        {"registry_name": "tokenizer_processor", "config": {"max_length": 48, "padding": padding}},
         {"registry_name": "device_processor", "config": {"device": "cpu"}},
         {"registry_name": "normalizer_processor", "config": norm_cfg, "state_file": pre}]})
     write_json(out / "policy_postprocessor.json", {"name": "policy_postprocessor", "steps": [

@@ -1,0 +1,77 @@
+"""SmolVLA golden fixture: LeRobot 0.6.1's SmolVLA policy (its config parser, strict safetensors load,
+processor pipeline) on smolvla-tiny as written in LeRobot's layout, fixed noise, images of several sizes
+(square and not: SmolVLA resizes with padding to 512), float32 and LeRobot's bf16 arrangement."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from ops.golden.fixture import REGENERATE, save_fixture
+from ops.golden.inputs import image_arrays, weights_digest
+from ops.golden.pi0_lerobot import LEROBOT_06, RUNNERS
+
+FIXTURE = "smolvla_lerobot06"
+ENV, PYTHON_MINOR, RUNNER = "lerobot06", "12", "lerobot06_smolvla_ref.py"
+CAMERAS = ("camera1", "camera2", "camera3")
+ITEMS = (  # (instruction, cameras present, noise seed, image height, width): one size per item
+    ("pick up the cup", (True, True, True), 21, 480, 640),
+    ("put the red block in the bowl", (True, True, False), 22, 224, 224),
+    ("close the drawer", (True, True, True), 23, 480, 640),
+    ("wipe the table\n", (True, False, False), 24, 300, 200),
+    ("stack the green cube on the blue cube then push it to the left", (True, False, True), 25, 512, 512),
+)
+BATCH_ROWS = (0, 2)  # LeRobot batches rows that share a camera set and an image size
+STATE_DIM = 8
+ADAPTATIONS = [
+    "vlm_model_name (SmolVLM2's hub id, fetched for its config and processor) is the checkpoint's vlm/ folder "
+    "with the tiny SmolVLM config, tokenizer and processor files",
+    "statistics handed to make_smolvla_pre_post_processors as read from the checkpoint's normalizer/"
+    "unnormalizer safetensors (the pipeline steps are LeRobot's own)",
+    "shipped_*: the VLM in bfloat16, expert and projections in float32, as LeRobot builds a pretrained SmolVLA "
+    "(load_vlm_weights loads the VLM with torch_dtype=bfloat16); the checkpoint's fp32 values cast on load",
+]
+REFERENCE = ("lerobot 0.6.1 PreTrainedConfig.from_pretrained -> SmolVLAPolicy.from_pretrained(strict=True) -> "
+             "make_smolvla_pre_post_processors -> predict_action_chunk(batch, noise=...) -> postprocessor")
+
+
+def image_specs() -> list[tuple[int, int, int, float]]:
+    return [(500 + 10 * n + c, h, w, 3.0) for n, (_, _, _, h, w) in enumerate(ITEMS) for c in range(len(CAMERAS))]
+
+
+def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(what the fixture stores, what the runner gets: the same plus the images themselves)."""
+    from workers.policies.pi0_flow import row_noise
+
+    arrays, images = image_arrays("input", image_specs())
+    seeds = [seed for _, _, seed, _, _ in ITEMS]
+    arrays.update(
+        instructions=np.array([s for s, *_ in ITEMS]), seeds=np.array(seeds, dtype=np.int64),
+        state=np.stack([np.linspace(-1.0, 1.0, STATE_DIM) * (n + 1) + 0.1 * n for n in range(len(ITEMS))]),
+        noise=row_noise(seeds, 50, 32).numpy(), batch_rows=np.array(BATCH_ROWS, dtype=np.int64),
+        **{f"present_{c}": np.array([p[i] for _, p, *_ in ITEMS]) for i, c in enumerate(CAMERAS)})
+    runner = dict(arrays)
+    for n in range(len(ITEMS)):
+        for i, c in enumerate(CAMERAS):
+            runner[f"image_{n}_{c}"] = images[n * len(CAMERAS) + i]
+    return arrays, runner
+
+
+def build(py: Path, model_dir: Path, work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    stored, runner_inputs = inputs()
+    np.savez(work / "smolvla-inputs.npz", **runner_inputs)
+    out = work / f"{FIXTURE}-out.npz"
+    subprocess.run([str(py), str(RUNNERS / RUNNER), str(model_dir), str(work / "smolvla-inputs.npz"), str(out)],
+                   check=True)
+    with np.load(out) as ref:
+        json_keys = [k for k in ref.files if k in ("versions", "prompt_ids") or k.endswith("param_dtypes")]
+        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in json_keys}}
+        extra = {k: json.loads(str(ref[k])) for k in json_keys}
+    versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
+    meta = {"reference": REFERENCE, "versions": versions, "adaptations": ADAPTATIONS, "prompt_ids": prompt_ids,
+            "checkpoint": "smolvla-tiny", "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE,
+            "requirements": LEROBOT_06, **extra}
+    return save_fixture(FIXTURE, arrays, meta)
