@@ -42,7 +42,7 @@ class PolicySpec:
     """What a policy tells the world about itself (served by GET /v1/models/list)."""
 
     name: str
-    family: str  # "openvla" | "pi0"
+    family: str  # "openvla" | "pi0" | "smolvla"
     action_dim: int
     chunk_length: int
     cameras: list[str]
@@ -54,6 +54,9 @@ class PolicySpec:
     dtype: str
     device: str
     simulated: bool = False  # the sim backend (workers/policies/sim.py): no model behind the actions
+    # The per-request options it reads (Observation.options keys): "seed" for the flow policies' noise,
+    # "unnorm_key" for OpenVLA. Callers such as the replay driver go by this, not by the family's name.
+    options: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -70,6 +70,7 @@ class Pi0Policy(Policy):
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
             state_dim=len(self.state_stats.mean), dtype=dtype_name(self.dtype), device=str(device),
+            options=["seed"],
         )
 
     @classmethod

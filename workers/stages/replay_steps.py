@@ -37,12 +37,12 @@ def map_cameras(images: dict[str, np.ndarray], camera_map: dict[str, str] | None
 
 def to_observation(step: Step, spec: PolicySpec, options: dict[str, Any], camera_map: dict[str, str] | None,
                    ) -> Observation:
-    # Only a policy that takes state gets it: OpenVLA ignores state, pi0 requires one of its own length.
+    # Only a policy that takes state gets it: OpenVLA ignores state, pi0 and SmolVLA require one of their length.
     state = step.state if spec.state_dim else None
     policy_options: dict[str, Any] = {}
     if options.get("unnorm_key"):
         policy_options["unnorm_key"] = options["unnorm_key"]
-    if spec.family == "pi0":
+    if "seed" in spec.options:
         # A seed per (episode, step): a step recomputed after a crash gives the same chunk, and replaying a
         # dataset twice gives the same predictions (reproducible evaluations).
         policy_options["seed"] = zlib.crc32(f"{step.episode}:{step.step}".encode())

@@ -32,5 +32,6 @@ class ModelList(MethodView):
                 "default_unnorm_key": spec.get("default_unnorm_key"),
                 "dtype": spec.get("dtype"),
                 "device": spec.get("device"),
+                "options": spec.get("options"),
             })
         return {"models": out}

@@ -50,7 +50,7 @@ class SmolVLAPolicy(Policy):
             name=name, family="smolvla", action_dim=dim, chunk_length=self.arch.chunk_size, cameras=layout.cameras,
             unnorm_keys=[], default_unnorm_key=None, action_type="robot_specific",
             units=list(EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim), state_dim=state_dim,
-            dtype=dtype_name(self.dtype), device=str(device))
+            dtype=dtype_name(self.dtype), device=str(device), options=["seed"])
 
     @classmethod
     def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
