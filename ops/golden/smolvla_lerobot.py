@@ -3,15 +3,13 @@ processor pipeline) on smolvla-tiny as written in LeRobot's layout, fixed noise,
 (square and not: SmolVLA resizes with padding to 512), float32 and LeRobot's bf16 arrangement."""
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from ops.golden.fixture import REGENERATE, save_fixture
 from ops.golden.inputs import image_arrays, weights_digest
-from ops.golden.pi0_lerobot import LEROBOT_06, RUNNERS
+from ops.golden.pi0_lerobot import LEROBOT_06, run_reference
 
 FIXTURE = "smolvla_lerobot06"
 ENV, PYTHON_MINOR, RUNNER = "lerobot06", "12", "lerobot06_smolvla_ref.py"
@@ -60,18 +58,7 @@ def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
 
 
 def build(py: Path, model_dir: Path, work: Path) -> Path:
-    work.mkdir(parents=True, exist_ok=True)
-    stored, runner_inputs = inputs()
-    np.savez(work / "smolvla-inputs.npz", **runner_inputs)
-    out = work / f"{FIXTURE}-out.npz"
-    subprocess.run([str(py), str(RUNNERS / RUNNER), str(model_dir), str(work / "smolvla-inputs.npz"), str(out)],
-                   check=True)
-    with np.load(out) as ref:
-        json_keys = [k for k in ref.files if k in ("versions", "prompt_ids") or k.endswith("param_dtypes")]
-        arrays = {**stored, **{k: ref[k] for k in ref.files if k not in json_keys}}
-        extra = {k: json.loads(str(ref[k])) for k in json_keys}
-    versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
-    meta = {"reference": REFERENCE, "versions": versions, "adaptations": ADAPTATIONS, "prompt_ids": prompt_ids,
-            "checkpoint": "smolvla-tiny", "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE,
-            "requirements": LEROBOT_06, **extra}
+    arrays, extra = run_reference(py, RUNNER, model_dir, work, FIXTURE, inputs())
+    meta = {"reference": REFERENCE, "adaptations": ADAPTATIONS, "checkpoint": "smolvla-tiny",
+            "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE, "requirements": LEROBOT_06, **extra}
     return save_fixture(FIXTURE, arrays, meta)

@@ -168,3 +168,27 @@ def test_bf16_keeps_the_expert_in_fp32_with_the_checkpoints_values(tiny_dir: Pat
     drift = np.abs(half.predict([o])[0].actions - smolvla.predict([o])[0].actions) / half.action_stats.std
     assert 0 < drift.max() < 0.1  # bf16 rounding, not a broken path (the golden test bounds it tightly)
     half.self_check()
+
+
+def test_untied_or_absent_lm_head_loads_the_same(tiny_dir: Path, tmp_path: Path, smolvla: SmolVLAPolicy) -> None:
+    """The VLM's language-model head is never run; a checkpoint that leaves it out (tied to the embeddings,
+    safetensors keeps one name) serves the same actions."""
+    from safetensors.torch import load_file, save_file
+
+    ckpt = _copy(tiny_dir, tmp_path)
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    del tensors["model.vlm_with_expert.vlm.lm_head.weight"]
+    save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    other = SmolVLAPolicy.load("x", ckpt, dtype="float32", device="cpu")
+    np.testing.assert_array_equal(other.predict([obs(9)])[0].actions, smolvla.predict([obs(9)])[0].actions)
+
+
+def test_a_missing_used_tensor_is_named(tiny_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    ckpt = _copy(tiny_dir, tmp_path)
+    tensors = load_file(str(ckpt / "model.safetensors"))
+    del tensors["model.vlm_with_expert.lm_expert.layers.0.mlp.down_proj.weight"]
+    save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="lm_expert.layers.0.mlp.down_proj.weight"):
+        SmolVLAPolicy.load("x", ckpt, dtype="float32", device="cpu")

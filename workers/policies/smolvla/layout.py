@@ -28,6 +28,7 @@ from workers.policies.errors import CheckpointError
 from workers.policies.pi0_layouts import lerobot_stats
 
 VLM_DIR = "vlm"
+LM_HEAD = "vlm_with_expert.vlm.lm_head.weight"
 # Config values the serving path does not implement; a checkpoint that sets them is refused, not misread.
 _UNSUPPORTED = {"add_image_special_tokens": False, "adapt_to_pi_aloha": False, "use_delta_joint_actions_aloha": False,
                 "empty_cameras": 0, "prefix_length": -1}
@@ -65,6 +66,18 @@ class Layout:
     def rename(name: str) -> str:
         """LeRobot wraps VLAFlowMatching as the policy's `model`; our module is VLAFlowMatching's tree."""
         return name.removeprefix("model.")
+
+    @staticmethod
+    def ignorable(name: str) -> bool:
+        """The VLM's language-model head is never run (SmolVLA reads hidden states, not logits); a checkpoint
+        may hold it or, when it is tied to the embeddings, leave it out (safetensors keeps one of two shared
+        tensors). The fingerprint still digests it like every tensor of the file."""
+        return name == "model." + LM_HEAD
+
+
+def wanted(name: str) -> bool:
+    """The module tensors a checkpoint must provide (build_and_load's expected_filter)."""
+    return name != LM_HEAD
 
 
 def is_smolvla(config: dict[str, Any]) -> bool:

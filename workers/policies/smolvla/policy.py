@@ -23,15 +23,23 @@ import torch
 
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 from workers.policies.checkpoint import require_dir
-from workers.policies.common import EE_DELTA_UNITS, build_and_load, check_state, load_tokenizer, timings_copy
+from workers.policies.common import (
+    EE_DELTA_UNITS,
+    build_and_load,
+    check_seed,
+    check_state,
+    load_tokenizer,
+    timings_copy,
+    zscore_padded,
+)
 from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
-from workers.policies.errors import CheckpointError, PolicyInputError
+from workers.policies.errors import CheckpointError
 from workers.policies.pi0 import Stats
 from workers.policies.pi0_flow import row_noise
 from workers.policies.preprocess import resize_with_pad_top_left
 from workers.policies.selfcheck import check_pi0
 from workers.policies.smolvla.flow import sample_actions
-from workers.policies.smolvla.layout import Layout, detect
+from workers.policies.smolvla.layout import Layout, detect, wanted
 from workers.policies.smolvla.model import SmolVLAModel, keep_fp32_outside_vlm
 from workers.policies.timing import Stopwatch
 
@@ -62,26 +70,18 @@ class SmolVLAPolicy(Policy):
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         model = build_and_load(lambda: SmolVLAModel(layout.vlm_config, layout.arch), path, dev, dt,
-                               rename=layout.rename, before_load=keep_fp32_outside_vlm)
+                               rename=layout.rename, ignorable=layout.ignorable, expected_filter=wanted,
+                               before_load=keep_fp32_outside_vlm)
         return cls(name, model, load_tokenizer(layout.vlm_dir), layout, dev)
 
     def validate(self, obs: Observation) -> None:
         super().validate(obs)
         check_state(obs.state, self.spec.state_dim, required=True)
-        seed = obs.options.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-            raise PolicyInputError("options.seed", "seed must be a non-negative integer")
+        check_seed(obs.options)
 
     def text_ids(self, instruction: str) -> list[int]:
         text = instruction if instruction.endswith("\n") else instruction + "\n"
         return list(self.tokenizer(text, truncation=True, max_length=self.arch.tokenizer_max_length)["input_ids"])
-
-    def _state(self, observations: list[Observation]) -> torch.Tensor:
-        s = self.state_stats
-        z = np.stack([(np.asarray(o.state, dtype=np.float64) - s.mean) / (s.std + self.eps) for o in observations])
-        out = torch.zeros(len(observations), self.arch.max_state_dim)
-        out[:, : z.shape[1]] = torch.from_numpy(z).float()
-        return out.to(self.device)
 
     def unnormalize(self, y: np.ndarray) -> np.ndarray:
         a = self.action_stats
@@ -98,10 +98,11 @@ class SmolVLAPolicy(Policy):
                   zip(observations, present, strict=True) for c in cams]
         pixels = torch.stack(images).to(self.device)
         tokens = [self.text_ids(o.instruction) for o in observations]
-        state = self._state(observations)
+        s = self.state_stats
+        state = zscore_padded([o.state for o in observations], s.mean, s.std, self.eps, self.arch.max_state_dim)
         watch.lap(timings, "preprocess")
         y = sample_actions(self.model, images=pixels, cameras_per_row=[len(c) for c in present], token_rows=tokens,
-                           state=state, noise=noise, timings=timings, recompute_prefix=recompute_prefix)
+                           state=state.to(self.device), noise=noise, timings=timings, recompute_prefix=recompute_prefix)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]
