@@ -192,3 +192,20 @@ def test_a_missing_used_tensor_is_named(tiny_dir: Path, tmp_path: Path) -> None:
     save_file(tensors, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="lm_expert.layers.0.mlp.down_proj.weight"):
         SmolVLAPolicy.load("x", ckpt, dtype="float32", device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_serves_close_to_fp32(tiny_dir: Path, smolvla: SmolVLAPolicy) -> None:
+    """MODEL_DTYPE=auto on CUDA: the VLM in bf16, the expert fp32; loads through the registry (self-check and
+    registered outputs at twice the tolerance), a mixed batch equals its singles and stays near the fp32 CPU
+    chunk in normalised units."""
+    from workers.policies.registry import load_policy
+
+    cuda = load_policy("smolvla-tiny", None, model_dir=tiny_dir, dtype="auto", device="cuda")
+    assert cuda.spec.dtype == "bfloat16" and cuda.spec.device.startswith("cuda")
+    batch = [obs(0, ("camera1",), size=(480, 640)), obs(1, CAMERAS, "open the drawer", (224, 224))]
+    for o, res in zip(batch, cuda.predict(batch), strict=True):
+        std = cuda.action_stats.std
+        assert (np.abs(res.actions - cuda.predict([o])[0].actions) / std).max() <= 0.1
+        assert (np.abs(res.actions - smolvla.predict([o])[0].actions) / std).max() <= 0.1

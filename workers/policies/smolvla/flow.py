@@ -62,15 +62,15 @@ def embed_prefix(model: SmolVLAModel, images: torch.Tensor, cameras_per_row: Seq
     return embs, valid
 
 
-def state_positions(valid: torch.Tensor) -> torch.Tensor:
-    """Each row's state token is its last valid one: block 1, everything before it block 0."""
+def prefix_blocks(valid: torch.Tensor) -> torch.Tensor:
+    """Block numbers for block_mask: each row's state token (its last valid one) is block 1, the rest block 0."""
     last = valid.sum(dim=1) - 1
     return (torch.arange(valid.shape[1], device=valid.device)[None, :] >= last[:, None]).long()
 
 
 def prefill(model: SmolVLAModel, embs: torch.Tensor, valid: torch.Tensor) -> Cache:
     """Every VLM layer's rotated keys and values of the prefix (the last layer's output is never needed)."""
-    mask = block_mask(valid, state_positions(valid))
+    mask = block_mask(valid, prefix_blocks(valid))
     positions = torch.cumsum(valid.long(), dim=1) - 1
     mwe = model.vlm_with_expert
     cache: Cache = []
