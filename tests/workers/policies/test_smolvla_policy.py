@@ -209,3 +209,12 @@ def test_cuda_bf16_serves_close_to_fp32(tiny_dir: Path, smolvla: SmolVLAPolicy) 
         std = cuda.action_stats.std
         assert (np.abs(res.actions - cuda.predict([o])[0].actions) / std).max() <= 0.1
         assert (np.abs(res.actions - smolvla.predict([o])[0].actions) / std).max() <= 0.1
+
+
+def test_fewer_expert_layers_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
+    ckpt = _copy(tiny_dir, tmp_path)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["num_expert_layers"] = 2
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="num_expert_layers=2"):
+        SmolVLAPolicy.load("x", ckpt, dtype="float32", device="cpu")

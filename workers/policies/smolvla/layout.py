@@ -100,7 +100,20 @@ def detect(path: Path) -> Layout:
             if isinstance(v, dict) and v.get("type") == "VISUAL"]
     if not cams:
         raise CheckpointError(f"SmolVLA config {str(path / 'config.json')!r} names no VISUAL input feature")
-    return Layout(_arch(cfg, path), _vlm_config(path, cfg), stats, eps, cams, path / VLM_DIR)
+    arch, vlm = _arch(cfg, path), _vlm_config(path, cfg)
+    _check_expert_layers(arch, vlm, path)
+    return Layout(arch, vlm, stats, eps, cams, path / VLM_DIR)
+
+
+def _check_expert_layers(arch: Arch, vlm: SmolVLMConfig, path: Path) -> None:
+    """One expert layer per kept VLM layer (the shipped arrangement) is served. Fewer expert layers pair with
+    every k-th VLM layer, which LeRobot's own code only runs when no skipped layer is a self-attention layer
+    and no expert layer's projection shape disagrees with its role; that is refused rather than half-served."""
+    layers = vlm.text_config.num_hidden_layers
+    kept = min(arch.num_vlm_layers, layers) if arch.num_vlm_layers > 0 else layers
+    if arch.num_expert_layers > 0 and arch.num_expert_layers != kept:
+        raise CheckpointError(f"SmolVLA checkpoint {str(path)!r}: num_expert_layers={arch.num_expert_layers} with "
+                              f"{kept} VLM layers is not served (only one expert layer per VLM layer, -1)")
 
 
 def _arch(cfg: dict[str, Any], path: Path) -> Arch:
