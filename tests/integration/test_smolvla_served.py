@@ -127,4 +127,8 @@ def test_replay_is_seeded_and_served(client, headers, data_root, smolvla_worker)
         assert done["state"] == "succeeded" and done["progress"]["done_steps"] == total, done
         rows = client.get(f"/v1/replays/{done['id']}/results?format=jsonl", headers=headers).get_data(as_text=True)
         runs.append([json.loads(line)["predicted_action"] for line in rows.splitlines()])
-    assert runs[0] == runs[1] and len(runs[0]) == total
+    # The same seeds give the same chunks; the micro-batcher may group the steps differently in the two runs,
+    # and float32 GEMMs of another batch shape round differently (~1e-8), so equal within 1e-6, not bitwise.
+    assert len(runs[0]) == total
+    np.testing.assert_allclose(np.asarray(runs[0], dtype=float), np.asarray(runs[1], dtype=float), rtol=0, atol=1e-6)
+    assert np.abs(np.diff(np.asarray(runs[0], dtype=float), axis=0)).max() > 1e-4  # the steps differ from each other
