@@ -92,7 +92,8 @@ def test_rest_inference_is_the_policys_chunk(client, headers, smolvla_worker, lo
 
 
 @pytest.mark.parametrize("change,field", [({"state": None}, "state"), ({"state": [0.0] * 5}, "state"),
-                                          ({"images": {"base_0_rgb": png_b64()}}, "images")])
+                                          ({"images": {"base_0_rgb": png_b64()}}, "images"),
+                                          ({"images": {"camera1": png_b64(1, 1200)}}, "images.camera1")])
 def test_bad_input_is_a_clear_422(client, headers, smolvla_worker, change, field):
     resp = client.post("/v1/inference", json={**_body(), **change}, headers=headers)
     doc = resp.get_json()

@@ -34,7 +34,7 @@ from workers.policies.errors import CheckpointError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import normalize, resize_with_pad, resize_with_pad_top_left
+from workers.policies.preprocess import check_fits, normalize, resize_with_pad, resize_with_pad_top_left
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -101,6 +101,8 @@ class Pi0Policy(Policy):
         super().validate(obs)
         check_state(obs.state, self.spec.state_dim, required=True)
         check_seed(obs.options)
+        for cam, img in obs.images.items():
+            check_fits(f"images.{cam}", img, self.image_size)
 
     def text_ids(self, instruction: str) -> list[int]:
         """openpi's prompt cleaning, then BOS + prompt + "\\n", cut to max_token_len."""

@@ -117,6 +117,7 @@ def test_prompt_gets_lerobots_newline(smolvla: SmolVLAPolicy) -> None:
     (lambda o: o.images.update(camera2=o.images.pop("camera1")), "images"),
     (lambda o: o.images.update(camera1=np.zeros((10, 10), dtype=np.uint8)), "images.camera1"),
     (lambda o: o.options.update(seed=-1), "options.seed"),
+    (lambda o: o.images.update(camera1=np.zeros((1, 1200, 3), dtype=np.uint8)), "images.camera1"),
     (lambda o: setattr(o, "instruction", "  "), "instruction"),
 ])
 def test_bad_inputs_are_named(smolvla: SmolVLAPolicy, bad, field: str) -> None:

@@ -36,7 +36,7 @@ from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
 from workers.policies.errors import CheckpointError
 from workers.policies.pi0 import Stats
 from workers.policies.pi0_flow import row_noise
-from workers.policies.preprocess import resize_with_pad_top_left
+from workers.policies.preprocess import check_fits, resize_with_pad_top_left
 from workers.policies.selfcheck import check_pi0
 from workers.policies.smolvla.flow import sample_actions
 from workers.policies.smolvla.layout import Layout, detect, wanted
@@ -78,6 +78,8 @@ class SmolVLAPolicy(Policy):
         super().validate(obs)
         check_state(obs.state, self.spec.state_dim, required=True)
         check_seed(obs.options)
+        for cam, img in obs.images.items():
+            check_fits(f"images.{cam}", img, self.arch.image_size)
 
     def text_ids(self, instruction: str) -> list[int]:
         text = instruction if instruction.endswith("\n") else instruction + "\n"
