@@ -70,7 +70,7 @@ def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
     if "smolvla-lerobot06" in targets:  # the same env as pi0-lerobot06 (one LeRobot 0.6.1 env serves both)
         py = make_env(ENVS, smolvla_lerobot.ENV, find_python(smolvla_lerobot.PYTHON_MINOR), pi0_lerobot.LEROBOT_06,
                       link_torch=False)
-        written.append(smolvla_lerobot.build(py, models / "smolvla-tiny", WORK))
+        written.extend(smolvla_lerobot.build_all(py, models, WORK))
     return written
 
 

@@ -12,6 +12,8 @@ from ops.golden.inputs import image_arrays, weights_digest
 from ops.golden.pi0_lerobot import LEROBOT_06, run_reference
 
 FIXTURE = "smolvla_lerobot06"
+# The same sizes in attention_mode self_attn (every layer self-attention): LeRobot's other branch.
+SELF_ATTN = ("smolvla_lerobot06_self_attn", "smolvla-tiny-self-attn")
 ENV, PYTHON_MINOR, RUNNER = "lerobot06", "12", "lerobot06_smolvla_ref.py"
 CAMERAS = ("camera1", "camera2", "camera3")
 ITEMS = (  # (instruction, cameras present, noise seed, image height, width): one size per item
@@ -57,8 +59,18 @@ def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return arrays, runner
 
 
-def build(py: Path, model_dir: Path, work: Path) -> Path:
-    arrays, extra = run_reference(py, RUNNER, model_dir, work, FIXTURE, inputs())
-    meta = {"reference": REFERENCE, "adaptations": ADAPTATIONS, "checkpoint": "smolvla-tiny",
+def build(py: Path, model_dir: Path, work: Path, fixture: str = FIXTURE) -> Path:
+    arrays, extra = run_reference(py, RUNNER, model_dir, work, fixture, inputs())
+    meta = {"reference": REFERENCE, "adaptations": ADAPTATIONS, "checkpoint": model_dir.name,
             "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE, "requirements": LEROBOT_06, **extra}
-    return save_fixture(FIXTURE, arrays, meta)
+    return save_fixture(fixture, arrays, meta)
+
+
+def build_all(py: Path, models: Path, work: Path) -> list[Path]:
+    """The preset (cross_attn) and its self_attn twin, built here (not a preset) from the same seed."""
+    from workers.policies.smolvla.tiny import build_smolvla_tiny
+
+    fixture, name = SELF_ATTN
+    if not (models / name / "config.json").is_file():
+        build_smolvla_tiny(models / name, cross_attention=False)
+    return [build(py, models / "smolvla-tiny", work), build(py, models / name, work, fixture)]

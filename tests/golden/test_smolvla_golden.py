@@ -1,7 +1,8 @@
 """smolvla-tiny against LeRobot 0.6.1's SmolVLA policy (tests/golden/smolvla_lerobot06.npz): the same checkpoint
 files (LeRobot parsed its config.json and loaded its model.safetensors strictly), the same images at 480x640,
 224x224, 300x200 and 512x512 (SmolVLA pads to 512, top-left), the same prompts through its tokenizer step and
-the same noise.
+the same noise; and the same for `attention_mode: self_attn` (tests/golden/smolvla_lerobot06_self_attn.npz, a
+twin of smolvla-tiny built from the same seed with every layer self-attention: LeRobot's other branch).
 
 Tolerances: noise and prompt ids exact; float32 actions 1e-4 absolute in robot units (measured 4.8e-7: our flow
 is LeRobot's op for op); a batch gives each row what LeRobot's batch gives; ours batches rows LeRobot cannot
@@ -12,13 +13,20 @@ bf16 drift on that item (measured: equal on four items, 1.06x on the 300x200 one
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
-from ops.golden.smolvla_lerobot import CAMERAS, FIXTURE
+from ops.golden.smolvla_lerobot import CAMERAS, FIXTURE, SELF_ATTN
+from tests.conftest import TEST_MODEL_DIR
 from tests.golden.helpers import checked_model_dir, tiny_layout
 from workers.policies.base import Observation
 from workers.policies.pi0_flow import row_noise
@@ -27,18 +35,35 @@ ATOL_FP32 = 1e-4
 BF16_DRIFT_FACTOR = 1.5
 
 
-@pytest.fixture(scope="module")
-def golden():
-    arrays, meta = load_fixture(FIXTURE)
+@pytest.fixture(scope="module", params=[FIXTURE, SELF_ATTN[0]])
+def golden(request):
+    arrays, meta = load_fixture(request.param)
     return arrays, meta, regenerate_images(arrays["input_specs"], arrays["input_digests"])
+
+
+def _checkpoint(name: str) -> Path:
+    """smolvla-tiny (a preset) or its self_attn twin, in .data/test-models, built there once if missing."""
+    if name != SELF_ATTN[1]:
+        return tiny_layout(name)
+    from workers.policies.smolvla.tiny import build_smolvla_tiny
+
+    path = TEST_MODEL_DIR / name
+    if not (path / "config.json").is_file():
+        tmp = Path(tempfile.mkdtemp(dir=TEST_MODEL_DIR, prefix=f".{name}-"))
+        build_smolvla_tiny(tmp, cross_attention=False)
+        with contextlib.suppress(OSError):  # another run built it first: same seed, same files
+            os.rename(tmp, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 def _load(meta, dtype: str):
     from workers.policies.smolvla.policy import SmolVLAPolicy
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    tiny_layout("smolvla-tiny")
-    return SmolVLAPolicy.load("smolvla-tiny", checked_model_dir("smolvla-tiny", meta), dtype=dtype, device="cpu")
+    _checkpoint(meta["checkpoint"])
+    path = checked_model_dir(meta["checkpoint"], meta)
+    return SmolVLAPolicy.load(meta["checkpoint"], path, dtype=dtype, device="cpu")
 
 
 @pytest.fixture(scope="module")

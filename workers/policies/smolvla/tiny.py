@@ -9,6 +9,7 @@ three cameras, an 8-d state and 7-d actions (pi0-tiny's statistics).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,9 @@ def _write_vlm_folder(folder: Path) -> SmolVLMConfig:
     return cfg
 
 
-def lerobot_config(stats: dict[str, Any]) -> dict[str, Any]:
+def lerobot_config(stats: dict[str, Any], a: Arch = ARCH) -> dict[str, Any]:
     feats: dict[str, Any] = {f"observation.images.{c}": {"type": "VISUAL", "shape": [3, 480, 640]} for c in CAMERAS}
     feats["observation.state"] = {"type": "STATE", "shape": [len(stats["state"]["mean"])]}
-    a = ARCH
     return {"type": "smolvla", "n_obs_steps": 1, "chunk_size": a.chunk_size, "n_action_steps": a.chunk_size,
             "input_features": feats, "output_features": {"action": {"type": "ACTION",
                                                                     "shape": [len(stats["actions"]["mean"])]}},
@@ -76,20 +76,24 @@ def lerobot_config(stats: dict[str, Any]) -> dict[str, Any]:
             "adapt_to_pi_aloha": False, "use_delta_joint_actions_aloha": False,
             "tokenizer_max_length": a.tokenizer_max_length, "num_steps": a.num_steps, "use_cache": True,
             "vlm_model_name": HUB_VLM, "load_vlm_weights": False, "add_image_special_tokens": False,
-            "attention_mode": "cross_attn", "prefix_length": -1, "pad_language_to": "longest",
+            "attention_mode": "cross_attn" if a.cross_attention else "self_attn", "prefix_length": -1,
+            "pad_language_to": "longest",
             "num_expert_layers": a.num_expert_layers, "num_vlm_layers": a.num_vlm_layers,
             "self_attn_every_n_layers": a.self_attn_every_n_layers,
             "expert_width_multiplier": a.expert_width_multiplier, "min_period": a.min_period,
             "max_period": a.max_period}
 
 
-def build_smolvla_tiny(out_dir: Path) -> Path:
+def build_smolvla_tiny(out_dir: Path, *, cross_attention: bool = True) -> Path:
+    """The preset; `cross_attention=False` writes the same sizes in `attention_mode: self_attn` (every layer
+    self-attention; not a preset: the golden fixture of that mode builds it)."""
+    arch = dataclasses.replace(ARCH, cross_attention=cross_attention)
     cfg = _write_vlm_folder(out_dir / VLM_DIR)
     torch.manual_seed(SEED)
-    model = SmolVLAModel(cfg, ARCH)
+    model = SmolVLAModel(cfg, arch)
     spread_init(model, SEED)
     save_sharded({"model." + k: v for k, v in model.state_dict().items()}, out_dir)
     stats = PI0_NORM_STATS["norm_stats"]
-    write_json(out_dir / "config.json", lerobot_config(stats))
+    write_json(out_dir / "config.json", lerobot_config(stats, arch))
     _write_processors(out_dir, {"norm_stats": stats}, newline_step="smolvla_new_line_processor", padding="longest")
     return out_dir
