@@ -30,7 +30,7 @@ broker_transport_options = {
     # seconds, so the web answers 503 (with the job's id once its row is committed) and a worker's hand-off
     # retries until the deadline, instead of blocking on a socket with no timeout. The consumer's own BRPOP
     # asks for 1 s at a time, well inside it.
-    "socket_timeout": 10.0,
+    "socket_timeout": 4.0,
     "socket_connect_timeout": 5.0,
     # kombu drops a BRPOP connection whose reply is overdue by brpop_timeout (1 s) + this, so a consumer on a
     # half-open connection (a partition) reconnects within about 1 + 2 x 3 s instead of 51 s, well before the

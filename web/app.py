@@ -14,6 +14,7 @@ from web.auth import authenticate
 from web.compat import openvla as openvla_compat
 from web.errors import BACKEND_ERRORS, ApiError, from_api_error, from_backend_down, from_unexpected, from_unstorable
 from web.extensions import Api
+from web.json_provider import OrjsonProvider
 from web.services import admission, dataset_probe
 from workers import logs
 from workers.settings import DEV_PEPPER, Settings, get_settings
@@ -23,6 +24,7 @@ log = logging.getLogger("web.access")
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.json = OrjsonProvider(app)
     app.config.update(
         API_TITLE="VLA inference API",
         API_VERSION="v1",

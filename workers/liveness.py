@@ -11,6 +11,13 @@ consumer shows within 4 intervals (2 s at the default 0.5 s), a stopped process 
 (notify.heartbeat_ttl, also 2 s). With no reply for WORKER_WATCHDOG_S the process stops (SIGTERM, then a
 hard exit) so its supervisor (ops/supervise.py under `make run`, systemd or Kubernetes in production) starts
 a fresh one, which connects cleanly.
+
+A restart cannot mend a broker that does not answer at all (stopped, at maxmemory, cut off by a partition):
+it only adds a restart (model load included) to the outage, and in the issue-22 drills a worker that exited
+12 s into a 20 s Redis hang was still starting when Redis came back (first success 9-13 s after the heal).
+So a probe that fails because the broker refused or timed out counts at 1/BROKER_DOWN_PATIENCE of the clock;
+a probe the broker carried that the consumer never answered counts in full. A broker that stays away still
+ends the process, 3x later (a fresh process asks Sentinel for the master again).
 """
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from workers.wire import notify
 
 log = logging.getLogger(__name__)
 EXIT_CODE = 70  # EX_SOFTWARE: the supervisor restarts it
+BROKER_DOWN_PATIENCE = 3.0
 
 
 class Watchdog:
@@ -36,6 +44,7 @@ class Watchdog:
         self.exit_after_s = settings.worker_watchdog_s
         self.hostname = f"{socket.gethostname()}:{os.getpid()}"
         self.last_ok = time.monotonic()
+        self.silent_s = 0.0  # the exit clock (see the module's docstring)
         self._stop = threading.Event()
 
     def start(self) -> Watchdog:
@@ -51,26 +60,32 @@ class Watchdog:
     def _probe_timeout(self) -> float:
         return max(1.0, self.interval_s)
 
-    def probe(self) -> bool:
+    def probe(self) -> bool | None:
+        """True: the consumer answered; False: the broker carried the ping, nobody answered; None: the broker
+        itself refused or timed out."""
         try:
             replies = self.app.control.ping(destination=[self.nodename], timeout=self._probe_timeout(), limit=1)
         except Exception:  # the broker is down: no reply
             log.warning("watchdog: ping failed", exc_info=True)
-            return False
+            return None
         return any(self.nodename in r for r in replies or [])
 
     def _loop(self) -> None:
+        tick = time.monotonic()
         while not self._stop.is_set():
-            t0 = time.monotonic()
-            if self.probe():
-                self.last_ok = time.monotonic()
+            answered = self.probe()
+            now = time.monotonic()
+            elapsed, tick = now - tick, now
+            if answered:
+                self.last_ok, self.silent_s = now, 0.0
+            else:
+                self.silent_s += elapsed if answered is False else elapsed / BROKER_DOWN_PATIENCE
             if self._stop.is_set():
                 return
-            silent = time.monotonic() - self.last_ok
-            if self.exit_after_s > 0 and silent > self.exit_after_s:
-                self._exit(silent)
+            if self.exit_after_s > 0 and self.silent_s > self.exit_after_s:
+                self._exit(now - self.last_ok)
                 return
-            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - t0)))
+            self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - now)))
 
     def _beat(self) -> None:
         while not self._stop.is_set():

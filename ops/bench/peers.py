@@ -5,6 +5,7 @@
 
 (or `--openpi-server-module openpi.serving.websocket_policy_server` where openpi is installed). openpi's server
 is never copied into this project: fetch openpi (github.com/Physical-Intelligence/openpi) and give its path.
+The deploy.py-style peer needs the `bench` extra: `.venv/bin/pip install -e '.[bench]'` (FastAPI, uvicorn).
 
 Pairs, each driven by the peer's own client: openpi's `WebsocketPolicyServer` vs our openpi door (pi0-tiny,
 openpi-client's WebsocketClientPolicy, a libero observation: two 224x224 cameras, an 8-D state); a

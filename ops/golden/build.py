@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ops.golden import openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, smolvla_lerobot
+from ops.golden import openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, pi0_rtc, smolvla_lerobot
 from ops.golden.envs import make_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,8 @@ ENVS = ROOT / ".data" / "golden-envs"
 WORK = ROOT / ".data" / "golden-work"
 DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
 DEFAULT_OPENPI_SRC = Path("/work/.mirror/Physical-Intelligence+openpi/repo")
-TARGETS = ("openvla", "openvla-crop", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS, "smolvla-lerobot06")
+TARGETS = ("openvla", "openvla-crop", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS, "pi0-rtc-lerobot06",
+           "smolvla-lerobot06")
 log = logging.getLogger("ops.golden")
 
 
@@ -67,6 +68,11 @@ def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
             py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch,
                           no_deps=v.no_deps)
             written.append(pi0_lerobot.build(v, py, models / "pi0-tiny", WORK))
+    if "pi0-rtc-lerobot06" in targets:  # the same LeRobot 0.6.1 env as pi0-lerobot06
+        v = pi0_lerobot.VARIANTS["pi0-lerobot06"]
+        py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch,
+                      no_deps=v.no_deps)
+        written.append(pi0_rtc.build(py, models / "pi0-tiny", WORK))
     if "smolvla-lerobot06" in targets:  # the same env as pi0-lerobot06 (one LeRobot 0.6.1 env serves both)
         py = make_env(ENVS, smolvla_lerobot.ENV, find_python(smolvla_lerobot.PYTHON_MINOR), pi0_lerobot.LEROBOT_06,
                       link_torch=False)

@@ -45,3 +45,29 @@ def test_wants_more_only_when_the_queue_covers_less_than_the_latency():
 def test_rejects_non_chunks(bad):
     with pytest.raises(ValueError):
         ChunkPlayer().push(bad)
+
+
+def test_switch_replaces_the_queue_less_what_was_played_since_the_request():
+    old, new = np.arange(20, dtype=float).reshape(10, 2), -np.arange(20, dtype=float).reshape(10, 2)
+    player = ChunkPlayer()
+    player.switch(old, 0)
+    for _ in range(3):
+        player.next()
+    prev, since = player.remainder()
+    np.testing.assert_array_equal(prev, old[3:])  # what a real-time chunking request carries: next one first
+    player.next(), player.next()  # two ticks pass while the request runs
+    assert player.switch(new, since) == 2
+    np.testing.assert_array_equal(player.next(), new[2])  # the new chunk's step 2 is the remainder's step 2
+    tick, gap = player.switches[-1]
+    assert tick == 5 and gap == np.abs(new[2] - old[5]).max()  # the old plan for that tick was old[5]
+
+
+def test_switch_with_horizon_and_a_late_answer():
+    player = ChunkPlayer(horizon=4)
+    player.switch(np.zeros((10, 2)), 0)
+    _, since = player.remainder()
+    for _ in range(4):
+        player.next()
+    player.switch(np.ones((10, 2)), since)
+    assert player.remaining == 0  # all four actions of the horizon were late: nothing left to play
+    assert player.remainder() == (None, 4)

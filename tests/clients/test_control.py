@@ -63,3 +63,30 @@ def test_errors_are_counted_and_do_not_stop_the_loop():
 
     stats = ControlLoop(flaky, hz=10).run(1.0)
     assert stats["requests"] > 0 and stats["ticks"] == 10
+
+
+def test_rtc_mode_sends_the_remainder_and_the_delay_and_switches():
+    """A 120 ms service at 20 Hz: a request spans 3 ticks (with the estimate's margin), so it carries the queued
+    actions and an inference_delay of 3, and the answer replaces the queue less the ticks that passed."""
+    sent: list[dict | None] = []
+
+    def fetch(deadline_ms: int, rtc: dict | None) -> np.ndarray:
+        sent.append(rtc)
+        time.sleep(0.12)
+        return np.tile(np.arange(20.0)[:, None], (1, 7)) + len(sent)
+
+    loop = ControlLoop(fetch, hz=20, mode="rtc")
+    loop.warm_up(1000)
+    stats = loop.run(2.0)
+    assert sent[0] is None and len(sent) >= 3
+    for rtc in sent[1:]:
+        prev = np.asarray(rtc["prev_actions"])
+        assert prev.shape[1] == 7 and 1 <= len(prev) <= 2 * loop.latency_ticks() + 1
+        assert 1 <= rtc["inference_delay"] <= len(prev)
+    assert loop.delays and max(loop.delays) >= 2
+    assert stats["starved"] <= 2  # the chunks overlap: asked one latency ahead
+
+
+def test_modes_are_checked():
+    with pytest.raises(ValueError):
+        ControlLoop(service(0.01, 1), hz=5, mode="rtc-please")

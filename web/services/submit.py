@@ -23,7 +23,7 @@ from safety.errors import SafetyConfigError
 from web import db
 from web.auth import Principal
 from web.errors import ApiError, accepted_wait_failed, best_effort
-from web.services import catalog, deferred
+from web.services import catalog, deferred, rtc
 from web.services.raw_images import RawImage
 from workers.settings import Settings
 from workers.store.models import Job
@@ -57,7 +57,7 @@ def prepare(settings: Settings, data: dict[str, Any], request_id: str, kind: str
         raise ApiError(422, "invalid_robot_config", exc.message, field=exc.field) from None
     deadline_ms = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms)
     deadline_at = datetime.now(UTC) + timedelta(milliseconds=deadline_ms)
-    options = {k: data[k] for k in ("unnorm_key", "seed") if k in data}
+    options = {k: data[k] for k in ("unnorm_key", "seed", "rtc") if k in data}
     common = {
         "model": data["model"], "kind": kind, "instruction": data["instruction"], "state": data.get("state"),
         "options": options, "robot_config": robot_config,
@@ -119,6 +119,7 @@ def _check_spec(settings: Settings, data: dict[str, Any], images: dict[str, str]
     if data.get("state") is not None and state_dim and len(data["state"]) > state_dim:
         raise ApiError(422, "invalid_state", f"state has {len(data['state'])} values; at most {state_dim}",
                        field="state")
+    rtc.check(spec, data.get("rtc"))
 
 
 def check_unnorm_key(spec: dict[str, Any] | None, key: str | None) -> None:

@@ -54,6 +54,9 @@ class PolicySpec:
     dtype: str
     device: str
     simulated: bool = False  # the sim backend (workers/policies/sim.py): no model behind the actions
+    # A flow policy sampled through workers/policies/flow_sampling.py: accepts options["rtc"] (real-time
+    # chunking); the web refuses the field for a model that does not declare it.
+    real_time_chunking: bool = False
     # The per-request options it reads (Observation.options keys): "seed" for the flow policies' noise,
     # "unnorm_key" for OpenVLA. Callers such as the replay driver go by this, not by the family's name.
     options: list[str] = field(default_factory=list)
@@ -71,6 +74,9 @@ class Policy(abc.ABC):
         """Raise a PolicyInputError subclass if `obs` cannot be served by this policy."""
         if not isinstance(obs.options, dict):
             raise PolicyInputError("options", "options must be a mapping (e.g. {'unnorm_key': ...})")
+        if "rtc" in obs.options and not self.spec.real_time_chunking:
+            raise PolicyInputError("rtc", f"{self.spec.family} is not a flow policy: real-time chunking is served for "
+                                   "flow policies only")
         if not isinstance(obs.instruction, str) or not obs.instruction.strip():
             raise PolicyInputError("instruction", "instruction must be a non-empty string")
         missing = [c for c in self.spec.cameras[:1] if c not in obs.images]

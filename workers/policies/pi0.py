@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import PI0Config, PI0ForConditionalGeneration
 
+from workers.policies import flow_sampling
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 from workers.policies.checkpoint import require_dir
 from workers.policies.common import (
@@ -78,7 +79,7 @@ class Pi0Policy(Policy):
             action_type=meta.get("action_type", "robot_specific"),
             units=list(meta.get("units", EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim)),
             state_dim=len(self.state_stats.mean), dtype=dtype_name(self.dtype), device=str(device),
-            options=["seed"],
+            real_time_chunking=True, options=["seed", "rtc"],
         )
 
     @classmethod
@@ -103,6 +104,7 @@ class Pi0Policy(Policy):
         check_seed(obs.options)
         for cam, img in obs.images.items():
             check_fits(f"images.{cam}", img, self.image_size)
+        flow_sampling.parse(obs.options, self.spec.action_dim, self.spec.chunk_length)
 
     def text_ids(self, instruction: str) -> list[int]:
         """openpi's prompt cleaning, then BOS + prompt + "\\n", cut to max_token_len."""
@@ -143,7 +145,12 @@ class Pi0Policy(Policy):
         a = self.action_stats
         return y[..., : len(a.mean)] * (a.std + (self.eps if self.inverse_eps else 0.0)) + a.mean
 
-    @torch.inference_mode()
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Robot units -> the model's space: the exact inverse of `unnormalize` (RTC's executing actions)."""
+        a = self.action_stats
+        return (actions - a.mean) / (a.std + (self.eps if self.inverse_eps else 0.0))
+
+    @torch.no_grad()  # sample_actions picks inference_mode unless RTC needs autograd
     def predict(self, observations: list[Observation], *, recompute_prefix: bool = False) -> list[PolicyResult]:
         timings: dict[str, float] = {}
         watch = Stopwatch(self.device)
@@ -151,10 +158,12 @@ class Pi0Policy(Policy):
         noise = row_noise(seeds, self.cfg.chunk_size, self.cfg.max_action_dim).to(self.device)
         inputs = self._prefix(observations)
         state = self._state(observations)
+        guidance = flow_sampling.batch_guidance(observations, self.spec.action_dim, self.spec.chunk_length,
+                                                self.normalize_actions, self.cfg.max_action_dim, self.device)
         watch.lap(timings, "preprocess")
         y = sample_actions(self.model, state=state, noise=noise, num_steps=self.cfg.num_inference_steps,
                            timings=timings, recompute_prefix=recompute_prefix, flow=self.flow.integrate,
-                           **inputs)
+                           guidance=guidance, **inputs)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import PI0ForConditionalGeneration
 
+from workers.policies import flow_sampling
 from workers.policies.hf_compat import cache_kwarg, output_cache
 from workers.policies.timing import Stopwatch
 
@@ -80,25 +81,34 @@ def velocity(model: PI0ForConditionalGeneration, state: torch.Tensor, x: torch.T
     return model.action_out_proj(hidden.to(model.action_out_proj.weight.dtype)).float()
 
 
+def cached_velocity(model: PI0ForConditionalGeneration, state: torch.Tensor, attention_mask: torch.Tensor,
+                    cache) -> flow_sampling.Velocity:
+    """The velocity field over a prefix cache, cropped back after each call so that steps never attend to each
+    other. Under autograd (RTC's vector-Jacobian product) the cropped prefix is detached, so one step's graph
+    never reaches into the next."""
+    prefix_length = cache.get_seq_length()
+
+    def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = velocity(model, state, x, t, attention_mask, cache)
+        cache.crop(prefix_length - cache.get_seq_length())
+        if torch.is_grad_enabled():
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+        return out
+
+    return v
+
+
 def integrate(model: PI0ForConditionalGeneration, state: torch.Tensor, noise: torch.Tensor,
               attention_mask: torch.Tensor, cache, num_steps: int) -> torch.Tensor:
-    """Euler from t=1 (noise) to t=0 in fp32 over a prefix cache, cropped back after each step so that
-    steps never attend to each other. No host synchronisation: pi0_graph captures this whole function."""
-    prefix_length = cache.get_seq_length()
-    dt = -1.0 / num_steps
-    x = noise.float()
-    for step in range(num_steps):
-        t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
-        v = velocity(model, state, x, t, attention_mask, cache)
-        cache.crop(prefix_length - cache.get_seq_length())
-        x = x + dt * v
-    return x
+    """Euler from t=1 (noise) to t=0 in fp32 over a prefix cache (flow_sampling.euler). No host
+    synchronisation: pi0_graph captures this whole function."""
+    return flow_sampling.euler(cached_velocity(model, state, attention_mask, cache), noise, num_steps)
 
 
 Integrator = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any, int], torch.Tensor]
 
 
-@torch.inference_mode()
 def sample_actions(
     model: PI0ForConditionalGeneration,
     *,
@@ -111,28 +121,47 @@ def sample_actions(
     timings: dict[str, float] | None = None,
     recompute_prefix: bool = False,
     flow: Integrator | None = None,
+    guidance: flow_sampling.Guidance | None = None,
 ) -> torch.Tensor:
     """One prefix pass, then the Euler integration: `flow(state, noise, mask, cache, num_steps)` when given
     (pi0_graph's pool: a CUDA graph per shape), else `integrate`. `recompute_prefix` rebuilds the prefix
-    cache at every step instead of cropping one back: slower, and the self-check's reference."""
+    cache at every step instead of cropping one back: slower, and the self-check's reference. `guidance`
+    (real-time chunking) runs the guided Euler loop eagerly; with a vector-Jacobian product it runs under
+    no_grad instead of inference_mode, so that autograd may differentiate through the expert."""
+    with flow_sampling.sampling_mode(guidance):
+        return _sample(model, state=state, input_ids=input_ids, attention_mask=attention_mask, images=images,
+                       noise=noise, num_steps=num_steps, timings=timings, recompute_prefix=recompute_prefix,
+                       flow=flow, guidance=guidance)
+
+
+def _sample(model, *, state, input_ids, attention_mask, images, noise, num_steps, timings, recompute_prefix, flow,
+            guidance) -> torch.Tensor:
     watch = Stopwatch(input_ids.device)
     embeds = embed_prefix(model, input_ids, images)
     watch.lap(timings, "vision")
     cache = prefix_cache(model, embeds, attention_mask)
     watch.lap(timings, "prefill")
-    if not recompute_prefix:
+    if recompute_prefix:
+        x = flow_sampling.euler(_recomputing_velocity(model, state, embeds, attention_mask, cache), noise, num_steps,
+                                guidance)
+    elif guidance is not None:
+        x = flow_sampling.euler(cached_velocity(model, state, attention_mask, cache), noise, num_steps, guidance)
+    else:
         x = (flow or functools.partial(integrate, model))(state, noise, attention_mask, cache, num_steps)
-        watch.lap(timings, "flow")
-        return x
-    prefix_length = cache.get_seq_length()
-    dt = -1.0 / num_steps
-    x = noise.float()
-    for step in range(num_steps):
-        t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
-        if step:
-            cache = prefix_cache(model, embeds, attention_mask)
-        v = velocity(model, state, x, t, attention_mask, cache)
-        cache.crop(prefix_length - cache.get_seq_length())
-        x = x + dt * v
     watch.lap(timings, "flow")
     return x
+
+
+def _recomputing_velocity(model: PI0ForConditionalGeneration, state: torch.Tensor, embeds: torch.Tensor,
+                          attention_mask: torch.Tensor, cache) -> flow_sampling.Velocity:
+    """The velocity over a prefix cache rebuilt for every step but the first (the self-check's reference)."""
+    calls = 0
+
+    def v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        nonlocal calls, cache
+        if calls:
+            cache = prefix_cache(model, embeds, attention_mask)
+        calls += 1
+        return cached_velocity(model, state, attention_mask, cache)(x, t)
+
+    return v

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from workers.settings import get_settings
+from workers.wire import fastjson
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -31,6 +32,7 @@ def get_engine(url: str) -> Engine:
             engine = create_engine(
                 url, pool_size=s.db_pool_size, max_overflow=s.db_max_overflow,
                 pool_timeout=s.db_pool_timeout_s,
+                json_serializer=fastjson.dumps, json_deserializer=fastjson.loads,
                 connect_args={"connect_timeout": s.db_connect_timeout_s,
                               "options": f"-c statement_timeout={s.db_statement_timeout_ms}"})
             event.listen(engine, "connect", _note_checkin)  # a new connection has just proved itself

@@ -22,6 +22,40 @@ class SafetyOptionsSchema(StrictSchema):
     safety_threshold = JsonFloat(validate=validate.Range(min=0.0, max=1.0))
 
 
+RTC_SCHEDULES = ("linear", "exp", "ones", "zeros")  # workers/policies/flow_sampling.py (a test keeps them equal)
+RTC_JACOBIANS = ("vjp", "identity")
+
+
+class RealTimeChunkingSchema(StrictSchema):
+    """Real-time chunking (Black, Galliker, Levine, NeurIPS 2025) for flow policies (pi0): the new chunk is
+    sampled as an inpainting of the actions the robot will still execute, so it continues them."""
+
+    prev_actions = fields.List(
+        fields.List(JsonFloat(allow_nan=False), validate=validate.Length(min=1, max=64)), required=True,
+        validate=validate.Length(min=1, max=1000),
+        metadata={"description": "the previous chunk's actions the robot has not executed yet, the next one to "
+                                 "execute first, in robot units as the service returned them: n rows of the "
+                                 "model's action_dim values, 1 <= n <= chunk_length"})
+    inference_delay = JsonInteger(required=True, validate=validate.Range(min=0, max=1000), metadata={
+        "description": "control steps the robot executes while this request runs (latency / control period); the new "
+                       "chunk's first inference_delay actions are held to prev_actions (at most chunk_length)"})
+    execution_horizon = JsonInteger(validate=validate.Range(min=1, max=1000), metadata={
+        "description": "steps over which guidance fades out (default 10, cut to len(prev_actions) and chunk_length)"})
+    max_guidance_weight = JsonFloat(allow_nan=False, validate=validate.Range(min=0.0, max=1000.0, min_inclusive=False),
+                                    metadata={"description": "clip of the guidance weight (default 10)"})
+    prefix_attention_schedule = fields.String(validate=validate.OneOf(RTC_SCHEDULES), metadata={
+        "description": "soft mask between inference_delay and execution_horizon (default linear), as LeRobot's"})
+    jacobian = fields.String(validate=validate.OneOf(RTC_JACOBIANS), metadata={
+        "description": "vjp (default): the paper's guidance, a vector-Jacobian product through the velocity field; "
+                       "identity: LeRobot 0.6.1's (no backward pass, cheaper)"})
+
+    @validates_schema
+    def _rectangular(self, data, **_):
+        widths = {len(row) for row in data.get("prev_actions") or []}
+        if len(widths) > 1:
+            raise ValidationError("every action in prev_actions must have the same length", field_name="prev_actions")
+
+
 # A request the tiny development models accept: Swagger UI's "Try it out" and schemathesis's examples phase
 # start from it (and, through the submission's links, read, wait on and cancel the job it makes).
 EXAMPLE_REQUEST = {
@@ -53,6 +87,8 @@ class InferenceRequestSchema(StrictSchema):
     safety = fields.Nested(SafetyOptionsSchema)
     deadline_ms = JsonInteger(validate=validate.Range(min=1),
                                  metadata={"description": "the job expires if not finished this many ms after submit"})
+    rtc = fields.Nested(RealTimeChunkingSchema, metadata={
+        "description": "real-time chunking, for flow policies (models listed with real_time_chunking: true)"})
 
     @validates_schema
     def _one_image_field(self, data, **_):

@@ -26,6 +26,7 @@ class ModelList(MethodView):
                 "action_space": {"type": spec.get("action_type"), "dimensions": spec.get("action_dim"),
                                  "units": spec.get("units")} if spec else None,
                 "chunk_length": spec.get("chunk_length"),
+                "real_time_chunking": bool(spec.get("real_time_chunking")),
                 "cameras": spec.get("cameras"),
                 "state_dim": spec.get("state_dim"),
                 "unnorm_keys": spec.get("unnorm_keys"),

@@ -4,6 +4,11 @@ The layouts are those of openpi's published examples (`examples/droid`, `example
 the camera slots follow openpi's own input transforms (droid_policy, libero_policy, aloha_policy): slot 0 is
 the model's first camera (pi0's `base_0_rgb`), slot 1 its second (`left_wrist_0_rgb`), slot 2 its third. A
 model with fewer cameras ignores the images it has no slot for; a slot with no image is left out (pi0 masks it).
+
+Real-time chunking (flow policies) in any layout: `rtc/prev_actions` ((n, D) array: the previous chunk's actions
+not yet executed, next one first, as the service returned them), `rtc/inference_delay` and, optionally,
+`rtc/execution_horizon`, `rtc/max_guidance_weight`, `rtc/prefix_attention_schedule`, `rtc/jacobian`; flat keys
+or an `rtc` map with the same names. They become the REST `rtc` field, validated the same way.
 """
 from __future__ import annotations
 
@@ -80,7 +85,33 @@ def to_body(obs: Any, spec: dict[str, Any], mapping_name: str, default_prompt: s
     body: dict[str, Any] = {"images": images, "instruction": _text(prompt)}
     if state is not None and spec.get("state_dim"):
         body["state"] = _floats(state)
+    rtc = _rtc(obs)
+    if rtc:
+        body["rtc"] = rtc
     return body
+
+
+RTC_KEYS = ("prev_actions", "inference_delay", "execution_horizon", "max_guidance_weight",
+            "prefix_attention_schedule", "jacobian")
+
+
+def _rtc(obs: dict[str, Any]) -> dict[str, Any]:
+    """The `rtc/...` keys as the REST field: arrays to lists, numpy scalars to Python, bytes to text (the schema
+    then checks them as it checks REST's)."""
+    inner = obs.get("rtc")
+    if isinstance(inner, dict):
+        obs = {**obs, "rtc": {k.decode() if isinstance(k, bytes) else k: v for k, v in inner.items()}}
+    out = {}
+    for key in RTC_KEYS:
+        value = _get(obs, f"rtc/{key}")
+        if value is None:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        elif isinstance(value, np.ndarray | np.generic):
+            value = value.tolist()
+        out[key] = value
+    return out
 
 
 def _native_images(obs: dict[str, Any], cameras: list[str]) -> dict[str, Any]:

@@ -58,7 +58,8 @@ def metadata(app: Flask, conn: Connection) -> dict[str, Any]:
     """The first message of a connection (openpi sends its policy metadata): the model's description."""
     with app.app_context():
         spec = catalog.spec_of(app.config["SETTINGS"], conn.model) or {}
-    keep = ("family", "action_dim", "chunk_length", "cameras", "state_dim", "action_type", "units", "unnorm_keys")
+    keep = ("family", "action_dim", "chunk_length", "cameras", "state_dim", "action_type", "units", "unnorm_keys",
+            "real_time_chunking")
     return {"server": "vlaapi", "model": conn.model, "mapping": conn.mapping, **{k: spec.get(k) for k in keep}}
 
 

@@ -2,9 +2,16 @@
 
 The loop is what a robot runs; `fetch(deadline_ms)` is how it gets actions (a `VLAClient.act` call on a
 fresh observation in practice). Kept apart from the example so that its pacing is tested with a real clock.
+
+Modes: `append` (the default: a chunk is queued behind the actions left, none is dropped), `switch` (a chunk
+replaces the queue once it arrives, less the actions played meanwhile) and `rtc` (switching, and each request
+carries the un-executed remainder and the expected delay in ticks, `fetch(deadline_ms, rtc)` with
+rtc = {"prev_actions", "inference_delay"}, so that a flow policy's new chunk continues the executing one:
+real-time chunking). In the switching modes the fetcher asks one latency earlier, so the chunks overlap.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -15,7 +22,8 @@ import numpy as np
 from vlaapi_client.chunks import ChunkPlayer
 from vlaapi_client.errors import VLAError
 
-Fetch = Callable[[int], np.ndarray]
+Fetch = Callable[..., np.ndarray]  # fetch(deadline_ms) or, in the switching modes, fetch(deadline_ms, rtc)
+MODES = ("append", "switch", "rtc")
 
 
 class ControlLoop:
@@ -25,9 +33,15 @@ class ControlLoop:
     does not make the fetcher run ahead for the rest of the run.
     """
 
-    def __init__(self, fetch: Fetch, hz: float, *, horizon: int | None = None, min_deadline_ms: int = 50):
-        self.fetch, self.period, self.min_deadline_ms = fetch, 1.0 / hz, min_deadline_ms
+    def __init__(self, fetch: Fetch, hz: float, *, horizon: int | None = None, min_deadline_ms: int = 50,
+                 mode: str = "append", rtc_options: dict | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.fetch, self.period, self.min_deadline_ms, self.mode = fetch, 1.0 / hz, min_deadline_ms, mode
         self.player = ChunkPlayer(horizon=horizon)
+        self.executed: list[np.ndarray | None] = []  # the action of every tick (None: starved)
+        self.delays: list[int] = []  # the inference_delay each rtc request carried
+        self.rtc_options = dict(rtc_options or {})  # e.g. {"jacobian": "identity", "execution_horizon": 8}
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
         self.first_error: dict[str, str] = {}
@@ -47,13 +61,33 @@ class ControlLoop:
         self.fetch_once(deadline_ms, on_error=False)
         return self.latencies.pop()  # in the estimate, not in the loop's figures
 
+    def latency_ticks(self) -> int:
+        """Ticks a request is expected to span: the inference delay real-time chunking asks for."""
+        return max(1, math.ceil(self.expected_latency_s() / self.period))
+
+    def wants_more(self) -> bool:
+        if self.mode == "append":
+            return self.player.wants_more(self.expected_latency_s(), self.period)
+        return self.player.remaining < 2 * self.latency_ticks() + 1  # the chunks overlap by a latency
+
     def fetch_once(self, deadline_ms: int | None = None, *, on_error: bool = True) -> None:
         """One request; its deadline is when the queued actions run out, since a later chunk is useless."""
         if deadline_ms is None:
             deadline_ms = max(self.min_deadline_ms, int((self.player.remaining + 1) * self.period * 1000))
+            if self.mode != "append":  # a late chunk still serves, less the ticks it missed: never starve on deadlines
+                deadline_ms = max(deadline_ms, int(3000 * self.expected_latency_s()))
+        prev, since = self.player.remainder()
         t0 = time.perf_counter()
         try:
-            actions = self.fetch(deadline_ms)
+            if self.mode == "append":
+                actions = self.fetch(deadline_ms)
+            else:
+                rtc = None
+                if self.mode == "rtc" and prev is not None:
+                    delay = min(self.latency_ticks(), len(prev))
+                    rtc = {**self.rtc_options, "prev_actions": prev.tolist(), "inference_delay": delay}
+                    self.delays.append(delay)
+                actions = self.fetch(deadline_ms, rtc)
         except VLAError as err:
             if not on_error:
                 raise
@@ -64,11 +98,14 @@ class ControlLoop:
         ms = (time.perf_counter() - t0) * 1000
         self.latencies.append(ms)
         self._recent.append(ms)
-        self.player.push(actions)
+        if self.mode == "append":
+            self.player.push(actions)
+        else:
+            self.player.switch(actions, since)
 
     def fetch_forever(self) -> None:
         while not self.stop.is_set():
-            if self.player.wants_more(self.expected_latency_s(), self.period):
+            if self.wants_more():
                 self.fetch_once()
                 continue
             self.wake.wait(self.period / 4)  # a tick sets it: the fetcher reacts at once to an emptied queue
@@ -83,7 +120,9 @@ class ControlLoop:
             next_tick = start + i * self.period
             time.sleep(max(0.0, next_tick - time.monotonic()))
             late.append((time.monotonic() - next_tick) * 1000)
-            starved += self.player.next() is None  # a real robot would send the action to its controller here
+            action = self.player.next()  # a real robot would send the action to its controller here
+            self.executed.append(action)
+            starved += action is None
             ticks += 1
             self.wake.set()
         # Sleep out the last tick's period, so that rate = ticks / elapsed.
@@ -104,3 +143,21 @@ class ControlLoop:
         ticks = stats["ticks"] or 1
         return stats | {"requests": requests, "on_time": round((stats["ticks"] - stats["starved"]) / ticks, 4),
                         "requests_per_tick": round(requests / ticks, 4)}
+
+
+def jump_stats(played: list[np.ndarray], switches: list[tuple[int, float]]) -> dict[str, float | int]:
+    """How smooth the executed actions were: the largest (and median) step between consecutive actions where a
+    new chunk took over, the same inside chunks, and the largest gap between a new chunk's first action and
+    the old chunk's plan for that tick (max-abs over the action's dimensions, in robot units)."""
+    acts = np.asarray(played, dtype=np.float64)
+    steps = np.abs(np.diff(acts, axis=0)).max(axis=1) if len(acts) > 1 else np.zeros(0)
+    at = sorted({p - 1 for p, _ in switches if 1 <= p < len(acts)})  # steps[i] is acts[i] -> acts[i + 1]
+    boundary, interior = steps[at], np.delete(steps, at)
+    gaps = [g for p, g in switches if not math.isnan(g) and p < len(acts)]
+
+    def stat(xs, f):
+        return round(float(f(xs)), 4) if len(xs) else None
+
+    return {"boundaries": len(at), "boundary_jump_max": stat(boundary, np.max),
+            "boundary_jump_p50": stat(boundary, np.median), "interior_step_max": stat(interior, np.max),
+            "interior_step_p50": stat(interior, np.median), "plan_gap_max": stat(gaps, np.max)}
