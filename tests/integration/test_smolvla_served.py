@@ -75,7 +75,8 @@ def test_listed_with_its_spec(client, headers, smolvla_worker):
     listed = models[MODEL]
     assert listed["ready"] and listed["family"] == "smolvla" and listed["chunk_length"] == 50
     assert listed["cameras"] == ["camera1", "camera2", "camera3"] and listed["state_dim"] == 8
-    assert listed["options"] == ["seed"] and listed["action_space"]["dimensions"] == 7
+    assert listed["options"] == ["seed", "rtc"] and listed["real_time_chunking"] is True
+    assert listed["action_space"]["dimensions"] == 7
 
 
 def test_rest_inference_is_the_policys_chunk(client, headers, smolvla_worker, local_policy):
@@ -89,6 +90,22 @@ def test_rest_inference_is_the_policys_chunk(client, headers, smolvla_worker, lo
     np.testing.assert_allclose(action["values"], local_policy.predict([obs])[0].actions, rtol=0, atol=1e-6)
     again = client.post("/v1/inference", json=_body(seed=4), headers=headers).get_json()["action"]["values"]
     assert np.abs(np.asarray(again) - np.asarray(action["values"])).max() > 1e-4  # the seed reaches the noise
+
+
+def test_rest_real_time_chunking(client, headers, smolvla_worker, local_policy):
+    """The executing chunk's remainder and the delay ride along; the answer is the policy's guided chunk."""
+    body = _body()
+    first = client.post("/v1/inference", json=body, headers=headers).get_json()["action"]["values"]
+    rtc = {"prev_actions": first[10:20], "inference_delay": 2, "jacobian": "identity"}
+    resp = client.post("/v1/inference", json=_body(seed=9, rtc=rtc), headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    guided = np.asarray(resp.get_json()["action"]["values"])
+    obs = Observation(images={c: _decode(v) for c, v in body["images"].items()}, instruction=body["instruction"],
+                      state=np.asarray(body["state"]), options={"seed": 9, "rtc": rtc})
+    np.testing.assert_allclose(guided, local_policy.predict([obs])[0].actions, rtol=0, atol=1e-6)
+    bad = client.post("/v1/inference", json=_body(rtc={"prev_actions": [[0.0] * 3], "inference_delay": 1}),
+                      headers=headers)
+    assert bad.status_code == 422 and "prev_actions" in json.dumps(bad.get_json())
 
 
 @pytest.mark.parametrize("change,field", [({"state": None}, "state"), ({"state": [0.0] * 5}, "state"),

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from workers.policies import flow_sampling
 from workers.policies.smolvla.model import SmolVLAModel, attend, finish, project, rope
 from workers.policies.timing import Stopwatch
 
@@ -129,24 +130,27 @@ def velocity(model: SmolVLAModel, cache: Cache, valid: torch.Tensor, x: torch.Te
     return model.action_out_proj(out.float())
 
 
-@torch.inference_mode()
 def sample_actions(model: SmolVLAModel, *, images: torch.Tensor, cameras_per_row: Sequence[int],
                    token_rows: Sequence[Sequence[int]], state: torch.Tensor, noise: torch.Tensor,
-                   timings: dict[str, float] | None = None, recompute_prefix: bool = False) -> torch.Tensor:
-    """The normalised chunk (B, chunk, max_action_dim). `recompute_prefix` rebuilds the prefix cache at every
-    step (slower; the self-check's reference for the cached path)."""
-    watch = Stopwatch(state.device)
-    embs, valid = embed_prefix(model, images, cameras_per_row, token_rows, state)
-    watch.lap(timings, "vision")
-    cache = prefill(model, embs, valid)
-    watch.lap(timings, "prefill")
-    steps = model.arch.num_steps
-    dt = -1.0 / steps
-    x = noise.float()
-    for step in range(steps):
-        if recompute_prefix and step:
-            cache = prefill(model, embs, valid)
-        t = torch.full((x.shape[0],), 1.0 + step * dt, dtype=torch.float32, device=x.device)
-        x = x + dt * velocity(model, cache, valid, x, t)
-    watch.lap(timings, "flow")
-    return x
+                   timings: dict[str, float] | None = None, recompute_prefix: bool = False,
+                   guidance: flow_sampling.Guidance | None = None) -> torch.Tensor:
+    """The normalised chunk (B, chunk, max_action_dim): flow_sampling's Euler loop (shared by the flow
+    policies) over this velocity field, guided towards the executing chunk where a row asks for real-time
+    chunking. `recompute_prefix` rebuilds the prefix cache for every step after the first (slower; the
+    self-check's reference for the cached path)."""
+    with flow_sampling.sampling_mode(guidance):
+        watch = Stopwatch(state.device)
+        embs, valid = embed_prefix(model, images, cameras_per_row, token_rows, state)
+        watch.lap(timings, "vision")
+        cache = prefill(model, embs, valid)
+        watch.lap(timings, "prefill")
+        calls = []
+
+        def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            fresh = prefill(model, embs, valid) if recompute_prefix and calls else cache
+            calls.append(t)
+            return velocity(model, fresh, valid, x, t)
+
+        x = flow_sampling.euler(field, noise, model.arch.num_steps, guidance)
+        watch.lap(timings, "flow")
+        return x

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workers.policies import flow_sampling
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 from workers.policies.checkpoint import require_dir
 from workers.policies.common import (
@@ -58,7 +59,7 @@ class SmolVLAPolicy(Policy):
             name=name, family="smolvla", action_dim=dim, chunk_length=self.arch.chunk_size, cameras=layout.cameras,
             unnorm_keys=[], default_unnorm_key=None, action_type="robot_specific",
             units=list(EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim), state_dim=state_dim,
-            dtype=dtype_name(self.dtype), device=str(device), options=["seed"])
+            dtype=dtype_name(self.dtype), device=str(device), real_time_chunking=True, options=["seed", "rtc"])
 
     @classmethod
     def load(cls, name: str, path: Path, *, dtype: str = "auto", device: str = "auto",
@@ -80,6 +81,7 @@ class SmolVLAPolicy(Policy):
         check_seed(obs.options)
         for cam, img in obs.images.items():
             check_fits(f"images.{cam}", img, self.arch.image_size)
+        flow_sampling.parse(obs.options, self.spec.action_dim, self.spec.chunk_length)
 
     def text_ids(self, instruction: str) -> list[int]:
         text = instruction if instruction.endswith("\n") else instruction + "\n"
@@ -89,7 +91,12 @@ class SmolVLAPolicy(Policy):
         a = self.action_stats
         return y[..., : len(a.mean)] * a.std + a.mean
 
-    @torch.inference_mode()
+    def normalize_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Robot units -> the model's space, the exact inverse of `unnormalize` (RTC's executing actions)."""
+        a = self.action_stats
+        return (actions - a.mean) / a.std
+
+    @torch.no_grad()  # sample_actions picks inference_mode unless a row's RTC needs autograd
     def predict(self, observations: list[Observation], *, recompute_prefix: bool = False) -> list[PolicyResult]:
         timings: dict[str, float] = {}
         watch = Stopwatch(self.device)
@@ -102,9 +109,12 @@ class SmolVLAPolicy(Policy):
         tokens = [self.text_ids(o.instruction) for o in observations]
         s = self.state_stats
         state = zscore_padded([o.state for o in observations], s.mean, s.std, self.eps, self.arch.max_state_dim)
+        guidance = flow_sampling.batch_guidance(observations, self.spec.action_dim, self.spec.chunk_length,
+                                                self.normalize_actions, self.arch.max_action_dim, self.device)
         watch.lap(timings, "preprocess")
         y = sample_actions(self.model, images=pixels, cameras_per_row=[len(c) for c in present], token_rows=tokens,
-                           state=state.to(self.device), noise=noise, timings=timings, recompute_prefix=recompute_prefix)
+                           state=state.to(self.device), noise=noise, timings=timings, recompute_prefix=recompute_prefix,
+                           guidance=guidance)
         actions = self.unnormalize(y.double().cpu().numpy())
         return [PolicyResult(actions=row, action_type=self.spec.action_type, units=list(self.spec.units),
                              timings_ms=timings_copy(timings)) for row in actions]
