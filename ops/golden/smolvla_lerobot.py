@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ops.golden import pi0_rtc
 from ops.golden.fixture import REGENERATE, save_fixture
 from ops.golden.inputs import image_arrays, weights_digest
 from ops.golden.pi0_lerobot import LEROBOT_06, run_reference
+from ops.golden.pi0_rtc import case_arrays
 
 FIXTURE = "smolvla_lerobot06"
 # The same sizes in attention_mode self_attn (every layer self-attention): LeRobot's other branch.
@@ -33,6 +35,16 @@ ADAPTATIONS = [
     "shipped_*: the VLM in bfloat16, expert and projections in float32, as LeRobot builds a pretrained SmolVLA "
     "(load_vlm_weights loads the VLM with torch_dtype=bfloat16); the checkpoint's fp32 values cast on load",
 ]
+# Real-time chunking: LeRobot's RTC module driving its SmolVLA (cases as ops/golden/pi0_rtc.py's, on these items).
+RTC_FIXTURE, RTC_RUNNER = "smolvla_rtc_lerobot06", "lerobot06_smolvla_rtc_ref.py"
+RTC_CASES = (  # (item, executed, inference delay, execution horizon, max guidance weight, schedule, seed A, seed B)
+    (0, 20, 3, 10, 10.0, "linear", 31, 131),
+    (1, 30, 5, 15, 2.0, "exp", 32, 132),
+    (3, 38, 2, 20, 10.0, "ones", 33, 133),
+    (4, 10, 4, 25, 10.0, "zeros", 34, 134),
+)
+RTC_REFERENCE = ("lerobot 0.6.1 SmolVLAPolicy.predict_action_chunk(batch, noise=..., inference_delay=..., "
+                 "prev_chunk_left_over=..., execution_horizon=...) with RTCConfig (lerobot/policies/rtc)")
 REFERENCE = ("lerobot 0.6.1 PreTrainedConfig.from_pretrained -> SmolVLAPolicy.from_pretrained(strict=True) -> "
              "make_smolvla_pre_post_processors -> predict_action_chunk(batch, noise=...) -> postprocessor")
 
@@ -66,11 +78,26 @@ def build(py: Path, model_dir: Path, work: Path, fixture: str = FIXTURE) -> Path
     return save_fixture(fixture, arrays, meta)
 
 
+def rtc_inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    stored, runner = inputs()
+    cases = case_arrays(RTC_CASES)
+    return {**stored, **cases}, {**runner, **cases}
+
+
+def build_rtc(py: Path, model_dir: Path, work: Path) -> Path:
+    arrays, extra = run_reference(py, RTC_RUNNER, model_dir, work, RTC_FIXTURE, rtc_inputs())
+    meta = {"reference": RTC_REFERENCE, "adaptations": [*ADAPTATIONS[:2], *pi0_rtc.ADAPTATIONS[-1:]],
+            "checkpoint": model_dir.name, "weights_sha256": weights_digest(model_dir), "regenerate": REGENERATE,
+            "requirements": LEROBOT_06, **extra}
+    return save_fixture(RTC_FIXTURE, arrays, meta)
+
+
 def build_all(py: Path, models: Path, work: Path) -> list[Path]:
-    """The preset (cross_attn) and its self_attn twin, built here (not a preset) from the same seed."""
+    """The preset (cross_attn), its self_attn twin (built here, not a preset, from the same seed), and RTC."""
     from workers.policies.smolvla.tiny import build_smolvla_tiny
 
     fixture, name = SELF_ATTN
     if not (models / name / "config.json").is_file():
         build_smolvla_tiny(models / name, cross_attention=False)
-    return [build(py, models / "smolvla-tiny", work), build(py, models / name, work, fixture)]
+    return [build(py, models / "smolvla-tiny", work), build(py, models / name, work, fixture),
+            build_rtc(py, models / "smolvla-tiny", work)]

@@ -53,8 +53,8 @@ def make_policy(model_dir: Path, half: bool):
     return policy.eval(), pre, post, config
 
 
-def run(policy, pre, post, config, inp, rows: list[int]):
-    """One batch over `rows` (same cameras, same image size): (normalised chunk, actions, prompt ids)."""
+def raw_batch(config, inp, rows: list[int]) -> dict:
+    """LeRobot's observation dict for `rows` (same cameras, same image size), before its preprocessor."""
     cams = [k.removeprefix("observation.images.") for k in config.image_features]
     batch = {}
     for c in cams:
@@ -63,8 +63,13 @@ def run(policy, pre, post, config, inp, rows: list[int]):
             batch[f"observation.images.{c}"] = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
     batch["observation.state"] = torch.from_numpy(inp["state"][rows]).float()
     batch["task"] = [str(inp["instructions"][r]) for r in rows]
+    return batch
+
+
+def run(policy, pre, post, config, inp, rows: list[int]):
+    """One batch over `rows`: (normalised chunk, actions, prompt ids)."""
     noise = torch.from_numpy(inp["noise"][rows]).clone()
-    processed = pre(batch)
+    processed = pre(raw_batch(config, inp, rows))
     chunk = policy.predict_action_chunk(processed, noise=noise)
     actions = post(chunk)
     ids, mask = processed["observation.language.tokens"], processed["observation.language.attention_mask"]
