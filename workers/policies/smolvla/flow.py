@@ -144,12 +144,12 @@ def sample_actions(model: SmolVLAModel, *, images: torch.Tensor, cameras_per_row
         watch.lap(timings, "vision")
         cache = prefill(model, embs, valid)
         watch.lap(timings, "prefill")
-        calls = []
+        steps_done = [0]  # the euler loop calls the field once per step
 
         def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            fresh = prefill(model, embs, valid) if recompute_prefix and calls else cache
-            calls.append(t)
-            return velocity(model, fresh, valid, x, t)
+            recompute = recompute_prefix and steps_done[0] > 0
+            steps_done[0] += 1
+            return velocity(model, prefill(model, embs, valid) if recompute else cache, valid, x, t)
 
         x = flow_sampling.euler(field, noise, model.arch.num_steps, guidance)
         watch.lap(timings, "flow")
