@@ -12,7 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from ops.golden import openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, pi0_rtc, pi05_lerobot, pi05_rtc
+from ops.golden import (openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, pi0_rtc, pi05_lerobot,
+                        pi05_rtc, smolvla_lerobot)
 from ops.golden.envs import make_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ WORK = ROOT / ".data" / "golden-work"
 DEFAULT_OPENVLA_SRC = Path("/work/.mirror/openvla+openvla/repo")
 DEFAULT_OPENPI_SRC = Path("/work/.mirror/Physical-Intelligence+openpi/repo")
 TARGETS = ("openvla", "openvla-crop", "openpi-images", "openpi-norm", *pi0_lerobot.VARIANTS, "pi0-rtc-lerobot06",
-           "pi05-lerobot06", "pi05-rtc-lerobot06")
+           "pi05-lerobot06", "pi05-rtc-lerobot06", "smolvla-lerobot06")
 log = logging.getLogger("ops.golden")
 
 
@@ -42,7 +43,7 @@ def build_models() -> Path:
     from workers.policies.presets import build_tiny_checkpoints
 
     models = WORK / "models"
-    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny", "pi05-tiny"])
+    build_tiny_checkpoints(models, ["openvla-tiny", "pi0-tiny", "pi05-tiny", "smolvla-tiny"])
     return models
 
 
@@ -81,6 +82,10 @@ def run(targets: list[str], openvla_src: Path, openpi_src: Path) -> list[Path]:
         v = pi05_lerobot.VARIANT
         py = make_env(ENVS, v.env, find_python(v.python_minor), v.requirements, link_torch=v.link_torch)
         written.append(pi05_rtc.build(py, models / "pi05-tiny", WORK))
+    if "smolvla-lerobot06" in targets:  # the same env as pi0-lerobot06 (one LeRobot 0.6.1 env serves both)
+        py = make_env(ENVS, smolvla_lerobot.ENV, find_python(smolvla_lerobot.PYTHON_MINOR), pi0_lerobot.LEROBOT_06,
+                      link_torch=False)
+        written.extend(smolvla_lerobot.build_all(py, models, WORK))
     return written
 
 

@@ -88,17 +88,24 @@ def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     return arrays, runner
 
 
-def build(variant: Variant, py: Path, model_dir: Path, work: Path) -> Path:
+def run_reference(py: Path, runner: str, model_dir: Path, work: Path, fixture: str,
+                  inputs_pair: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> tuple[dict, dict]:
+    """Run a LeRobot runner on (stored, runner) inputs: (the fixture's arrays, its JSON records: versions,
+    prompt_ids, *param_dtypes), the records decoded."""
     work.mkdir(parents=True, exist_ok=True)
-    stored, runner_inputs = inputs()
-    np.savez(work / "pi0-inputs.npz", **runner_inputs)
-    out = work / f"{variant.fixture}-out.npz"
-    subprocess.run([str(py), str(RUNNERS / variant.runner), str(model_dir), str(work / "pi0-inputs.npz"), str(out)],
+    stored, runner_inputs = inputs_pair
+    np.savez(work / f"{fixture}-inputs.npz", **runner_inputs)
+    out = work / f"{fixture}-out.npz"
+    subprocess.run([str(py), str(RUNNERS / runner), str(model_dir), str(work / f"{fixture}-inputs.npz"), str(out)],
                    check=True)
     with np.load(out) as ref:
         json_keys = [k for k in ref.files if k in ("versions", "prompt_ids") or k.endswith("param_dtypes")]
         arrays = {**stored, **{k: ref[k] for k in ref.files if k not in json_keys}}
-        extra = {k: json.loads(str(ref[k])) for k in json_keys}
+        return arrays, {k: json.loads(str(ref[k])) for k in json_keys}
+
+
+def build(variant: Variant, py: Path, model_dir: Path, work: Path) -> Path:
+    arrays, extra = run_reference(py, variant.runner, model_dir, work, variant.fixture, inputs())
     versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
     meta = {"reference": variant.reference, "versions": versions, "adaptations": variant.adaptations,
             "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny", "weights_sha256": weights_digest(model_dir),

@@ -38,11 +38,19 @@ ADAPTATIONS = [*pi0_lerobot.ADAPTATIONS_06,
 
 
 def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    stored, runner = pi0_lerobot.inputs()
+    cases = case_arrays(CASES)
+    stored.update(cases)
+    runner.update(cases)
+    return stored, runner
+
+
+def case_arrays(table: tuple[tuple, ...]) -> dict[str, np.ndarray]:
+    """The runner's case_* arrays for rows of (item, executed, delay, horizon, weight, schedule, seed A, seed B)."""
     from workers.policies.pi0_flow import row_noise
 
-    stored, runner = pi0_lerobot.inputs()
-    cols = list(zip(*CASES, strict=True))
-    cases = {
+    cols = list(zip(*table, strict=True))
+    return {
         "case_item": np.array(cols[0], dtype=np.int64), "case_executed": np.array(cols[1], dtype=np.int64),
         "case_delay": np.array(cols[2], dtype=np.int64), "case_horizon": np.array(cols[3], dtype=np.int64),
         "case_weight": np.array(cols[4], dtype=np.float64), "case_schedule": np.array(cols[5]),
@@ -50,9 +58,6 @@ def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         "case_noise_a": row_noise(list(cols[6]), 50, 32).numpy(),
         "case_noise_b": row_noise(list(cols[7]), 50, 32).numpy(),
     }
-    stored.update(cases)
-    runner.update(cases)
-    return stored, runner
 
 
 def build(py: Path, model_dir: Path, work: Path) -> Path:

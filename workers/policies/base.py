@@ -42,7 +42,7 @@ class PolicySpec:
     """What a policy tells the world about itself (served by GET /v1/models/list)."""
 
     name: str
-    family: str  # "openvla" | "pi0" | "pi05"
+    family: str  # "openvla" | "pi0" | "pi05" | "smolvla"
     action_dim: int
     chunk_length: int
     cameras: list[str]
@@ -57,9 +57,7 @@ class PolicySpec:
     # A flow policy sampled through workers/policies/flow_sampling.py: accepts options["rtc"] (real-time
     # chunking); the web refuses the field for a model that does not declare it.
     real_time_chunking: bool = False
-    # Per-request options the policy reads from Observation.options (e.g. "seed" for a flow policy's noise),
-    # so that callers (replays) pass them by what a policy declares, not by its family.
-    request_options: list[str] = field(default_factory=list)
+    family: str  # "openvla" | "pi0" | "pi05" | "smolvla"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

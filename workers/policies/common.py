@@ -34,6 +34,21 @@ def check_state(state: Any, dim: int | None, *, required: bool) -> None:
         raise PolicyInputError("state", "state contains NaN or inf")
 
 
+def check_seed(options: dict[str, Any]) -> None:
+    """A flow policy's `seed` option (its noise): absent, or an integer in [0, 2**63)."""
+    seed = options.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
+        raise PolicyInputError("options.seed", "seed must be a non-negative integer")
+
+
+def zscore_padded(states: list[Any], mean: np.ndarray, std: np.ndarray, eps: float, width: int) -> torch.Tensor:
+    """(x - mean) / (std + eps) per row in float64, then float32, zero-padded to `width` (pi0, SmolVLA)."""
+    z = np.stack([(np.asarray(s, dtype=np.float64) - mean) / (std + eps) for s in states])
+    out = torch.zeros(len(states), width)
+    out[:, : z.shape[1]] = torch.from_numpy(z).float()
+    return out
+
+
 def build_and_load(
     factory: Callable[[], M],
     ckpt_dir: Path,

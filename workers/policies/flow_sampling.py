@@ -1,5 +1,5 @@
 """Euler sampling of a flow-matching action head, with real-time chunking (RTC) guidance, for every flow
-policy (pi0 now; pi0.5 and SmolVLA call the same functions with their own velocity field).
+policy (pi0 and SmolVLA now; pi0.5 calls the same functions with its own velocity field).
 
 Real-time chunking (Black, Galliker, Levine, "Real-Time Execution of Action Chunking Flow Policies",
 NeurIPS 2025): while chunk n+1 is computed the robot keeps executing chunk n, so the first `inference_delay`

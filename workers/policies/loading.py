@@ -28,8 +28,10 @@ def _loaders() -> dict[str, Callable[..., Policy]]:
     from workers.policies.openvla.policy import OpenVLAPolicy
     from workers.policies.pi0 import Pi0Policy
     from workers.policies.pi05.policy import Pi05Policy
+    from workers.policies.smolvla.policy import SmolVLAPolicy
 
-    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load, "pi05": Pi05Policy.load}
+    return {"openvla": OpenVLAPolicy.load, "pi0": Pi0Policy.load, "pi05": Pi05Policy.load,
+            "smolvla": SmolVLAPolicy.load}
 
 
 def family_of(config: dict, names: Iterable[str] = ()) -> str | None:
@@ -41,6 +43,8 @@ def family_of(config: dict, names: Iterable[str] = ()) -> str | None:
         return "pi05"
     if config.get("type") == "pi0" or "paligemma_variant" in config:
         return "pi0"
+    if config.get("type") == "smolvla":
+        return "smolvla"
     return None
 
 

@@ -21,13 +21,21 @@ from transformers import PI0Config, PI0ForConditionalGeneration
 from workers.policies import flow_sampling
 from workers.policies.base import Observation, Policy, PolicyResult, PolicySpec
 from workers.policies.checkpoint import require_dir
-from workers.policies.common import EE_DELTA_UNITS, build_and_load, check_state, load_tokenizer, timings_copy
+from workers.policies.common import (
+    EE_DELTA_UNITS,
+    build_and_load,
+    check_seed,
+    check_state,
+    load_tokenizer,
+    timings_copy,
+    zscore_padded,
+)
 from workers.policies.devices import dtype_name, resolve_device, resolve_dtype
-from workers.policies.errors import CheckpointError, PolicyInputError
+from workers.policies.errors import CheckpointError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import to_tower
+from workers.policies.preprocess import check_fits, to_tower
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -100,9 +108,9 @@ class Pi0Policy(Policy):
     def validate(self, obs: Observation) -> None:
         super().validate(obs)
         check_state(obs.state, self.spec.state_dim, required=self.spec.state_dim is not None)
-        seed = obs.options.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
-            raise PolicyInputError("options.seed", "seed must be a non-negative integer")
+        check_seed(obs.options)
+        for cam, img in obs.images.items():
+            check_fits(f"images.{cam}", img, self.image_size)
         flow_sampling.parse(obs.options, self.spec.action_dim, self.spec.chunk_length)
 
     def text_ids(self, instruction: str) -> list[int]:
@@ -142,10 +150,8 @@ class Pi0Policy(Policy):
 
     def _state(self, observations: list[Observation]) -> torch.Tensor:
         s = self.state_stats
-        z = np.stack([(np.asarray(o.state, dtype=np.float64) - s.mean) / (s.std + self.eps) for o in observations])
-        out = torch.zeros(len(observations), self.cfg.max_state_dim)
-        out[:, : z.shape[1]] = torch.from_numpy(z).float()
-        return out.to(self.device)
+        states = [o.state for o in observations]
+        return zscore_padded(states, s.mean, s.std, self.eps, self.cfg.max_state_dim).to(self.device)
 
     def unnormalize(self, y: np.ndarray) -> np.ndarray:
         a = self.action_stats

@@ -9,12 +9,24 @@ import numpy as np
 import torch
 from PIL import Image
 
+from workers.policies.errors import PolicyInputError
+
 
 def resize_naive(img: np.ndarray, size: int) -> np.ndarray:
     """Bicubic straight to size x size, aspect ratio not kept (OpenVLA's resize-naive). PIL antialiases."""
     if img.shape[0] == size and img.shape[1] == size:
         return img
     return np.array(Image.fromarray(img).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def check_fits(field: str, img: np.ndarray, size: int) -> None:
+    """An image so elongated that resize-with-pad to size x size would shrink its short side to nothing is a
+    bad input (PolicyInputError naming the field), not a failure of the whole batch it would run in."""
+    h, w = img.shape[:2]
+    ratio = max(w / size, h / size)
+    if int(h / ratio) < 1 or int(w / ratio) < 1:
+        raise PolicyInputError(field, f"image of {h}x{w} is too elongated: its short side would be 0 pixels "
+                                      f"once fitted into {size}x{size}")
 
 
 def resize_with_pad(img: np.ndarray, size: int) -> np.ndarray:

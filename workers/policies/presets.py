@@ -20,8 +20,17 @@ from workers.policies.tiny_pi0_layouts import BUILDERS as PI0_LAYOUT_BUILDERS
 
 log = logging.getLogger(__name__)
 TINY_NAMES = ("openvla-tiny", "pi0-tiny", "pi0-tiny-lerobot", "pi0-tiny-lerobot-v0", "pi0-tiny-openpi", "pi05-tiny",
-              "pi05-tiny-openpi")
-BUILDERS = {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny, **PI0_LAYOUT_BUILDERS, **PI05_BUILDERS}
+              "pi05-tiny-openpi", "smolvla-tiny")
+
+
+def _build_smolvla_tiny(out_dir: Path) -> Path:
+    from workers.policies.smolvla.tiny import build_smolvla_tiny  # transformers' SmolVLM: only when building
+
+    return build_smolvla_tiny(out_dir)
+
+
+BUILDERS = {"openvla-tiny": build_openvla_tiny, "pi0-tiny": build_pi0_tiny, **PI0_LAYOUT_BUILDERS, **PI05_BUILDERS,
+            "smolvla-tiny": _build_smolvla_tiny}
 
 
 def build_tiny_checkpoints(

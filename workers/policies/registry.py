@@ -26,6 +26,8 @@ KNOWN_MODELS: dict[str, str] = {
     "openvla-7b": "openvla/openvla-7b from the hub (config.json, 3 safetensors shards + index, tokenizer)",
     "pi0": "a PI0 checkpoint in the transformers, LeRobot or openpi layout, plus the PaliGemma tokenizer files "
            "(see docs/models.md)",
+    "smolvla": "a LeRobot SmolVLA checkpoint (lerobot/smolvla_base or a fine-tune) plus its VLM's config, tokenizer "
+               "and processor files in vlm/ (see docs/models.md)",
     "openvla-tiny": "random-weight OpenVLA at toy size, built locally",
     "pi0-tiny": "random-weight pi0 at toy size, built locally",
     "pi0-tiny-lerobot": "pi0-tiny's weights in LeRobot's layout (lerobot/pi0_base naming, processor statistics)",
@@ -35,6 +37,7 @@ KNOWN_MODELS: dict[str, str] = {
             "PaliGemma tokenizer files (see docs/models.md)",
     "pi05-tiny": "random-weight pi0.5 at toy size in LeRobot 0.6.1's pi05 layout, built locally",
     "pi05-tiny-openpi": "pi05-tiny's weights in openpi's PyTorch conversion layout (assets/*/norm_stats.json)",
+    "smolvla-tiny": "random-weight SmolVLA at toy size in LeRobot's layout, built locally",
     "openvla-7b-sim": "a simulated GPU with OpenVLA-7B's H100 batch-latency curve and output shape (benchmarks "
                       "and development only; workers/policies/sim.py)",
     "pi0-sim": "a simulated GPU with pi0's output shape (50×7 chunk) and an assumed H100 curve (benchmarks and "

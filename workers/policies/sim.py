@@ -58,6 +58,7 @@ class SimPolicy(Policy):
             default_unnorm_key="bridge_orig" if family == "openvla" else None,
             action_type="ee_delta", units=list(EE_DELTA_UNITS), state_dim=7 if family == "pi0" else None,
             dtype="simulated", device="simulated", simulated=True,
+            request_options=["unnorm_key"] if family == "openvla" else ["seed"],
         )
 
     @classmethod

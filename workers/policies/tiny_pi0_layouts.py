@@ -59,14 +59,18 @@ def _stats_tensors(stats: dict[str, Any], keys: dict[str, str]) -> dict[str, tor
             for feat, src in keys.items() for stat in ("mean", "std")}
 
 
-def _write_processors(out: Path, stats: dict[str, Any]) -> None:
+def _write_processors(out: Path, stats: dict[str, Any], *, newline_step: str = "pi0_new_line_processor",
+                      padding: str = "max_length") -> None:
+    """pi0's pipelines by default; SmolVLA's differ in the newline step's name and the tokenizer's padding."""
     both = {"observation.state": "state", "action": "actions"}
     write_processors(out, _stats_tensors(stats, both), _stats_tensors(stats, {"action": "actions"}),
-                     {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}, "pi0_new_line_processor", 48)
+                     {"VISUAL": "IDENTITY", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}, newline_step, 48,
+                     padding=padding)
 
 
 def write_processors(out: Path, pre_stats: dict[str, torch.Tensor], post_stats: dict[str, torch.Tensor],
-                     norm_map: dict[str, str], prompt_step: str, max_length: int) -> None:
+                     norm_map: dict[str, str], prompt_step: str, max_length: int, *, padding: str = "max_length",
+                     ) -> None:
     """LeRobot's two pipelines: JSON step lists, the stateful steps' tensors in their own safetensors."""
     pre = "policy_preprocessor_step_5_normalizer_processor.safetensors"
     post = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
@@ -75,7 +79,7 @@ def write_processors(out: Path, pre_stats: dict[str, torch.Tensor], post_stats: 
         {"registry_name": "rename_observations_processor", "config": {"rename_map": {}}},
         {"registry_name": "to_batch_processor", "config": {}},
         {"registry_name": prompt_step, "config": {}},
-        {"registry_name": "tokenizer_processor", "config": {"max_length": max_length, "padding": "max_length"}},
+        {"registry_name": "tokenizer_processor", "config": {"max_length": max_length, "padding": padding}},
         {"registry_name": "device_processor", "config": {"device": "cpu"}},
         {"registry_name": "normalizer_processor", "config": norm_cfg, "state_file": pre}]})
     write_json(out / "policy_postprocessor.json", {"name": "policy_postprocessor", "steps": [

@@ -37,7 +37,7 @@ def map_cameras(images: dict[str, np.ndarray], camera_map: dict[str, str] | None
 
 def to_observation(step: Step, spec: PolicySpec, options: dict[str, Any], camera_map: dict[str, str] | None,
                    ) -> Observation:
-    # Only a policy that takes state gets it: OpenVLA ignores state, pi0 requires one of its own length.
+    # Only a policy that takes state gets it: OpenVLA ignores state, pi0 and SmolVLA require one of their length.
     state = step.state if spec.state_dim else None
     policy_options: dict[str, Any] = {}
     if options.get("unnorm_key"):

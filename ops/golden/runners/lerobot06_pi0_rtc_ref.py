@@ -61,11 +61,12 @@ def set_rtc(policy, case: dict, processor: type[RTCProcessor] | None) -> None:
     policy.model.rtc_processor = processor(cfg)
 
 
-def run_case(policy, pre, post, inp: dict, c: int) -> dict[str, np.ndarray]:
+def run_case(policy, pre, post, inp: dict, c: int, batch=batch_of) -> dict[str, np.ndarray]:
+    """`batch(inp, pre, item)`: the preprocessed observation of an item (the SmolVLA runner passes its own)."""
     item, executed = int(inp["case_item"][c]), int(inp["case_executed"][c])
     case = {"horizon": int(inp["case_horizon"][c]), "weight": float(inp["case_weight"][c]),
             "schedule": str(inp["case_schedule"][c])}
-    obs = batch_of(inp, pre, item)
+    obs = batch(inp, pre, item)
     set_rtc(policy, case, None)
     chunk_a = policy.predict_action_chunk(obs, noise=torch.from_numpy(inp["case_noise_a"][[c]]).clone())
     leftover = chunk_a[:, executed:].clone()
@@ -91,8 +92,12 @@ def main(model_dir: str, inputs_path: str, out_path: str) -> None:
     meta = json.loads((model_dir_p / "norm_stats.json").read_text())
     inp = dict(np.load(inputs_path))
     policy, pre, post = make_policy(model_dir_p, meta, "float32")
-    cases = [run_case(policy, pre, post, inp, c) for c in range(len(inp["case_item"]))]
-    chunk = int(inp["case_noise_b"].shape[1])
+    np.savez(out_path, **collect([run_case(policy, pre, post, inp, c) for c in range(len(inp["case_item"]))],
+                                 int(inp["case_noise_b"].shape[1])))
+
+
+def collect(cases: list[dict[str, np.ndarray]], chunk: int) -> dict[str, np.ndarray]:
+    """The cases' records stacked (ragged prefixes zero-padded, lengths in case_prev_len), with versions."""
     out: dict[str, np.ndarray] = {}
     for key in cases[0]:
         if key.startswith("prev_"):  # ragged: zero-padded to the chunk length, lengths in case_prev_len
@@ -105,7 +110,7 @@ def main(model_dir: str, inputs_path: str, out_path: str) -> None:
     out["case_prev_len"] = np.array([len(case["prev_chunk"]) for case in cases], dtype=np.int64)
     out["versions"] = np.array(json.dumps({p: importlib.metadata.version(p) for p in
                                            ("lerobot", "transformers", "torch", "tokenizers")}))
-    np.savez(out_path, **out)
+    return out
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from workers.policies.registry import fingerprint_mode, load_policy
 
 TENSOR = {"openvla-tiny": "language_model.model.layers.0.self_attn.q_proj.weight",
           "pi0-tiny": "model.dit.layers.0.mlp.down_proj.weight",
-          "pi05-tiny": "model.paligemma_with_expert.gemma_expert.model.layers.0.input_layernorm.dense.weight"}
+          "pi05-tiny": "model.paligemma_with_expert.gemma_expert.model.layers.0.input_layernorm.dense.weight",
+          "smolvla-tiny": "model.vlm_with_expert.lm_expert.layers.1.self_attn.k_proj.weight"}
 Tensors = dict[str, torch.Tensor]
 
 

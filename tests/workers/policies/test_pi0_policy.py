@@ -117,3 +117,12 @@ def test_bad_inputs(pi0: Pi0Policy, make_pi0_obs, mutate, field: str) -> None:
     with pytest.raises(PolicyInputError) as err:
         pi0.validate(obs)
     assert err.value.field == field
+
+
+def test_elongated_image_is_a_bad_input_not_a_failed_batch(pi0, make_pi0_obs) -> None:
+    """A 1x1200 image has no rows left once fitted into 224x224: its own request's 4xx, found by validate."""
+    obs = make_pi0_obs()
+    obs.images["base_0_rgb"] = np.zeros((1, 1200, 3), dtype=np.uint8)
+    with pytest.raises(PolicyInputError) as err:
+        pi0.validate(obs)
+    assert err.value.field == "images.base_0_rgb"

@@ -55,8 +55,8 @@ def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
 def test_unsupported_model_type(tiny_dir: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(tiny_dir / "pi0-tiny", other)
-    (other / "config.json").write_text(json.dumps({"model_type": "smolvla"}))
-    with pytest.raises(CheckpointError, match="smolvla"):
+    (other / "config.json").write_text(json.dumps({"model_type": "gr00t"}))
+    with pytest.raises(CheckpointError, match="gr00t"):
         load_policy("other", other, model_dir=tmp_path)
 
 

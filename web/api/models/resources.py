@@ -33,5 +33,6 @@ class ModelList(MethodView):
                 "default_unnorm_key": spec.get("default_unnorm_key"),
                 "dtype": spec.get("dtype"),
                 "device": spec.get("device"),
+                "request_options": spec.get("request_options"),
             })
         return {"models": out}

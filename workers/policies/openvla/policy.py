@@ -52,7 +52,7 @@ class OpenVLAPolicy(Policy):
             name=name, family="openvla", action_dim=dim, chunk_length=1, cameras=[CAMERA],
             unnorm_keys=sorted(self.stats), default_unnorm_key=default, action_type="ee_delta",
             units=EE_DELTA_UNITS if dim == 7 else ["unspecified"] * dim, state_dim=None,
-            dtype=dtype_name(self.dtype), device=str(device),
+            dtype=dtype_name(self.dtype), device=str(device), request_options=["unnorm_key"],
         )
 
     @classmethod
