@@ -12,8 +12,17 @@ import logging
 import sys
 from pathlib import Path
 
-from ops.golden import (openpi_images, openpi_norm, openvla, openvla_crop, pi0_lerobot, pi0_rtc, pi05_lerobot,
-                        pi05_rtc, smolvla_lerobot)
+from ops.golden import (
+    openpi_images,
+    openpi_norm,
+    openvla,
+    openvla_crop,
+    pi0_lerobot,
+    pi0_rtc,
+    pi05_lerobot,
+    pi05_rtc,
+    smolvla_lerobot,
+)
 from ops.golden.envs import make_env
 
 ROOT = Path(__file__).resolve().parents[2]
