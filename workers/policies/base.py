@@ -57,7 +57,10 @@ class PolicySpec:
     # A flow policy sampled through workers/policies/flow_sampling.py: accepts options["rtc"] (real-time
     # chunking); the web refuses the field for a model that does not declare it.
     real_time_chunking: bool = False
-    family: str  # "openvla" | "pi0" | "pi05" | "smolvla"
+    # The per-request options it reads (Observation.options keys): "seed" for the flow policies' noise,
+    # "rtc" for real-time chunking, "unnorm_key" for OpenVLA. Callers such as the replay driver go by this,
+    # not by the family's name.
+    request_options: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
