@@ -75,7 +75,7 @@ def test_listed_with_its_spec(client, headers, smolvla_worker):
     listed = models[MODEL]
     assert listed["ready"] and listed["family"] == "smolvla" and listed["chunk_length"] == 50
     assert listed["cameras"] == ["camera1", "camera2", "camera3"] and listed["state_dim"] == 8
-    assert listed["options"] == ["seed", "rtc"] and listed["real_time_chunking"] is True
+    assert listed["request_options"] == ["seed", "rtc"] and listed["real_time_chunking"] is True
     assert listed["action_space"]["dimensions"] == 7
 
 
