@@ -22,60 +22,22 @@ import torch
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.policies.pi05 import configuration_pi05, modeling_pi05, processor_pi05
 from safetensors.torch import load_file
-from tokenizers import processors
-from transformers import AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lerobot06_pi0_ref as pi0_ref  # noqa: E402  the pi0 runner beside this file
 
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 STAT_KEYS = ("q01", "q99", "mean", "std", "min", "max")
 
 
 def patch_tiny_sizes(sizes: dict) -> None:
-    """Adaptation 1."""
-    text, vision, dit = sizes["vlm_config"]["text_config"], sizes["vlm_config"]["vision_config"], sizes["dit_config"]
-
-    def gemma(c: dict):
-        return modeling_pi05.GemmaConfig(width=c["hidden_size"], depth=c["num_hidden_layers"],
-                                         mlp_dim=c["intermediate_size"], num_heads=c["num_attention_heads"],
-                                         num_kv_heads=c["num_key_value_heads"], head_dim=c["head_dim"])
-
-    table = {"gemma_2b": gemma(text), "gemma_300m": gemma(dit)}
-    modeling_pi05.get_gemma_config = table.__getitem__
-    real_pg, real_expert = modeling_pi05.PaliGemmaForConditionalGenerationWithPiGemma, modeling_pi05.PiGemmaForCausalLM
-    vocab = int(text["vocab_size"])
-
-    def tiny_pg(config):
-        vc = config.vision_config
-        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "patch_size"):
-            setattr(vc, k, vision[k])
-        vc.projection_dim = text["hidden_size"]
-        config.projection_dim = text["hidden_size"]
-        config.text_config.vocab_size = vocab
-        config._vocab_size = vocab  # noqa: SLF001 - what 0.6.1 itself sets
-        config.image_token_index = vocab
-        return real_pg(config=config)
-
-    def tiny_expert(config):
-        config.vocab_size = vocab
-        return real_expert(config=config)
-
-    modeling_pi05.PaliGemmaForConditionalGenerationWithPiGemma = tiny_pg
-    modeling_pi05.PiGemmaForCausalLM = tiny_expert
+    """Adaptation 1: the pi0 runner's, on LeRobot's pi0.5 modules."""
+    pi0_ref.patch_tiny_sizes(sizes, modeling_pi05)
 
 
 def tiny_tokenizer(model_dir: Path):
-    """Adaptation 2."""
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    bos = tok.bos_token
-    tok._tokenizer.post_processor = processors.TemplateProcessing(  # noqa: SLF001
-        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.bos_token_id)])
-    step = processor_pi05.TokenizerProcessorStep
-
-    def tokenizer_step(**kwargs):
-        kwargs.pop("tokenizer_name", None)
-        return step(tokenizer=tok, **kwargs)
-
-    processor_pi05.TokenizerProcessorStep = tokenizer_step
-    return tok
+    """Adaptation 2: the pi0 runner's, on LeRobot's pi0.5 processor."""
+    return pi0_ref.tiny_tokenizer(model_dir, processor_pi05)
 
 
 def dataset_stats(model_dir: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -8,7 +8,6 @@ the batch (images of each item's own size) is this file's.
 """
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import sys
 from pathlib import Path
@@ -38,18 +37,8 @@ def main(model_dir: str, inputs_path: str, out_path: str) -> None:
     tiny_tokenizer(model_dir_p)
     inp = dict(np.load(inputs_path))
     policy, pre, post, _ = make_policy(model_dir_p, cfg, dataset_stats(model_dir_p), "float32")
-    rtc_ref.batch_of = batch_of  # the pi0 runner's case logic over this batch layout
-    cases = [rtc_ref.run_case(policy, pre, post, inp, c) for c in range(len(inp["case_item"]))]
-    chunk = int(inp["case_noise_b"].shape[1])
-    out: dict[str, np.ndarray] = {}
-    for key in cases[0]:
-        rows = [case[key] for case in cases]
-        if key.startswith("prev_"):  # ragged: zero-padded to the chunk length, lengths in case_prev_len
-            rows = [np.concatenate([r, np.zeros((chunk - len(r), r.shape[1]), dtype=np.float32)]) for r in rows]
-        out[key] = np.stack(rows)
-    out["case_prev_len"] = np.array([len(case["prev_chunk"]) for case in cases], dtype=np.int64)
-    out["versions"] = np.array(json.dumps({p: importlib.metadata.version(p) for p in
-                                           ("lerobot", "transformers", "torch", "tokenizers")}))
+    cases = [rtc_ref.run_case(policy, pre, post, inp, c, batch=batch_of) for c in range(len(inp["case_item"]))]
+    out = rtc_ref.collect(cases, int(inp["case_noise_b"].shape[1]))
     np.savez(out_path, **out)
 
 

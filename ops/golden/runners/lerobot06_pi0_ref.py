@@ -41,19 +41,19 @@ RENAMES = (  # LeRobot 0.6.1 prefix -> transformers-native PI0 prefix
 )
 
 
-def patch_tiny_sizes(cfg: dict) -> None:
+def patch_tiny_sizes(cfg: dict, modeling=modeling_pi0) -> None:
     """Adaptation 1."""
     vlm, dit = cfg["vlm_config"], cfg["dit_config"]
     text, vision = vlm["text_config"], vlm["vision_config"]
 
     def gemma(c: dict):
-        return modeling_pi0.GemmaConfig(width=c["hidden_size"], depth=c["num_hidden_layers"],
+        return modeling.GemmaConfig(width=c["hidden_size"], depth=c["num_hidden_layers"],
                                         mlp_dim=c["intermediate_size"], num_heads=c["num_attention_heads"],
                                         num_kv_heads=c["num_key_value_heads"], head_dim=c["head_dim"])
 
     sizes = {"gemma_2b": gemma(text), "gemma_300m": gemma(dit)}
-    modeling_pi0.get_gemma_config = sizes.__getitem__
-    real_pg, real_expert = modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma, modeling_pi0.PiGemmaForCausalLM
+    modeling.get_gemma_config = sizes.__getitem__
+    real_pg, real_expert = modeling.PaliGemmaForConditionalGenerationWithPiGemma, modeling.PiGemmaForCausalLM
     vocab = int(text["vocab_size"])
 
     def tiny_pg(config):
@@ -71,23 +71,23 @@ def patch_tiny_sizes(cfg: dict) -> None:
         config.vocab_size = vocab
         return real_expert(config=config)
 
-    modeling_pi0.PaliGemmaForConditionalGenerationWithPiGemma = tiny_pg
-    modeling_pi0.PiGemmaForCausalLM = tiny_expert
+    modeling.PaliGemmaForConditionalGenerationWithPiGemma = tiny_pg
+    modeling.PiGemmaForCausalLM = tiny_expert
 
 
-def tiny_tokenizer(model_dir: Path):
+def tiny_tokenizer(model_dir: Path, processor=processor_pi0):
     """Adaptation 2."""
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     bos = tok.bos_token
     tok._tokenizer.post_processor = processors.TemplateProcessing(  # noqa: SLF001
         single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.bos_token_id)])
-    step = processor_pi0.TokenizerProcessorStep
+    step = processor.TokenizerProcessorStep
 
     def tokenizer_step(**kwargs):
         kwargs.pop("tokenizer_name", None)
         return step(tokenizer=tok, **kwargs)
 
-    processor_pi0.TokenizerProcessorStep = tokenizer_step
+    processor.TokenizerProcessorStep = tokenizer_step
     return tok
 
 
