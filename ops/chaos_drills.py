@@ -70,7 +70,9 @@ def _failover(stack: Stack, cfg: DrillConfig) -> float:
     while time.monotonic() < end:
         port = stack.cluster.master_port()
         if port and port != killed:
-            return time.time()
+            healed = time.time()
+            stack.cluster.rejoin(killed)
+            return healed
         time.sleep(0.2)
     raise RuntimeError("the sentinels elected no new master within 60 s")
 

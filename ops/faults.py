@@ -172,6 +172,12 @@ class SentinelCluster:
         victim.kill()
         return victim.port
 
+    def rejoin(self, port: int) -> None:
+        """Start the killed server again as a replica of the master now, as its supervisor would, so a later
+        failover (the next drill run) has a replica to promote; the sentinels adopt it."""
+        victim = self.primary if port == self.primary.port else self.replica
+        victim.start(extra=["--replicaof", "127.0.0.1", str(self.master_port())])
+
     def stop(self) -> None:
         for proc in self.sentinels:
             if proc.poll() is None:
