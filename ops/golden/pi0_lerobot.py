@@ -1,7 +1,9 @@
 """pi0 golden fixtures: LeRobot's pi0 policy on our tiny pi0 weights renamed to LeRobot's layout, with
 fixed noise, in two versions: 0.3.3 (the code behind the `lerobot/pi0` checkpoint; Python 3.11, the
 project's torch) and 0.6.1 (the openpi port behind `lerobot/pi0_base`, with openpi's fp32 islands and
-its processor pipeline; Python 3.12 and its own torch 2.11 / transformers 5.5 from the registry)."""
+its processor pipeline; Python 3.12 and its own torch 2.11 / transformers 5.5 from the registry). Images of
+several sizes (224x224, 480x640, 300x200), each version resizing them itself: 0.3.3 pads top-left, 0.6.1
+centred."""
 from __future__ import annotations
 
 import json
@@ -21,18 +23,26 @@ REQUIREMENTS_03 = ["transformers==4.52.4", "huggingface-hub<1.0", "datasets<4", 
 LEROBOT_06 = ["lerobot[pi,smolvla]==0.6.1"]
 RUNNERS = Path(__file__).resolve().parent / "runners"
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
-ITEMS = (  # (instruction, cameras present, noise seed)
+ITEMS = (  # (instruction, cameras present, noise seed): 224x224, where every convention's resize is the identity
     ("pick up the cup", (True, True, True), 11),
     ("put the red block in the bowl", (True, True, False), 12),
     ("close the drawer", (True, True, True), 13),
 )
 BATCH_ROWS = (0, 2)  # LeRobot batches rows that share a camera set
+# The pi0 LeRobot fixtures add items whose images LeRobot resizes and pads itself (0.3.3 top-left, 0.6.1
+# centred): (instruction, cameras present, noise seed, image height, width), appended after ITEMS.
+SIZED_ITEMS = (
+    ("pick up the cup", (True, True, True), 14, 480, 640),
+    ("put the red block in the bowl", (True, True, False), 15, 480, 640),
+    ("open the top drawer slowly", (True, True, True), 16, 480, 640),
+    ("close the drawer", (True, True, True), 17, 300, 200),
+)
+SIZED_BATCH_ROWS = (3, 5)  # rows sharing a camera set and an image size
+TOWER_ROWS = (3, 6)  # rows whose first camera's tower input (after LeRobot's resize-with-pad) is recorded
 ADAPTATIONS_03 = [
     "PaliGemmaWithExpertConfig (hard-coded 2B/300M sizes) given the tiny checkpoint's sizes",
     "tokenizer: the tiny checkpoint's, BOS prepended as PaliGemma's does (hub id unreachable)",
     "weights renamed transformers-native -> LeRobot 0.3.3 names, every LeRobot tensor found with its shape",
-    "images given at 224x224 (LeRobot 0.3.3 pads top-left with bilinear resize; that is not openpi's "
-    "convention, see openpi_images.npz), so its resize is the identity",
     "float32 run: LeRobot pi0 modules see torch.bfloat16 as float32 (0.3.3 hard-codes bf16 casts); "
     "shipped_*: its own bf16 casts kept",
 ]
@@ -41,7 +51,6 @@ ADAPTATIONS_06 = [
     "classes get the tiny vision tower, projector width and vocabulary (0.6.1 hard-codes them)",
     "tokenizer step: the tiny checkpoint's tokenizer, BOS prepended as PaliGemma's does (hub id unreachable)",
     "weights renamed transformers-native -> LeRobot 0.6.1 names, strict load",
-    "images given at 224x224, so its resize is the identity (openpi's resize is openpi_images.npz)",
     "float32 run: PI0Config(dtype='float32'); shipped_*: dtype='bfloat16' with its fp32 islands",
 ]
 
@@ -70,21 +79,32 @@ VARIANTS = {
 }
 
 
-def inputs() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(what the fixture stores, what the runner gets: the same plus the images themselves)."""
+def inputs(sized: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(what the fixture stores, what the runner gets: the same plus the images themselves, `image_{n}_{c}`
+    per item and camera, and `image_{c}` stacked over the items when they are all one size). `sized`: ITEMS
+    then SIZED_ITEMS (the pi0 LeRobot fixtures); without it ITEMS alone (what the pi0 RTC and openpi-norm
+    fixtures were built on)."""
     from workers.policies.pi0_flow import row_noise
 
-    specs = [(300 + 10 * n + c, 224, 224, 3.0) for n in range(len(ITEMS)) for c in range(len(CAMERAS))]
+    items = [(*item, 224, 224) for item in ITEMS] + (list(SIZED_ITEMS) if sized else [])
+    specs = [(300 + 10 * n + c, h, w, 3.0) for n, (*_, h, w) in enumerate(items) for c in range(len(CAMERAS))]
     arrays, images = image_arrays("input", specs)
-    seeds = [seed for _, _, seed in ITEMS]
+    seeds = [seed for _, _, seed, _, _ in items]
     arrays.update(
-        instructions=np.array([s for s, _, _ in ITEMS]), seeds=np.array(seeds, dtype=np.int64),
-        state=np.stack([np.linspace(-1.0, 1.0, 8) * (n + 1) + 0.1 * n for n in range(len(ITEMS))]),
+        instructions=np.array([s for s, *_ in items]), seeds=np.array(seeds, dtype=np.int64),
+        state=np.stack([np.linspace(-1.0, 1.0, 8) * (n + 1) + 0.1 * n for n in range(len(items))]),
         noise=row_noise(seeds, 50, 32).numpy(), batch_rows=np.array(BATCH_ROWS, dtype=np.int64),
-        **{f"present_{c}": np.array([p[i] for _, p, _ in ITEMS]) for i, c in enumerate(CAMERAS)})
+        **{f"present_{c}": np.array([p[i] for _, p, *_ in items]) for i, c in enumerate(CAMERAS)})
+    if sized:
+        arrays["sized_batch_rows"] = np.array(SIZED_BATCH_ROWS, dtype=np.int64)
+        arrays["tower_rows"] = np.array(TOWER_ROWS, dtype=np.int64)
     runner = dict(arrays)
-    for i, c in enumerate(CAMERAS):
-        runner[f"image_{c}"] = np.stack([images[n * len(CAMERAS) + i] for n in range(len(ITEMS))])
+    for n in range(len(items)):
+        for i, c in enumerate(CAMERAS):
+            runner[f"image_{n}_{c}"] = images[n * len(CAMERAS) + i]
+    if not sized:
+        for i, c in enumerate(CAMERAS):
+            runner[f"image_{c}"] = np.stack([images[n * len(CAMERAS) + i] for n in range(len(items))])
     return arrays, runner
 
 
@@ -105,7 +125,7 @@ def run_reference(py: Path, runner: str, model_dir: Path, work: Path, fixture: s
 
 
 def build(variant: Variant, py: Path, model_dir: Path, work: Path) -> Path:
-    arrays, extra = run_reference(py, variant.runner, model_dir, work, variant.fixture, inputs())
+    arrays, extra = run_reference(py, variant.runner, model_dir, work, variant.fixture, inputs(sized=True))
     versions, prompt_ids = extra.pop("versions"), extra.pop("prompt_ids")
     meta = {"reference": variant.reference, "versions": versions, "adaptations": variant.adaptations,
             "prompt_ids": prompt_ids, "checkpoint": "pi0-tiny", "weights_sha256": weights_digest(model_dir),

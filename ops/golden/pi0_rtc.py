@@ -31,7 +31,10 @@ CASES = (  # (item, executed, inference delay, execution horizon, max guidance w
 # weights (measured: 1e-7 relative -> 1e-4 in the actions), so fp32 rounding differences between two correct
 # implementations show up at 1e-2; their identity-Jacobian flow is well-conditioned (5e-7).
 ILL_CONDITIONED = (4,)
-ADAPTATIONS = [*pi0_lerobot.ADAPTATIONS_06,
+# The RTC cases run on the pi0 fixture's 224x224 items only (pi0_lerobot.inputs() without the sized ones).
+ADAPTATIONS = [*pi0_lerobot.ADAPTATIONS_06[:3],
+               "images given at 224x224, so its resize is the identity (openpi's resize is openpi_images.npz)",
+               *pi0_lerobot.ADAPTATIONS_06[3:],
                "vjp_*: the denoiser handed to RTCProcessor.denoise_step marks x_t as requiring grad before the "
                "forward pass, so LeRobot's own autograd.grad differentiates through the velocity field "
                "(0.6.1 as shipped evaluates v first: J = I); rtc_* is 0.6.1 unchanged"]

@@ -127,8 +127,8 @@ class Pi0Policy(Policy):
 
     def image(self, img: np.ndarray) -> torch.Tensor:
         """To the tower's size in [-1, 1] with black bars, as the checkpoint's layout was trained: openpi's
-        centred resize-with-pad (PIL bilinear), or LeRobot <= 0.3's top-left padding (torch bilinear)
-        (preprocess.to_tower)."""
+        centred resize-with-pad (PIL bilinear), LeRobot >= 0.4's centred torch port of it, or LeRobot <= 0.3's
+        top-left padding (torch bilinear) (preprocess.to_tower)."""
         return to_tower(img, self.image_size, self.image_convention)
 
     def _prefix(self, observations: list[Observation]) -> dict[str, torch.Tensor]:

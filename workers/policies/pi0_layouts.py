@@ -105,8 +105,9 @@ class Layout:
     eps: float
     inverse_eps: bool  # whether un-normalising adds eps to std (openpi does, LeRobot does not)
     tied_duplicates: tuple[str, ...] = ()  # checkpoint names that duplicate a tied tensor already mapped
-    # How camera images reach the tower's square (preprocess.IMAGE_CONVENTIONS): openpi's centred
-    # resize_with_pad, or LeRobot <= 0.3's top-left padding, which its checkpoints were trained with.
+    # How camera images reach the tower's square (preprocess.IMAGE_CONVENTIONS), as the checkpoint's own code
+    # does it: openpi's centred PIL resize_with_pad, LeRobot >= 0.4's centred torch port of it, or LeRobot
+    # <= 0.3's top-left padding.
     image_convention: str = "openpi"
 
     def rename(self, name: str) -> str:
@@ -162,7 +163,8 @@ def tied_names(names: set[str], prefix: str) -> tuple[str, ...]:
 
 def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
     # LeRobot <= 0.3 (config resize_imgs_with_padding, statistics as model buffers) padded top-left; from
-    # 0.4 (image_resolution, processor pipelines: the openpi port) it pads centred as openpi does.
+    # 0.4 (image_resolution, processor pipelines: the openpi port) it pads centred as openpi does, but with
+    # openpi's torch resize_with_pad_torch (float bilinear, no antialias), not the client's PIL one.
     legacy = "resize_imgs_with_padding" in cfg or not (path / "policy_preprocessor.json").is_file()
     res = cfg.get("image_resolution") or cfg.get("resize_imgs_with_padding") or [224, 224]
     sizes = model_sizes(cfg, cfg.get("paligemma_variant", "gemma_2b"), cfg.get("action_expert_variant", "gemma_300m"))
@@ -176,7 +178,7 @@ def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Layout:
             if isinstance(v, dict) and v.get("type") == "VISUAL"]
     meta = {"cameras": cams} if cams else {}
     return Layout("lerobot", config, {**stats, **meta}, eps, False, tied_names(names, "model."),
-                  "lerobot-0.3" if legacy else "openpi")
+                  "lerobot-0.3" if legacy else "lerobot-torch")
 
 
 def lerobot_stats(path: Path, names: set[str], keep: tuple[str, ...] = ("mean", "std"),

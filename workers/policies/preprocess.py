@@ -1,6 +1,6 @@
 """Image preprocessing shared by the backends, each as its reference does it (OpenVLA: PIL bicubic;
-pi0: openpi's PIL bilinear resize-with-pad, centred, or LeRobot <= 0.3's torch bilinear padded top-left,
-whichever the checkpoint's layout says)."""
+pi0: openpi's PIL bilinear resize-with-pad, centred, LeRobot >= 0.4's torch port of it, or LeRobot <= 0.3's
+torch bilinear padded top-left, whichever the checkpoint's layout says)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -84,9 +84,9 @@ def normalize_batch(images: Sequence[np.ndarray], norms: Sequence[tuple[Sequence
 
 
 def resize_with_pad_centred_torch(img: np.ndarray, size: int) -> torch.Tensor:
-    """LeRobot >= 0.4's `resize_with_pad_torch` (openpi's torch port) as its pi0.5 policy applies it: the image
-    as float in [0, 1], torch bilinear (align_corners=False, no antialias) to fit inside size x size (sides
-    truncated), clamped to [0, 1], zero-padded centred (the odd pixel at the bottom/right), then `* 2 - 1`.
+    """LeRobot >= 0.4's `resize_with_pad_torch` (openpi's torch port) as its pi0 and pi0.5 policies apply it:
+    the image as float in [0, 1], torch bilinear (align_corners=False, no antialias) to fit inside size x size
+    (sides truncated), clamped to [0, 1], zero-padded centred (the odd pixel at the bottom/right), then `* 2 - 1`.
     Returns float32 CHW, ready for the tower."""
     x = torch.from_numpy(np.array(img, dtype=np.float32)).permute(2, 0, 1)[None].div(255.0)
     h, w = img.shape[:2]

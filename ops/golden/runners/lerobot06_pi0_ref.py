@@ -135,17 +135,33 @@ def make_policy(model_dir: Path, meta: dict, dtype: str):
     return policy.eval(), pre, post
 
 
-def run(policy, pre, post, inp, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """One batch over `rows` (sharing a camera set): (normalised chunk, un-normalised actions)."""
+def images_of(inp, rows: list[int]) -> dict:
+    """The rows' camera images (present in the first row; `rows` share a camera set and an image size) as
+    LeRobot takes them: float (B, 3, H, W) in [0, 1], at the size they were given."""
     present = [c for c in CAMERAS if inp[f"present_{c}"][rows[0]]]
-    batch = {f"observation.images.{c}": torch.from_numpy(np.stack([inp[f"image_{c}"][r] for r in rows]))
-             .permute(0, 3, 1, 2).float() / 255.0 for c in present}
+    return {f"observation.images.{c}": torch.from_numpy(np.stack([inp[f"image_{r}_{c}"] for r in rows]))
+            .permute(0, 3, 1, 2).float() / 255.0 for c in present}
+
+
+def run(policy, pre, post, inp, rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch over `rows`: (normalised chunk, un-normalised actions, the first camera's tower inputs: the
+    images after LeRobot's own resize-with-pad and [-1, 1] scaling, as it hands them to the model)."""
+    batch = images_of(inp, rows)
     batch["observation.state"] = torch.from_numpy(inp["state"][rows]).float()
     batch["task"] = [str(inp["instructions"][r]) for r in rows]
     noise = torch.from_numpy(inp["noise"][rows]).clone()
+    captured = {}
+    real = policy.model.sample_actions
+
+    def sample_actions(images, *args, **kwargs):
+        captured["tower"] = images[0].float().numpy()
+        return real(images, *args, **kwargs)
+
+    policy.model.sample_actions = sample_actions
     chunk = policy.predict_action_chunk(pre(batch), noise=noise)
+    del policy.model.sample_actions
     actions = post(chunk)
-    return chunk.float().numpy(), actions.float().numpy()
+    return chunk.float().numpy(), actions.float().numpy(), captured["tower"]
 
 
 def main(model_dir: str, inputs_path: str, out_path: str) -> None:
@@ -159,10 +175,13 @@ def main(model_dir: str, inputs_path: str, out_path: str) -> None:
     for tag, dtype in (("", "float32"), ("shipped_", "bfloat16")):
         policy, pre, post = make_policy(model_dir_p, meta, dtype)
         singles = [run(policy, pre, post, inp, [r]) for r in range(len(inp["instructions"]))]
-        out[f"{tag}chunk"] = np.concatenate([c for c, _ in singles])
-        out[f"{tag}actions"] = np.concatenate([a for _, a in singles])
-        rows = [int(r) for r in inp["batch_rows"]]
-        out[f"{tag}batch_chunk"], out[f"{tag}batch_actions"] = run(policy, pre, post, inp, rows)
+        out[f"{tag}chunk"] = np.concatenate([c for c, _, _ in singles])
+        out[f"{tag}actions"] = np.concatenate([a for _, a, _ in singles])
+        for name in ("batch", "sized_batch"):
+            chunk, actions, _ = run(policy, pre, post, inp, [int(r) for r in inp[f"{name}_rows"]])
+            out[f"{tag}{name}_chunk"], out[f"{tag}{name}_actions"] = chunk, actions
+        if dtype == "float32":
+            out["tower_inputs"] = np.concatenate([singles[int(r)][2] for r in inp["tower_rows"]])
         out[f"{tag}param_dtypes"] = np.array(json.dumps(param_dtypes(policy), sort_keys=True))
     out["prompt_ids"] = np.array(json.dumps([tok(f"{s}\n")["input_ids"] for s in inp["instructions"]]))
     out["versions"] = np.array(json.dumps({p: importlib.metadata.version(p) for p in

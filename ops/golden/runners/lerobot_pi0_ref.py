@@ -135,26 +135,34 @@ def make_policy(model_dir: Path, meta: dict, fp32: bool):
     return policy.eval()
 
 
-def run(policy, inp, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """One LeRobot batch over `rows` (which share a camera set): (normalised chunk, actions)."""
+def images_of(inp, rows: list[int]) -> dict:
+    """The rows' camera images (present in the first row; `rows` share a camera set and an image size) as
+    LeRobot takes them: float (B, 3, H, W) in [0, 1], at the size they were given."""
+    present = [c for c in CAMERAS if inp[f"present_{c}"][rows[0]]]
+    return {f"observation.images.{c}": torch.from_numpy(np.stack([inp[f"image_{r}_{c}"] for r in rows]))
+            .permute(0, 3, 1, 2).float() / 255.0 for c in present}
+
+
+def run(policy, inp, rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One LeRobot batch over `rows`: (normalised chunk, actions, the first camera's tower inputs: the images
+    after LeRobot's own resize-with-pad and [-1, 1] scaling, as it hands them to the model)."""
     captured = {}
     real = policy.model.sample_actions
 
-    def sample_actions(*args, **kwargs):
-        captured["chunk"] = real(*args, **kwargs)
+    def sample_actions(images, *args, **kwargs):
+        captured["tower"] = images[0].float().numpy()
+        captured["chunk"] = real(images, *args, **kwargs)
         return captured["chunk"]
 
     policy.model.sample_actions = sample_actions
-    present = [c for c in CAMERAS if inp[f"present_{c}"][rows[0]]]
-    batch = {f"observation.images.{c}": torch.from_numpy(np.stack([inp[f"image_{c}"][r] for r in rows]))
-             .permute(0, 3, 1, 2).float() / 255.0 for c in present}
+    batch = images_of(inp, rows)
     batch["observation.state"] = torch.from_numpy(inp["state"][rows]).float()
     batch["task"] = [str(inp["instructions"][r]) for r in rows]
     policy.reset()
     first = policy.select_action(batch, noise=torch.from_numpy(inp["noise"][rows]).clone())
     actions = torch.stack([first, *policy._action_queue], dim=1)
     del policy.model.sample_actions
-    return captured["chunk"].float().numpy(), actions.float().numpy()
+    return captured["chunk"].float().numpy(), actions.float().numpy(), captured["tower"]
 
 
 def main(model_dir: str, inputs_path: str, out_path: str) -> None:
@@ -168,10 +176,13 @@ def main(model_dir: str, inputs_path: str, out_path: str) -> None:
     for tag, fp32 in (("", True), ("shipped_", False)):
         policy = make_policy(model_dir_p, meta, fp32)
         singles = [run(policy, inp, [r]) for r in range(len(inp["instructions"]))]
-        out[f"{tag}chunk"] = np.concatenate([c for c, _ in singles])
-        out[f"{tag}actions"] = np.concatenate([a for _, a in singles])
-        chunk, actions = run(policy, inp, [int(r) for r in inp["batch_rows"]])
-        out[f"{tag}batch_chunk"], out[f"{tag}batch_actions"] = chunk, actions
+        out[f"{tag}chunk"] = np.concatenate([c for c, _, _ in singles])
+        out[f"{tag}actions"] = np.concatenate([a for _, a, _ in singles])
+        for name in ("batch", "sized_batch"):
+            chunk, actions, _ = run(policy, inp, [int(r) for r in inp[f"{name}_rows"]])
+            out[f"{tag}{name}_chunk"], out[f"{tag}{name}_actions"] = chunk, actions
+        if fp32:
+            out["tower_inputs"] = np.concatenate([singles[int(r)][2] for r in inp["tower_rows"]])
     out["prompt_ids"] = np.array([tok(f"{s}\n")["input_ids"] for s in inp["instructions"]], dtype=object)
     out["versions"] = np.array(json.dumps({p: importlib.metadata.version(p) for p in
                                            ("lerobot", "transformers", "torch", "tokenizers")}))

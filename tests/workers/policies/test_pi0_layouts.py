@@ -92,8 +92,10 @@ def openpi_480x640() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("name", ["pi0-tiny", *sorted(LAYOUTS)])
 def test_image_convention_at_480x640(name: str, layout_dir: Path, openpi_480x640) -> None:
-    """Each layout pads as its checkpoint was trained: openpi (and LeRobot >= 0.4, its port) centred, LeRobot
-    0.3 (resize_imgs_with_padding, buffer statistics) top-left. At 480x640 the two are far apart."""
+    """Each layout pads as its checkpoint was trained: openpi centred (PIL), LeRobot >= 0.4 centred (openpi's
+    torch port, float bilinear without antialias), LeRobot 0.3 (resize_imgs_with_padding, buffer statistics)
+    top-left. At 480x640 top-left and centred are far apart. (tests/golden/test_pi0_golden.py compares both
+    LeRobot layouts with the tower inputs LeRobot 0.3.3 and 0.6.1 themselves produced.)"""
     img, openpi_resized = openpi_480x640
     policy = _load(layout_dir, name)
     got = policy.image(img)
@@ -103,6 +105,11 @@ def test_image_convention_at_480x640(name: str, layout_dir: Path, openpi_480x640
         assert policy.image_convention == "lerobot-0.3"
         torch.testing.assert_close(got, top_left, rtol=0, atol=1e-6)
         assert bool((got[:, :56] == -1).all()) and not bool((got[:, -56:] == -1).all())  # 168 rows, bottom
+    elif name == "pi0-tiny-lerobot":
+        assert policy.image_convention == "lerobot-torch"
+        bars = torch.cat([got[:, :28], got[:, -28:]], dim=1)  # 168 rows in the middle, 28 black above and below
+        assert bool((bars == -1).all()) and not bool((got[:, 28:56] == -1).all())
+        assert 0.0 < float((got - centred).abs().max()) < 1.0  # openpi's placement, not its PIL kernel
     else:
         assert policy.image_convention == "openpi"
         torch.testing.assert_close(got, centred, rtol=0, atol=0)
