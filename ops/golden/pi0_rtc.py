@@ -8,8 +8,6 @@ field (the paper's vector-Jacobian product). The cases cover the four prefix sch
 horizons (one longer than the prefix, which LeRobot cuts) and guidance weights."""
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +62,8 @@ def case_arrays(table: tuple[tuple, ...]) -> dict[str, np.ndarray]:
 
 
 def build(py: Path, model_dir: Path, work: Path) -> Path:
-    work.mkdir(parents=True, exist_ok=True)
-    stored, runner_inputs = inputs()
-    np.savez(work / "pi0-rtc-inputs.npz", **runner_inputs)
-    out = work / f"{FIXTURE}-out.npz"
-    subprocess.run([str(py), str(pi0_lerobot.RUNNERS / RUNNER), str(model_dir), str(work / "pi0-rtc-inputs.npz"),
-                    str(out)], check=True)
-    with np.load(out) as ref:
-        arrays = {**stored, **{k: ref[k] for k in ref.files if k != "versions"}}
-        versions = json.loads(str(ref["versions"]))
+    arrays, extra = pi0_lerobot.run_reference(py, RUNNER, model_dir, work, FIXTURE, inputs())
+    versions = extra["versions"]
     meta = {"reference": "lerobot 0.6.1 PI0Policy.predict_action_chunk(batch, noise=..., inference_delay=..., "
                          "prev_chunk_left_over=..., execution_horizon=...) with RTCConfig (lerobot/policies/rtc)",
             "versions": versions, "adaptations": ADAPTATIONS, "checkpoint": "pi0-tiny",
