@@ -231,6 +231,12 @@ def _openpi(path: Path, cfg: dict[str, Any], names: set[str], asset_id: str | No
     sizes = model_sizes(cfg, cfg["paligemma_variant"], cfg.get("action_expert_variant", "gemma_300m"))
     dim = int(cfg.get("action_dim", 32))
     config = {**sizes, "chunk_size": int(cfg.get("action_horizon", 50)), "max_state_dim": dim, "max_action_dim": dim}
+    stats = read_json(openpi_norm_stats(path, asset_id))
+    return Layout("openpi", config, stats, OPENPI_EPS, True, tied_names(names, ""))
+
+
+def openpi_norm_stats(path: Path, asset_id: str | None) -> Path:
+    """An openpi export's `assets/<asset_id>/norm_stats.json`: the one there is, or the one `asset_id` names."""
     assets = sorted(p.parent for p in (path / "assets").glob("*/norm_stats.json"))
     if asset_id is not None:
         assets = [a for a in assets if a.name == asset_id]
@@ -238,5 +244,4 @@ def _openpi(path: Path, cfg: dict[str, Any], names: set[str], asset_id: str | No
         raise CheckpointError(f"openpi checkpoint {str(path)!r} needs exactly one assets/<asset_id>/norm_stats.json "
                               f"(or the asset_id option naming one); found {[a.name for a in assets]}"
                               + (f" for asset_id={asset_id!r}" if asset_id else ""))
-    stats = read_json(assets[0] / "norm_stats.json")
-    return Layout("openpi", config, stats, OPENPI_EPS, True, tied_names(names, ""))
+    return assets[0] / "norm_stats.json"

@@ -27,6 +27,7 @@ from workers.policies.pi0_layouts import (
     lerobot_stats,
     model_sizes,
     native_to_openpi,
+    openpi_norm_stats,
     openpi_to_native,
     tied_names,
 )
@@ -144,16 +145,10 @@ def _lerobot(path: Path, cfg: dict[str, Any], names: set[str]) -> Pi05Layout:
 
 
 def _openpi(path: Path, cfg: dict[str, Any], names: set[str], asset_id: str | None) -> Pi05Layout:
-    assets = sorted(p.parent for p in (path / "assets").glob("*/norm_stats.json"))
-    if asset_id is not None:
-        assets = [a for a in assets if a.name == asset_id]
-    if len(assets) != 1:
-        raise CheckpointError(f"openpi checkpoint {str(path)!r} needs exactly one assets/<asset_id>/norm_stats.json "
-                              f"(or the asset_id option naming one); found {[a.name for a in assets]}"
-                              + (f" for asset_id={asset_id!r}" if asset_id else ""))
-    raw = read_json(assets[0] / "norm_stats.json")
+    file = openpi_norm_stats(path, asset_id)
+    raw = read_json(file)
     found = raw.get("norm_stats", raw)
-    where = str(assets[0] / "norm_stats.json")
+    where = str(file)
     stats = {"state": _quantiles(found, "state", where), "actions": _quantiles(found, "actions", where)}
     dim = int(cfg.get("action_dim", 32))
     config = _model_config(cfg, int(cfg.get("action_horizon", 50)), dim, 10)
