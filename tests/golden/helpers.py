@@ -1,4 +1,5 @@
-"""Shared by the golden tests: the tiny checkpoint a fixture was built on, or a clear failure."""
+"""Shared by the golden tests: the tiny checkpoint a fixture was built on (or a clear failure), and a LeRobot
+fixture's items as the service's observations."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,3 +44,17 @@ def require_same_weights(policy: Any, reference: Any, what: str) -> None:
                     f"{TEST_MODEL_DIR} so the suite rebuilds both with the same transformers")
 
 
+
+
+def fixture_observations(golden: tuple, cameras: tuple[str, ...]) -> list:
+    """Each item of a LeRobot fixture (arrays, meta, images; the images camera by camera per item, absent cameras
+    left out) as an Observation with its instruction, state and noise seed."""
+    from workers.policies.base import Observation
+
+    arrays, _, images = golden
+    out = []
+    for n, instruction in enumerate(arrays["instructions"]):
+        cams = {c: images[n * len(cameras) + i] for i, c in enumerate(cameras) if arrays[f"present_{c}"][n]}
+        out.append(Observation(images=cams, instruction=str(instruction), state=arrays["state"][n],
+                               options={"seed": int(arrays["seeds"][n])}))
+    return out

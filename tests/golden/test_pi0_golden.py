@@ -28,7 +28,7 @@ import torch
 
 from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
-from tests.golden.helpers import checked_model_dir, require_same_weights, tiny_layout
+from tests.golden.helpers import checked_model_dir, fixture_observations, require_same_weights, tiny_layout
 from workers.policies.base import Observation
 from workers.policies.pi0_flow import row_noise
 
@@ -106,13 +106,7 @@ def test_references_agree(golden) -> None:
 
 
 def observations(golden) -> list[Observation]:
-    arrays, _, images = golden
-    out = []
-    for n, instruction in enumerate(arrays["instructions"]):
-        cams = {c: images[n * len(CAMERAS) + i] for i, c in enumerate(CAMERAS) if arrays[f"present_{c}"][n]}
-        out.append(Observation(images=cams, instruction=str(instruction), state=arrays["state"][n],
-                               options={"seed": int(arrays["seeds"][n])}))
-    return out
+    return fixture_observations(golden, CAMERAS)
 
 
 def test_noise_is_the_fixtures(golden) -> None:

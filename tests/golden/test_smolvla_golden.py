@@ -27,7 +27,7 @@ from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
 from ops.golden.smolvla_lerobot import CAMERAS, FIXTURE, SELF_ATTN
 from tests.conftest import TEST_MODEL_DIR
-from tests.golden.helpers import checked_model_dir, tiny_layout
+from tests.golden.helpers import checked_model_dir, fixture_observations, tiny_layout
 from workers.policies.base import Observation
 from workers.policies.pi0_flow import row_noise
 
@@ -72,13 +72,7 @@ def policy(golden):
 
 
 def observations(golden) -> list[Observation]:
-    arrays, _, images = golden
-    out = []
-    for n, instruction in enumerate(arrays["instructions"]):
-        cams = {c: images[n * len(CAMERAS) + i] for i, c in enumerate(CAMERAS) if arrays[f"present_{c}"][n]}
-        out.append(Observation(images=cams, instruction=str(instruction), state=arrays["state"][n],
-                               options={"seed": int(arrays["seeds"][n])}))
-    return out
+    return fixture_observations(golden, CAMERAS)
 
 
 def test_fixture_covers_non_square_sizes(golden) -> None:
