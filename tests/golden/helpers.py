@@ -58,3 +58,15 @@ def fixture_observations(golden: tuple, cameras: tuple[str, ...]) -> list:
         out.append(Observation(images=cams, instruction=str(instruction), state=arrays["state"][n],
                                options={"seed": int(arrays["seeds"][n])}))
     return out
+
+
+def case_observation(golden: tuple, cameras: tuple[str, ...], c: int, rtc: dict | None) -> Any:
+    """An RTC fixture's case `c` (its item, chunk B's noise seed) as an Observation, with `rtc` options if any."""
+    from workers.policies.base import Observation
+
+    arrays, _, images = golden
+    n = int(arrays["case_item"][c])
+    cams = {cam: images[n * len(cameras) + i] for i, cam in enumerate(cameras) if arrays[f"present_{cam}"][n]}
+    options = {"seed": int(arrays["case_seed_b"][c])} | ({"rtc": rtc} if rtc else {})
+    return Observation(images=cams, instruction=str(arrays["instructions"][n]), state=arrays["state"][n],
+                       options=options)

@@ -19,7 +19,7 @@ import torch
 from ops.golden.fixture import load_fixture
 from ops.golden.inputs import regenerate_images
 from ops.golden.pi0_rtc import ILL_CONDITIONED
-from tests.golden.helpers import checked_model_dir, tiny_layout
+from tests.golden.helpers import case_observation, checked_model_dir, tiny_layout
 from workers.policies.base import Observation
 from workers.policies.pi0_flow import row_noise
 
@@ -58,12 +58,7 @@ def rtc_options(arrays, c: int, jacobian: str | None = None) -> dict:
 
 
 def observation(golden, c: int, rtc: dict | None) -> Observation:
-    arrays, _, images = golden
-    n = int(arrays["case_item"][c])
-    cams = {cam: images[n * len(CAMERAS) + i] for i, cam in enumerate(CAMERAS) if arrays[f"present_{cam}"][n]}
-    options = {"seed": int(arrays["case_seed_b"][c])} | ({"rtc": rtc} if rtc else {})
-    return Observation(images=cams, instruction=str(arrays["instructions"][n]), state=arrays["state"][n],
-                       options=options)
+    return case_observation(golden, CAMERAS, c, rtc)
 
 
 def cases(golden) -> range:
