@@ -12,6 +12,7 @@ from web.accounts import service
 from web.services import submit
 from workers.store.db import session_scope
 from workers.store.models import Job, Tier
+from workers.wire.backlog import backlog_key
 
 
 def _refuse(*_args, **_kwargs):
@@ -41,3 +42,25 @@ def test_a_refused_publish_leaves_no_row_no_unit_and_no_slot(client, settings, d
     # The one in-flight slot was released each time: with the broker back, the next job is accepted.
     resp = client.post("/v1/jobs", json=request_body(), headers=headers)
     assert resp.status_code == 202, resp.get_json()
+
+
+
+def test_the_backlog_counts_a_job_before_its_message_exists_and_forgets_one_never_sent(
+        client, settings, make_customer, redis_client, monkeypatch):
+    """Fail-fast admission counts an interactive job in its model's backlog in the round trip that stores its
+    images, before the publish: the worker's removal (after inference) can never come first and leave the entry
+    counted until its deadline. A job whose publish is refused leaves no entry behind."""
+    assert settings.admission_fail_fast
+    _, _, headers = make_customer("pro")
+    seen = {}
+
+    def publish_refused(payload, _safety_job):
+        seen[payload["job_id"]] = redis_client.zscore(backlog_key(payload["model"]), payload["job_id"])
+        _refuse()
+
+    monkeypatch.setattr(submit, "send_job", publish_refused)
+    resp = client.post("/v1/jobs", json=request_body(), headers=headers)
+    assert resp.status_code == 503, resp.get_json()
+    [(job_id, score)] = seen.items()
+    assert score is not None  # counted, with its deadline, before its message was published
+    assert redis_client.zscore(backlog_key("openvla-tiny"), job_id) is None  # never sent: not counted

@@ -74,22 +74,32 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
     job_id = uuid.uuid4()
     ttl = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms) / 1000 + 30.0
 
+    fail_fast = settings.admission_fail_fast and kind == "interactive"
+    deadline_ms = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms)
+    r = _redis(settings)
+
     def create(inflight_key: str) -> Job:
         prepared = submit.prepare(settings, data, g.request_id, kind)  # images from headers, robot config
         prepared.payload["inflight_key"] = inflight_key
         prepared.payload["waiter"] = waiter
         prepared.payload["tier"] = current().tier  # the batcher's tie-break among equal deadlines
-        return submit.create_job(current(), prepared, g.request_id, job_id=job_id, idempotency_key=idempotency_key,
-                                 req_hash=req_hash)
+        # Fail fast counts the job in its model's backlog from before its message exists; the worker removes it
+        # when its inference ends (workers/stages/inference.py), and a job that is never sent is removed here.
+        counted = (lambda pipe: backlog.add(pipe, data["model"], str(job_id), prepared.deadline_at.timestamp())
+                   ) if fail_fast else None
+        try:
+            return submit.create_job(current(), prepared, g.request_id, job_id=job_id,
+                                     idempotency_key=idempotency_key, req_hash=req_hash, also=counted)
+        except AcceptedError:
+            raise  # the job exists and is sent (or will be, by the reaper): it stays counted until it runs
+        except BaseException:
+            if fail_fast:
+                best_effort(lambda: backlog.done(r, data["model"], str(job_id)), "backlog removal")
+            raise
 
-    fail_fast = settings.admission_fail_fast and kind == "interactive"
-    deadline_ms = min(data.get("deadline_ms") or settings.default_deadline_ms, settings.max_deadline_ms)
     job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create,
                         check=_deadline_check(settings, data["model"], deadline_ms) if fail_fast else None)
-    r = _redis(settings)
     best_effort(lambda: telemetry.submitted(r, job.model, kind), "submitted counter")
-    if fail_fast:  # the worker removes it when its inference ends (workers/stages/inference.py)
-        best_effort(lambda: backlog.added(r, job.model, str(job.id), job.deadline_at.timestamp()), "backlog")
     return job
 
 

@@ -136,8 +136,10 @@ def request_hash(data: dict[str, Any]) -> str:
 
 
 def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job_id: uuid.UUID,
-               idempotency_key: str | None = None, req_hash: str | None = None) -> Job:
-    """Write the job row, then enqueue. If the broker refuses, the row is removed: nothing half-written."""
+               idempotency_key: str | None = None, req_hash: str | None = None,
+               also: Callable[[Any], None] | None = None) -> Job:
+    """Write the job row, then enqueue. If the broker refuses, the row is removed: nothing half-written.
+    `also(pipe)` adds commands to the round trip that stores the images (before the row and the publish)."""
     job = Job(id=job_id, customer_id=uuid.UUID(principal.customer_id), model=prepared.payload["model"],
               kind=prepared.payload["kind"], request_id=request_id, request=prepared.record, state="queued",
               deadline_at=prepared.deadline_at, idempotency_key=idempotency_key, request_hash=req_hash,
@@ -150,6 +152,8 @@ def create_job(principal: Principal, prepared: Prepared, request_id: str, *, job
     r = notify.client(current_app.config["SETTINGS"].redis_url)
     pipe = r.pipeline(transaction=False)
     resend.keep(pipe, str(job.id), payload, safety_job)
+    if also is not None:
+        also(pipe)
     broker = notify.client(broker_redis_url())  # the same client, unless a test splits the two servers
     images = pipe if broker is r else broker.pipeline(transaction=False)
     frames.stage(images, str(job.id), prepared.frames, frames.ttl_for(prepared.deadline_ms / 1000))

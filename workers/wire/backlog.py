@@ -32,11 +32,11 @@ def count(r: redis.Redis, model: str, now: float | None = None) -> int:
     return int(pipe.execute()[1])
 
 
-def added(r: redis.Redis, model: str, job_id: str, deadline_epoch: float) -> None:
-    pipe = r.pipeline()
+def add(pipe: Any, model: str, job_id: str, deadline_epoch: float) -> None:
+    """Queue the entry on `pipe`: the web sends it with the job's images, before the job's message is
+    published, so the worker's removal can never come first and leave the entry counted until its deadline."""
     pipe.zadd(backlog_key(model), {job_id: deadline_epoch})
     pipe.expire(backlog_key(model), 3600)  # a model nobody calls any more leaves nothing behind
-    pipe.execute()
 
 
 def done(r: redis.Redis, model: str, job_id: str) -> None:
