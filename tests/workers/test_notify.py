@@ -12,6 +12,8 @@ def test_an_outcome_token_reaches_one_waiter_and_the_rest_get_the_bare_state(red
     notify.ended(redis_client, job_id, "succeeded", None, settled)
     first = notify.wait_done(redis_client, job_id, 1.0)
     assert notify.outcome(first) == settled
+    # the bare state was pushed with it: the first waiter answers without a round trip to put anything back
+    assert redis_client.lrange(notify.done_key(job_id), 0, -1) == [b"succeeded"]
     second = notify.wait_done(redis_client, job_id, 1.0)  # another waiter: the state only, it reads the row
     assert second == "succeeded" and notify.outcome(second) is None
     assert redis_client.lrange(notify.done_key(job_id), 0, -1) == [b"succeeded"]

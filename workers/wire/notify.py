@@ -4,8 +4,10 @@ Waiting: the final task RPUSHes a token to `job:<id>:done` after its transaction
 it and re-pushes it for any other waiter (celery-notes §8: no shared pub/sub consumer under threaded
 gunicorn). For a job whose submitter blocks on it (the sync paths mark it `waiter`), the worker's token carries
 the columns its transition settled (JSON, `outcome`), exactly what the committed row now holds, so that waiter
-need not read the row back; it re-pushes only the bare state. A token that is only a state (submit-then-poll
-jobs, the web's cancel or expiry, the reaper) sends the waiter to the durable row in PostgreSQL.
+need not read the row back; the bare state follows it in the same RPUSH, so the waiter that takes the full
+token has nothing to put back on its way to the answer, and a waiter that takes a bare state re-pushes it.
+A token that is only a state (submit-then-poll jobs, the web's cancel or expiry, the reaper) sends the waiter
+to the durable row in PostgreSQL.
 Readiness: each worker writes its heartbeat as one field of the hash `workers:<model>` (field = its
 hostname, value = JSON with the time it was written). Reading a model's workers is one HGETALL, never a
 SCAN of the keyspace; fields older than their TTL are ignored and pruned by whoever reads them.
@@ -63,14 +65,16 @@ def ended(r: redis.Redis, row_id: str, state: str, inflight_key: str | None,
     """The one "it ended" path for jobs and replays: wake the waiters, free the customer's in-flight slot
     (its key travels in the task's message, so workers need not know how the web names it) and drop the
     job's images (workers/wire/frames.py), which nothing reads once it has ended."""
-    _push(r, row_id, state if outcome is None else fastjson.dumps(outcome), inflight_key, drop_frames=True)
+    tokens = [state] if outcome is None else [fastjson.dumps(outcome), state]
+    _push(r, row_id, tokens, inflight_key, drop_frames=True)
 
 
-def _push(r: redis.Redis, row_id: str, token: str, inflight_key: str | None, *, drop_frames: bool = False) -> None:
+def _push(r: redis.Redis, row_id: str, tokens: list[str], inflight_key: str | None, *,
+          drop_frames: bool = False) -> None:
     pipe = r.pipeline()
     if drop_frames:
         pipe.delete(frames.key(row_id))
-    pipe.rpush(done_key(row_id), token)
+    pipe.rpush(done_key(row_id), *tokens)
     pipe.expire(done_key(row_id), DONE_TTL_S)
     if inflight_key:
         pipe.zrem(inflight_key, row_id)
@@ -90,12 +94,13 @@ def wait_done(r: redis.Redis, job_id: str, timeout_s: float) -> str | None:
     if got is None:
         return None
     token = got[1].decode()
-    settled = outcome(token)
-    # Put the token back for any other waiter, as the bare state: they read the row, and the list that lives
-    # for DONE_TTL_S stays a few bytes. A failed re-push (Redis at maxmemory, or gone since the BLPOP) must not
-    # cost this waiter the outcome it holds: other waiters re-read the row within their 5 s poll.
+    if token.startswith("{"):  # the settled columns (outcome), parsed once, by the caller
+        return token  # the worker's full token: its bare state follows it in the list, for any other waiter
+    # Put a bare state back for any other waiter: they read the row, and the list that lives for DONE_TTL_S
+    # stays a few bytes. A failed re-push (Redis at maxmemory, or gone since the BLPOP) must not cost this
+    # waiter the outcome it holds: other waiters re-read the row within their 5 s poll.
     try:
-        _push(r, job_id, token if settled is None else settled["state"], None)
+        _push(r, job_id, [token], None)
     except redis.RedisError as exc:
         log.warning("re-push of job %s's wake-up token failed: %s: %s", job_id, type(exc).__name__, exc)
     return token
