@@ -53,6 +53,15 @@ def headers(make_customer):
     return make_customer()[2]
 
 
+class _CountingStream(io.BytesIO):
+    """The request's WSGI input, counting the bytes anything read from it."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        out = super().read(size)
+        self.consumed = getattr(self, "consumed", 0) + len(out)
+        return out
+
+
 def _post(client, headers, body, path="/v1/jobs", content_type=MSGPACK, **kw):
     data = body if isinstance(body, bytes) else packed(body)
     return client.post(path, data=data, content_type=content_type, headers=headers, **kw)
@@ -212,6 +221,17 @@ def test_content_length_over_the_limit_is_413_before_reading(client, headers, se
     assert stream.tell() == 0
 
 
+def test_chunked_body_over_the_limit_is_413(client, headers, settings):
+    """No Content-Length (chunked, the server ends the stream): reading stops at the route's limit."""
+    limit = body_limits.inference_limit(settings)
+    stream = _CountingStream(b"\xc4" + b"\x00" * (limit + 10))
+    resp = client.post("/v1/jobs", input_stream=stream, content_type=MSGPACK,
+                       headers={**headers, "Transfer-Encoding": "chunked"},
+                       environ_overrides={"wsgi.input_terminated": True})
+    _assert_problem(resp, 413)
+    assert stream.consumed <= limit + 1
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", "multipart/form-data; b=x",
                                           "application/msgpack-ish"])
 def test_other_media_types_are_415(client, headers, content_type):
@@ -224,13 +244,6 @@ def test_other_media_types_are_415(client, headers, content_type):
 def test_no_body_at_all_names_the_missing_fields(client, headers):
     resp = client.post("/v1/jobs", headers=headers)
     assert "model" in _assert_problem(resp, 422)["errors"]
-
-
-class _CountingStream(io.BytesIO):
-    def read(self, size: int | None = -1) -> bytes:
-        out = super().read(size)
-        self.consumed = getattr(self, "consumed", 0) + len(out)
-        return out
 
 
 def test_over_the_limit_is_429_before_the_body_is_read(client, over_limit_free, conversions):

@@ -93,7 +93,7 @@ def unpackb(raw: bytes, budget: FrameBudget = DEFAULT_BUDGET) -> Any:
         return _hook(obj) if isinstance(obj, dict) else obj
 
     try:
-        return msgpack.unpackb(raw, object_hook=count, list_hook=count, strict_map_key=False,
+        return msgpack.unpackb(raw, raw=False, object_hook=count, list_hook=count, strict_map_key=False,
                                max_bin_len=budget.bin_bytes, max_str_len=budget.str_len,
                                max_array_len=budget.array_len, max_map_len=budget.map_len, max_ext_len=0)
     except ArrayError:
