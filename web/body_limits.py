@@ -18,7 +18,8 @@ from workers.settings import Settings
 
 SMALL_BODY = 64 * 1024  # the largest non-inference JSON body (a replay spec, a robot_config) is a few KB
 MAX_CAMERAS = 3  # the most cameras any served model takes (pi0: base, left wrist, right wrist)
-# Routes whose bodies carry images: base64 text in JSON, or json-numpy's base64 arrays on the OpenVLA door.
+# Routes whose bodies carry images: base64 text in JSON, raw arrays or image bytes in msgpack (the same limit),
+# or json-numpy's base64 arrays on the OpenVLA door.
 INFERENCE_ENDPOINTS = frozenset({"jobs.Jobs", "inference.Inference", "openvla_compat.act_default",
                                  "openvla_compat.act_model"})
 UPLOAD_ENDPOINTS = frozenset({"replays.Replays"})  # a multipart dataset: the app's MAX_CONTENT_LENGTH

@@ -90,7 +90,8 @@ def from_http_exception(error: HTTPException) -> Response:
     """Werkzeug/webargs errors: 404, 405, 415, and 422 validation errors with per-field messages."""
     data = getattr(error, "data", None) or {}
     errors = data.get("errors") or data.get("messages")
-    if isinstance(errors, dict) and set(errors) <= {"json", "query", "form", "files", "headers", "view_args"}:
+    locations = {"json", "json_or_msgpack", "query", "form", "files", "headers", "view_args"}  # webargs' keys
+    if isinstance(errors, dict) and set(errors) <= locations:
         errors = {k: v for loc in errors.values() for k, v in (loc.items() if isinstance(loc, dict) else [])}
     code = (error.name or "error").lower().replace(" ", "_")
     if error.code == 422:

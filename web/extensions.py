@@ -8,9 +8,9 @@ from flask_smorest import Blueprint as _Blueprint
 from flask_smorest.utils import prepare_response
 from marshmallow import INCLUDE, Schema, fields
 
+from web import msgpack_body
 from web.api.spec import ConformancePlugin
 from web.errors import from_http_exception
-from web.input_guard import GuardedParser
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -56,6 +56,9 @@ class Api(_Api):
 
 
 class Blueprint(_Blueprint):
-    """flask-smorest's Blueprint, reading request bodies through the input guard (one parse, checked)."""
+    """flask-smorest's Blueprint, reading request bodies through the input guard (one parse, checked); a body
+    at location msgpack_body.LOCATION may also be msgpack (documented as JSON; add its msgpack form with doc)."""
 
-    ARGUMENTS_PARSER = GuardedParser()
+    ARGUMENTS_PARSER = msgpack_body.BodyParser()
+    DEFAULT_LOCATION_CONTENT_TYPE_MAPPING = {**_Blueprint.DEFAULT_LOCATION_CONTENT_TYPE_MAPPING,
+                                             msgpack_body.LOCATION: "application/json"}

@@ -7,7 +7,8 @@ body are walked once, iteratively and within bounds (MAX_ELEMENTS values, MAX_DE
 text), and a string with a control character, nesting too deep, an integer outside the safe range or a
 non-finite number is a 4xx problem document naming the field. The body is parsed here once; the views'
 argument parser reads the same parsed value (GuardedParser), so there is one parse per request. The OpenVLA
-door parses json-numpy itself and hands the result to check_value: one set of rules for every door.
+door parses json-numpy itself, and REST's msgpack bodies are decoded in their view (web/msgpack_body.py, once
+the caller's limits allow it); both hand the result to check_value: one set of rules for every door.
 """
 from __future__ import annotations
 

@@ -155,3 +155,14 @@ def test_rejected_action_is_a_typed_error(live_url, key, workers):
                    robot_state={"ee_position": [2.0, 2.0, 2.0]}, safety={"mode": "reject"})
     safety = exc.value.problem["safety"]
     assert safety["decision"] == "rejected" and "workspace" in {v["check"] for v in safety["violations"]}
+
+
+def test_raw_arrays_in_msgpack_give_the_json_action(live_url, key, workers):
+    """raw_arrays=True: the numpy image goes as its own bytes in a msgpack body (no PNG), and the action is the
+    one the lossless PNG in JSON gives; submit takes the same body."""
+    json_client = VLAClient(live_url, key, model="openvla-tiny")
+    raw_client = VLAClient(live_url, key, model="openvla-tiny", raw_arrays=True)
+    expected = json_client.act(IMAGE, "pick up the red block", unnorm_key="bridge_orig")
+    assert np.array_equal(raw_client.act(IMAGE, "pick up the red block", unnorm_key="bridge_orig"), expected)
+    job = raw_client.wait(raw_client.submit(IMAGE, "stack the cups")["id"], timeout=30)
+    assert job["state"] == "succeeded" and job["request"]["images"]["primary"]["format"] == "raw"

@@ -14,7 +14,6 @@ import pytest
 
 from tests.helpers import request_body
 from web import body_limits, input_guard
-from web.compat import arrays
 
 HOSTILE = b"[" + b"{}," * 1_000_000 + b"{}]"  # 3 MB of empty objects: a million values to allocate
 IMAGE = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -158,38 +157,6 @@ def test_guard_walk_allocates_no_path_per_element():
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 64 * 1024  # an iterator per level, not a string or a tuple per value
-
-
-@pytest.fixture()
-def over_limit_free(app, settings, make_customer):
-    """A Free customer whose minute is used up (through the limiter itself)."""
-    from web.auth import _look_up
-    from web.ratelimit.decision import Limits
-    from web.ratelimit.limiter import RateLimiter
-    from workers.wire import notify
-
-    _, key, headers = make_customer("free")
-    with app.app_context():
-        principal, _ = _look_up(key, settings.api_key_pepper)
-    limits = Limits(per_minute=principal.per_minute, per_day=principal.per_day, per_month=principal.per_month)
-    limiter = RateLimiter(notify.client(settings.redis_url))
-    while limiter.hit(principal.customer_id, limits).allowed:
-        pass
-    return headers
-
-
-@pytest.fixture()
-def conversions(monkeypatch):
-    """Count the image conversions (the real one still runs)."""
-    calls: list[tuple[int, ...]] = []
-    real = arrays._to_raw
-
-    def counted(arr, field):
-        calls.append(arr.shape)
-        return real(arr, field)
-
-    monkeypatch.setattr(arrays, "_to_raw", counted)
-    return calls
 
 
 def test_over_the_limit_act_is_429_before_any_image_work(client, over_limit_free, conversions):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from marshmallow import RAISE, Schema, fields
 
 from web.api.spec import CONTROL_CLASS
+from web.services.deferred import PendingImage
 
 # Standard base64 with padding, as base64.b64decode(validate=True) accepts it.
 BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -41,3 +42,18 @@ class JsonBoolean(fields.Boolean):
         if not isinstance(value, bool):
             raise self.make_error("invalid", input=value)
         return value
+
+
+class ImageField(fields.String):
+    """A camera image: base64 PNG/JPEG text. In a msgpack body (web/msgpack_body.py) also the encoded bytes as
+    they came (msgpack bin) or a raw array that its decoder has checked and wrapped as a PendingImage; JSON has
+    no such values, so only a decoder can put them here. Documented as the JSON form (base64 text)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, PendingImage | bytes):  # bytes: Length(min=1) still refuses empty ones
+            return value
+        return super()._deserialize(value, attr, data, **kwargs)
+
+    def _validate(self, value):
+        if not isinstance(value, PendingImage):  # its dtype, shape and size were checked when it was made
+            super()._validate(value)

@@ -10,7 +10,7 @@ from marshmallow import ValidationError
 from web import timing
 from web.api.jobs.schemas import InferenceRequestSchema
 from web.errors import ApiError, accepted_wait_failed, is_backend_error
-from web.services import admission, deferred, idempotency, submit
+from web.services import admission, idempotency, submit
 from web.services.public_errors import public_error
 from web.services.waiting import wait_for
 from workers.store.models import Job
@@ -27,10 +27,10 @@ FAILURES = {
 
 
 def load_request(body: dict[str, Any]) -> dict[str, Any]:
-    """Validate a request body built by an adapter with the same schema as the REST endpoint."""
-    shadow, pending = deferred.split(body)  # arrays from the compatibility doors, converted after admission
+    """Validate a request body built by an adapter with the same schema as the REST endpoint (its images may be
+    PendingImages: arrays, converted after admission; the schema's ImageField takes them as they are)."""
     try:
-        return deferred.rejoin(InferenceRequestSchema().load(shadow), pending)
+        return InferenceRequestSchema().load(body)
     except ValidationError as exc:
         messages = exc.normalized_messages()
         detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from flask.views import MethodView
 
+from web import msgpack_body
+from web.api.jobs import msgpack_doc
 from web.api.jobs.schemas import InferenceRequestSchema, JobSchema
 from web.extensions import Blueprint
 from web.services import admission, inference, render
@@ -12,7 +14,8 @@ blp = Blueprint("inference", __name__, url_prefix="/v1", description="Synchronou
 
 @blp.route("/inference")
 class Inference(MethodView):
-    @blp.arguments(InferenceRequestSchema)
+    @blp.arguments(InferenceRequestSchema, location=msgpack_body.LOCATION)  # JSON, or msgpack with raw arrays
+    @blp.doc(requestBody=msgpack_doc.REQUEST_BODY)
     @blp.response(200)
     @blp.alt_response(202, schema=JobSchema, description="The wait ran out first: the job, to poll or wait on")
     @blp.alt_response(504, response="DEFAULT_ERROR", description="The deadline passed before an action was ready")

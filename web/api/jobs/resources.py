@@ -8,7 +8,8 @@ from datetime import datetime
 from flask.views import MethodView
 from sqlalchemy import and_, or_, select
 
-from web import db
+from web import db, msgpack_body
+from web.api.jobs import msgpack_doc
 from web.api.jobs.schemas import InferenceRequestSchema, JobListArgsSchema, JobPageSchema, JobSchema, WaitArgsSchema
 from web.auth import current, load_owned
 from web.errors import ApiError
@@ -33,7 +34,8 @@ def load_job(job_id: str, *, lock: bool = False) -> Job:
 
 @blp.route("")
 class Jobs(MethodView):
-    @blp.arguments(InferenceRequestSchema)
+    @blp.arguments(InferenceRequestSchema, location=msgpack_body.LOCATION)  # JSON, or msgpack with raw arrays
+    @blp.doc(requestBody=msgpack_doc.REQUEST_BODY)
     @blp.response(202, JobSchema)
     def post(self, data):
         """Submit an inference job; answers 202 with its id and a Location header."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from web.api.schemas import BASE64, NON_BLANK, JsonBoolean, JsonFloat, JsonInteger, StrictSchema
+from web.api.schemas import BASE64, NON_BLANK, ImageField, JsonBoolean, JsonFloat, JsonInteger, StrictSchema
 
 SAFETY_MODES = ("reject", "clamp", "monitor")
 
@@ -70,10 +70,10 @@ class InferenceRequestSchema(StrictSchema):
     OPENAPI_EXTRA = {"oneOf": [{"required": ["image"]}, {"required": ["images"]}], "example": EXAMPLE_REQUEST}
 
     model = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    image = fields.String(validate=validate.Length(min=1),
-                          metadata={"description": "base64 PNG/JPEG of the primary camera", "pattern": BASE64})
+    image = ImageField(validate=validate.Length(min=1),
+                       metadata={"description": "base64 PNG/JPEG of the primary camera", "pattern": BASE64})
     images = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)),
-                         values=fields.String(validate=validate.Length(min=1), metadata={"pattern": BASE64}),
+                         values=ImageField(validate=validate.Length(min=1), metadata={"pattern": BASE64}),
                          validate=validate.Length(min=1, max=8),
                          metadata={"description": "base64 images keyed by camera name, for multi-camera models"})
     instruction = fields.String(required=True, validate=validate.Length(min=1, max=2000),
@@ -94,8 +94,6 @@ class InferenceRequestSchema(StrictSchema):
     def _one_image_field(self, data, **_):
         if ("image" in data) == ("images" in data):
             raise ValidationError("give exactly one of 'image' or 'images'", field_name="image")
-        if "images" in data and not all(isinstance(v, str) and v for v in data["images"].values()):
-            raise ValidationError("each image must be a non-empty base64 string", field_name="images")
         if not data["instruction"].strip():
             raise ValidationError("instruction must not be blank", field_name="instruction")
 

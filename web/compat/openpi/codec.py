@@ -1,8 +1,10 @@
 """msgpack-numpy as openpi_client.msgpack_numpy writes it, decoded without trusting the dtype, under the model's
-frame budget (web.compat.openpi.limits), and every string checked by the input guard's rules."""
+frame budget (web.compat.openpi.limits), and every string checked by the input guard's rules. REST's msgpack
+bodies (web/msgpack_body.py) use the same decoder under their own budget."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import msgpack
@@ -37,9 +39,27 @@ def _generic(dtype: Any, data: Any) -> np.generic:
     return value
 
 
+class MessageError(ArrayError):
+    """The bytes are not one msgpack message within the budget (as opposed to a message with a bad array in it).
+    `limit` names the budget's limit it went past (frame, bin, str, array, map, ext, containers, values), if any."""
+
+    def __init__(self, detail: str, *, limit: str | None = None):
+        super().__init__(detail)
+        self.limit = limit
+
+
+_OVER_LIMIT = re.compile(r"exceeds max_(bin|str|array|map|ext)_len")  # how msgpack words a length over its limit
+
+
 def _hook(obj: dict[Any, Any]) -> Any:
+    if "__ndarray__" in obj or "__npgeneric__" in obj:
+        # The same maps with str keys: what a msgpack library in another language writes most easily.
+        obj = {k.encode() if isinstance(k, str) else k: v for k, v in obj.items()}
     if b"__ndarray__" in obj:
-        return make_array(obj.get(b"data") or b"", obj.get(b"dtype"), obj.get(b"shape"))
+        data = obj.get(b"data") or b""
+        if not isinstance(data, bytes):
+            raise ArrayError("an array's data must be bytes (msgpack bin)")
+        return make_array(data, obj.get(b"dtype"), obj.get(b"shape"))
     if b"__npgeneric__" in obj:
         return _generic(obj.get(b"dtype"), obj.get(b"data"))
     return obj
@@ -56,26 +76,32 @@ def unpackb(raw: bytes, budget: FrameBudget = DEFAULT_BUDGET) -> Any:
     """Raises ArrayError (a ValueError) for anything that is not a msgpack-numpy message within `budget`.
 
     The limits make msgpack refuse an over-long object from its length prefix; the container count stops a
-    frame of nested empty maps (1 byte each) after `budget.containers` of them, however large the frame."""
+    frame of nested empty maps (1 byte each) after `budget.containers` of them, however large the frame, and
+    the value count (`budget.values`, when set) a frame of many small arrays."""
     if len(raw) > budget.frame_bytes:  # what Unpacker's max_buffer_size checks, without copying the frame
-        raise ArrayError(f"frame of {len(raw)} bytes; at most {budget.frame_bytes} for this model")
-    seen = 0
+        raise MessageError(f"frame of {len(raw)} bytes; at most {budget.frame_bytes} for this model", limit="frame")
+    seen = values = 0
 
     def count(obj: Any) -> Any:
-        nonlocal seen
+        nonlocal seen, values
         seen += 1
+        values += len(obj)
         if seen > budget.containers:
-            raise ArrayError(f"more than {budget.containers} maps and arrays in one observation")
+            raise MessageError(f"more than {budget.containers} maps and arrays in one observation", limit="containers")
+        if budget.values is not None and values > budget.values:
+            raise MessageError(f"more than {budget.values} values in one message", limit="values")
         return _hook(obj) if isinstance(obj, dict) else obj
 
     try:
-        return msgpack.unpackb(raw, object_hook=count, list_hook=count, strict_map_key=False,
+        return msgpack.unpackb(raw, raw=False, object_hook=count, list_hook=count, strict_map_key=False,
                                max_bin_len=budget.bin_bytes, max_str_len=budget.str_len,
                                max_array_len=budget.array_len, max_map_len=budget.map_len, max_ext_len=0)
     except ArrayError:
         raise
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
-        raise ArrayError(f"not a msgpack-numpy message within this model's limits: {type(exc).__name__}") from None
+        over = _OVER_LIMIT.search(str(exc))
+        raise MessageError(f"not a msgpack-numpy message within this model's limits: {type(exc).__name__}",
+                           limit=over.group(1) if over else None) from None
 
 
 def check_observation(obs: Any) -> None:

@@ -59,6 +59,7 @@ class FrameBudget:
     map_len: int = 64
     str_len: int = OVERHEAD_BYTES
     containers: int = MAX_CONTAINERS
+    values: int | None = None  # items of all maps and arrays together; bounded here by containers x lengths
 
 
 def budget_for(spec: dict[str, Any] | None, limits: Limits) -> FrameBudget:

@@ -10,8 +10,9 @@ import requests
 
 from vlaapi_client import replays
 from vlaapi_client.errors import ActionRejected, DeadlineExceeded, from_status
-from vlaapi_client.images import encode_images
+from vlaapi_client.images import encode_images, raw_images
 from vlaapi_client.transport import Transport, new_idempotency_key
+from vlaapi_client.wire import body_kwargs
 
 TERMINAL = ("succeeded", "failed", "expired", "canceled")
 
@@ -33,13 +34,16 @@ class VLAClient:
     """A client of one vlaapi service with one API key.
 
     `model` is the default model for `act` and `submit`; `max_retries` applies to 429/502/503 answers, each
-    retried after the service's Retry-After.
+    retried after the service's Retry-After. With `raw_arrays`, requests are msgpack bodies in which numpy
+    images travel as raw arrays (no PNG encoding here, no decoding there; needs the msgpack package); else JSON
+    with images as base64 PNG.
     """
 
     def __init__(self, base_url: str, api_key: str, *, model: str | None = None, timeout: float = 30.0,
-                 max_retries: int = 3, session: requests.Session | None = None):
+                 max_retries: int = 3, session: requests.Session | None = None, raw_arrays: bool = False):
         self.http = Transport(base_url, api_key, timeout=timeout, max_retries=max_retries, session=session)
         self.model = model
+        self.raw_arrays = raw_arrays
 
     # --- one call per control step -------------------------------------------------------------------
     def act(self, images: Any, instruction: str, *, state: Any = None, deadline_ms: int | None = None,
@@ -59,7 +63,7 @@ class VLAClient:
         # Refusals (429/503) and lost connections are retried while the deadline allows, all with one
         # Idempotency-Key: a retry of a request that was admitted answers its job, never runs a second one.
         budget = None if deadline_ms is None else deadline_ms / 1000
-        resp = self.http.request("POST", "/v1/inference", json=body, budget_s=budget,
+        resp = self.http.request("POST", "/v1/inference", **self._wire(body), budget_s=budget,
                                  idempotency_key=new_idempotency_key(),
                                  timeout=max(self.http.timeout, (budget or 0) + 5))
         doc = resp.json()
@@ -70,13 +74,17 @@ class VLAClient:
 
     def _body(self, images: Any, instruction: str, state: Any, deadline_ms: int | None, model: str | None,
               options: dict[str, Any]) -> dict[str, Any]:
+        pictures = raw_images(images) if self.raw_arrays else encode_images(images)
         body: dict[str, Any] = {"model": model or self.model or self.default_model(), "instruction": instruction,
-                                **encode_images(images), **options}
+                                **pictures, **options}
         if state is not None:
             body["state"] = [float(x) for x in np.asarray(state, dtype=np.float64).ravel()]
         if deadline_ms is not None:
             body["deadline_ms"] = int(deadline_ms)
         return body
+
+    def _wire(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body_kwargs(body, msgpack_body=self.raw_arrays)
 
     def default_model(self) -> str:
         """The first ready model the service lists (cached once found)."""
@@ -94,7 +102,7 @@ class VLAClient:
         retried submission never makes a second job."""
         body = self._body(images, instruction, state, deadline_ms, model, options)
         key = idempotency_key or new_idempotency_key()
-        return self.http.request("POST", "/v1/jobs", json=body, idempotency_key=key).json()
+        return self.http.request("POST", "/v1/jobs", **self._wire(body), idempotency_key=key).json()
 
     def get(self, job_id: str) -> dict[str, Any]:
         return self.http.request("GET", f"/v1/jobs/{job_id}").json()

@@ -1,4 +1,5 @@
-"""Camera images in any usual form -> the base64 PNG/JPEG strings the service takes."""
+"""Camera images in any usual form -> what the service takes: base64 PNG/JPEG strings in a JSON body, or in a
+msgpack body the arrays themselves (msgpack-numpy, as openpi packs them) and encoded files' bytes as they are."""
 from __future__ import annotations
 
 import base64
@@ -35,3 +36,27 @@ def encode_images(images: Any) -> dict[str, Any]:
     if isinstance(images, dict):
         return {"images": {str(cam): encode(img) for cam, img in images.items()}}
     return {"image": encode(images)}
+
+
+def raw(image: ImageLike) -> Any:
+    """For a msgpack body: a uint8 (H, W, 3) array as itself (packed as msgpack-numpy, vlaapi_client.wire; the
+    service stores its bytes as they came, no PNG on either side), a PIL image as its RGB array, an encoded file's
+    bytes as they are."""
+    if isinstance(image, (str, Path)):
+        return Path(image).read_bytes()
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"cannot send {type(image).__name__} as an image")
+    if image.dtype != np.uint8:
+        raise TypeError(f"image arrays must be uint8 (H, W, 3), not {image.dtype}")
+    return image
+
+
+def raw_images(images: Any) -> dict[str, Any]:
+    """encode_images for a msgpack body."""
+    if isinstance(images, dict):
+        return {"images": {str(cam): raw(img) for cam, img in images.items()}}
+    return {"image": raw(images)}
