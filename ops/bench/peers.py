@@ -10,10 +10,11 @@ The deploy.py-style peer needs the `bench` extra: `.venv/bin/pip install -e '.[b
 Pairs, each driven by the peer's own client: openpi's `WebsocketPolicyServer` vs our openpi door (pi0-tiny,
 openpi-client's WebsocketClientPolicy, a libero observation: two 224x224 cameras, an 8-D state); a
 deploy.py-style FastAPI server (ops/bench/peer_servers.py) vs our `/act` (openvla-tiny, a deploy.py client:
-requests + json-numpy, one 224x224 image); and POST /v1/inference with the libero images as PNG alongside.
+requests + json-numpy, one 224x224 image); and POST /v1/inference with the libero images alongside, as PNG in
+JSON and as raw arrays in msgpack.
 Every path runs in `--rounds` slices per client count, taken in turns with the order flipped each round (as
 ops/bench/pipeline.py), with the load average recorded, since the host is shared. Then 40 sequential
-REST requests give our per-stage breakdown (the job's `performance`, Server-Timing). Last line: one JSON.
+REST requests of each body give our per-stage breakdown (the job's `performance`, Server-Timing). Last line: one JSON.
 """
 from __future__ import annotations
 
@@ -88,12 +89,28 @@ def deploy_path(url: str, image: np.ndarray, key: str | None) -> MakeCall:
     return make
 
 
-def rest_path(url: str, body: dict, key: str) -> MakeCall:
+def msgpack_body(body: dict, arrays: dict[str, np.ndarray]) -> bytes:
+    """The REST body as msgpack with the cameras as raw arrays (openpi's msgpack-numpy): nothing encoded."""
+    from openpi_client import msgpack_numpy
+
+    return msgpack_numpy.packb({**{k: v for k, v in body.items() if k != "images"}, "images": arrays})
+
+
+def _post_kwargs(body: dict | bytes, key: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if isinstance(body, bytes):
+        return {"data": body, "headers": {**headers, "Content-Type": "application/msgpack"}}
+    return {"json": body, "headers": headers}
+
+
+def rest_path(url: str, body: dict | bytes, key: str) -> MakeCall:
+    """POST /v1/inference with a JSON body (PNG cameras) or a msgpack one (bytes: raw arrays)."""
     def make(clients: int) -> Callable[[int], None]:
         sessions = [requests.Session() for _ in range(clients)]
+        kwargs = _post_kwargs(body, key)
 
         def call(i: int) -> None:
-            r = sessions[i].post(url, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            r = sessions[i].post(url, timeout=60, **kwargs)
             if r.status_code != 200:
                 raise RuntimeError(r.text[:200])
 
@@ -117,13 +134,13 @@ def interleaved(paths: dict[str, MakeCall], clients: int, duration: float, round
             for name, p in pooled.items()}
 
 
-def breakdown(url: str, body: dict, key: str, n: int = 40) -> dict[str, Any]:
+def breakdown(url: str, body: dict | bytes, key: str, n: int = 40) -> dict[str, Any]:
     """Medians of our per-stage figures over n sequential POST /v1/inference (after 5 warm-ups)."""
     perf: dict[str, list[float]] = {}
+    kwargs = _post_kwargs(body, key)
     with requests.Session() as s:
-        s.headers["Authorization"] = f"Bearer {key}"
         for i in range(n + 5):
-            r = s.post(url, json=body, timeout=60)
+            r = s.post(url, timeout=60, **kwargs)
             r.raise_for_status()
             if i < 5:
                 continue
@@ -186,6 +203,8 @@ def main() -> None:
     rest_body = {"model": PI0, "instruction": libero["prompt"], "state": libero["observation/state"].tolist(),
                  "images": {"base_0_rgb": _png_b64(libero["observation/image"]),
                             "left_wrist_0_rgb": _png_b64(libero["observation/wrist_image"])}}
+    raw_body = msgpack_body(rest_body, {"base_0_rgb": libero["observation/image"],
+                                        "left_wrist_0_rgb": libero["observation/wrist_image"]})
     results: dict[str, Any] = {"bench": "peers", "machine": machine(), "rounds": args.rounds,
                                "duration_s": args.duration, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
@@ -198,13 +217,16 @@ def main() -> None:
                  "openpi_server": openpi_path(f"ws://127.0.0.1:{ports['openpi']}", libero, None),
                  "act": deploy_path(f"{web}/openvla/{OPENVLA}/act", image, key),
                  "deploy_py": deploy_path(f"http://127.0.0.1:{ports['deploy']}/act", image, None),
-                 "rest_inference": rest_path(f"{web}/v1/inference", rest_body, key)}
+                 "rest_inference": rest_path(f"{web}/v1/inference", rest_body, key),
+                 "rest_msgpack": rest_path(f"{web}/v1/inference", raw_body, key)}
         for clients in [int(c) for c in args.clients.split(",")]:
             for name, r in interleaved(paths, clients, args.duration, args.rounds).items():
                 results[f"{name}_c{clients}"] = r
                 print(f"{name:15s} clients={clients:2d} {r}", flush=True)
         results["ours_breakdown_ms"] = breakdown(f"{web}/v1/inference", rest_body, key)
-        print(f"our per-stage breakdown (POST /v1/inference, {PI0}, 1 client): {results['ours_breakdown_ms']}")
+        print(f"our per-stage breakdown (POST /v1/inference, {PI0}, PNG, 1 client): {results['ours_breakdown_ms']}")
+        results["ours_breakdown_msgpack_ms"] = breakdown(f"{web}/v1/inference", raw_body, key)
+        print(f"the same, raw arrays in msgpack: {results['ours_breakdown_msgpack_ms']}")
     finally:
         stop(procs)
     results["ratios"] = ratios(results)
