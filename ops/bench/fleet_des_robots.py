@@ -10,14 +10,13 @@ ControlLoop (append mode) does, which is what the stack's chunk robots run: only
 less than the expected latency (the p90 of its last 50 latencies, plus a quarter; half a period before the
 first answer), one request at a time, with a deadline of when the queued actions run out (never under the
 least deadline `Fleet.deadline_s`); after a refusal it waits the answer's retry_after (else 50 ms), at most 1 s:
-over REST the Retry-After header (whole seconds, at least 1: web/services/admission.py), over openpi, which has
-no headers, the problem document's retry_after_ms. Over openpi the deadline is the connection's, fixed at
+the problem document's retry_after_ms on both transports (the client prefers it to REST's whole-second
+Retry-After header: vlaapi_client.transport.error_of). Over openpi the deadline is the connection's, fixed at
 `Fleet.deadline_s` (openpi's protocol carries none per message). The two rules ControlLoop keeps inside its
 methods (expected latency, deadline) are mirrored here; tests/ops/test_fleet_des.py checks them against it.
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Any, Protocol
 
@@ -82,12 +81,7 @@ class ChunkRobot:
 
     def retry_s(self, retry_after_ms: float | None) -> float:
         """How long ControlLoop's fetcher sleeps after a refusal, with the retry_after this transport gives."""
-        if retry_after_ms is None:
-            retry_after = None
-        elif self.transport == "openpi":
-            retry_after = retry_after_ms / 1e3
-        else:  # the Retry-After header the client's transport reads
-            retry_after = float(max(1, math.ceil(retry_after_ms / 1e3)))
+        retry_after = None if retry_after_ms is None else retry_after_ms / 1e3
         return min(retry_after or RETRY_DEFAULT_S, RETRY_CAP_S)
 
     def deadline_ms(self) -> int:

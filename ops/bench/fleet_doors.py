@@ -32,6 +32,7 @@ class Answer:
     actions: np.ndarray | None = None  # (chunk, D)
     timings_ms: dict[str, float] = field(default_factory=dict)  # the job's model_timings_ms
     error: VLAError | None = None
+    server_ms: float | None = None  # REST: the web's own time for the request (Server-Timing total)
 
     @property
     def code(self) -> str:
@@ -61,7 +62,7 @@ class RestDoor:
             resp = self.session.post(self.url, json={**self.body, "deadline_ms": deadline_ms},
                                      timeout=deadline_ms / 1e3 + 5)
             if resp.status_code != 200:
-                return Answer(resp.status_code, error=error_of(resp))
+                return Answer(resp.status_code, error=error_of(resp), server_ms=server_total_ms(resp))
             doc = resp.json()
         except (requests.RequestException, ValueError) as exc:
             return _unreachable(exc)
@@ -119,6 +120,19 @@ def _refusal(text: str) -> Answer:
         return Answer(0, error=from_status(0, {"detail": text[:200]}, None))
     ms = problem.get("retry_after_ms")
     return Answer(status, error=from_status(status, problem, ms / 1e3 if isinstance(ms, int | float) else None))
+
+
+def server_total_ms(resp: requests.Response) -> float | None:
+    """`total` from the Server-Timing header: the request's time inside the web process, without the client's
+    own scheduling (this bench's robots are threads of one process, on the machine the stack runs on)."""
+    for part in resp.headers.get("Server-Timing", "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "total" and dur:
+            try:
+                return float(dur)
+            except ValueError:
+                return None
+    return None
 
 
 def timed(door: RestDoor | OpenpiDoor, deadline_ms: int) -> tuple[Answer, float, float]:

@@ -35,7 +35,8 @@ class RobotTally:
 @dataclass
 class Tally:
     robots: list[RobotTally] = field(default_factory=list)
-    failfast_ms: list[float] = field(default_factory=list)
+    failfast_ms: list[float] = field(default_factory=list)  # as the robot saw it
+    failfast_server_ms: list[float] = field(default_factory=list)  # REST: inside the web (Server-Timing total)
     latency_ms: list[float] = field(default_factory=list)  # 200s
     overhead_ms: dict[str, list[float]] = field(default_factory=dict)  # per transport: latency less pass and queue
     expired_ms: list[float] = field(default_factory=list)  # 504s: ended by the scheduler or at the deadline
@@ -64,6 +65,8 @@ class Tally:
                 self.overhead_ms.setdefault(robot.transport, []).append(took * 1e3 - waited)
             elif a.status == 503 and a.code == "deadline_unattainable":
                 self.failfast_ms.append(took * 1e3)
+                if a.server_ms is not None:
+                    self.failfast_server_ms.append(a.server_ms)
             else:
                 if a.status == 504:
                     self.expired_ms.append(took * 1e3)

@@ -94,6 +94,8 @@ def stack_point(st: Stack, keys: list[str], p: Point, cap: float, duration: floa
          "latency_p50_ms": round(pct(tally.latency_ms, 50), 1), "latency_p99_ms": round(pct(tally.latency_ms, 99), 1),
          "failfast": len(tally.failfast_ms), "failfast_p99_ms": round(pct(tally.failfast_ms, 99), 2),
          "failfast_p50_ms": round(pct(tally.failfast_ms, 50), 2), "other": tally.other,
+         "failfast_server_p99_ms": round(pct(tally.failfast_server_ms, 99), 2),
+         "failfast_server_p50_ms": round(pct(tally.failfast_server_ms, 50), 2),
          "overhead_p50_ms": round(pct([v for vs in tally.overhead_ms.values() for v in vs], 50), 1),
          "expired_answer_p50_ms": round(pct(tally.expired_ms, 50), 1),
          "worst_robot_on_time": round(min(x.on_time / x.ticks for x in tally.robots if x.ticks), 3)

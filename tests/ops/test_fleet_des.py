@@ -47,10 +47,11 @@ def test_openpi_chunk_robot_carries_the_connection_deadline() -> None:
 
 
 def test_retry_waits_as_the_client_does() -> None:
-    """ControlLoop sleeps min(retry_after or 50 ms, 1 s); REST's retry_after is the whole-second Retry-After."""
+    """ControlLoop sleeps min(retry_after or 50 ms, 1 s); retry_after is the problem's retry_after_ms on both
+    transports (REST's client prefers it to the whole-second Retry-After header)."""
     rest, openpi = chunk_robot("rest"), chunk_robot("openpi")
     assert rest.retry_s(None) == openpi.retry_s(None) == 0.05
-    assert rest.retry_s(120.0) == 1.0 and openpi.retry_s(120.0) == pytest.approx(0.12)
+    assert rest.retry_s(120.0) == pytest.approx(0.12) == openpi.retry_s(120.0)
     assert openpi.retry_s(4000.0) == 1.0
 
 

@@ -81,6 +81,11 @@ def error_of(resp: requests.Response) -> VLAError:
         seconds = float(retry_after) if retry_after is not None else None
     except ValueError:  # an HTTP date: not sent by this service; fall back to backoff
         seconds = None
+    ms = problem.get("retry_after_ms")
+    if isinstance(ms, int | float) and not isinstance(ms, bool) and ms >= 0:
+        # The header is whole seconds (at least 1); a fail-fast 503 says to the millisecond when the backlog
+        # will have room, and a 50 Hz control loop should not sit out 50 ticks for want of a fraction.
+        seconds = ms / 1e3
     return from_status(resp.status_code, problem, seconds)
 
 
