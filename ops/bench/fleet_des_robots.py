@@ -9,10 +9,11 @@ ChunkPlayer; a tick is on time if an action is there. It asks for the next chunk
 ControlLoop (append mode) does, which is what the stack's chunk robots run: only when the queued actions cover
 less than the expected latency (the p90 of its last 50 latencies, plus a quarter; half a period before the
 first answer), one request at a time, with a deadline of when the queued actions run out (never under the
-least deadline `Fleet.deadline_s`); after a refusal it waits the answer's retry_after (else 50 ms), at most 1 s:
-the problem document's retry_after_ms on both transports (the client prefers it to REST's whole-second
-Retry-After header: vlaapi_client.transport.error_of). Over openpi the deadline is the connection's, fixed at
-`Fleet.deadline_s` (openpi's protocol carries none per message). The two rules ControlLoop keeps inside its
+least deadline `Fleet.deadline_s`); after a refusal it waits as ControlLoop does (vlaapi_client.control.
+retry_wait_s: the problem document's retry_after_ms, which the client prefers to REST's whole-second
+Retry-After on both transports, never under a floor that doubles with each refusal in a row, at most 1 s).
+Over openpi the deadline is the connection's, fixed at `Fleet.deadline_s` (openpi's protocol carries none per
+message). The two rules ControlLoop keeps inside its
 methods (expected latency, deadline) are mirrored here; tests/ops/test_fleet_des.py checks them against it.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from vlaapi_client.chunks import ChunkPlayer
+from vlaapi_client.control import retry_wait_s
 
 
 class Sim(Protocol):
@@ -36,7 +38,6 @@ class Sim(Protocol):
     def send(self, robot: Any, t: float, deadline: float) -> None: ...
 
 RECENT = 50  # ControlLoop's window of recent latencies
-RETRY_DEFAULT_S, RETRY_CAP_S = 0.05, 1.0  # ControlLoop.fetch_once's sleep after a refusal
 
 
 class StepRobot:
@@ -71,6 +72,7 @@ class ChunkRobot:
         self.recent: deque[float] = deque(maxlen=RECENT)
         self.expected_s = self.period / 2  # expected_latency_s(), kept up to date (a tick must not pay a percentile)
         self.busy = False  # a request in flight, or the fetcher sleeping after a refusal
+        self.refusals = 0  # in a row (ControlLoop's backoff)
         self.ticks = self.on_time = self.requests = 0
 
     def expected_latency_s(self) -> float:
@@ -80,9 +82,8 @@ class ChunkRobot:
         return float(np.percentile(self.recent, 90)) / 1000 * 1.25
 
     def retry_s(self, retry_after_ms: float | None) -> float:
-        """How long ControlLoop's fetcher sleeps after a refusal, with the retry_after this transport gives."""
-        retry_after = None if retry_after_ms is None else retry_after_ms / 1e3
-        return min(retry_after or RETRY_DEFAULT_S, RETRY_CAP_S)
+        """How long ControlLoop's fetcher sleeps after this refusal (the one `answer` has just counted)."""
+        return retry_wait_s(None if retry_after_ms is None else retry_after_ms / 1e3, self.refusals)
 
     def deadline_ms(self) -> int:
         """ControlLoop.fetch_once's deadline (append mode): when the queued actions run out, never under the
@@ -110,8 +111,10 @@ class ChunkRobot:
 
     def answer(self, sim: Sim, t: float, item: Any, outcome: str, retry_after_ms: float | None) -> None:
         if outcome != "ok":
+            self.refusals += 1
             sim.at(t + self.retry_s(retry_after_ms), "retry", self)
             return
+        self.refusals = 0
         self.recent.append((t - item.sent) * 1e3)
         self.expected_s = self.expected_latency_s()
         self.player.push(self.chunk)

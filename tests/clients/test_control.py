@@ -90,3 +90,12 @@ def test_rtc_mode_sends_the_remainder_and_the_delay_and_switches():
 def test_modes_are_checked():
     with pytest.raises(ValueError):
         ControlLoop(service(0.01, 1), hz=5, mode="rtc-please")
+
+
+def test_a_refusal_is_retried_after_its_advice_with_a_floor_that_doubles_while_refusals_last():
+    from vlaapi_client.control import retry_wait_s
+
+    assert retry_wait_s(None, 1) == 0.05 and retry_wait_s(0.12, 1) == 0.12  # the service's advice, to the ms
+    assert retry_wait_s(0.01, 1) == 0.05  # never under the floor
+    assert [retry_wait_s(0.01, n) for n in (2, 3, 4)] == [0.1, 0.2, 0.4]  # a pool that stays overloaded
+    assert retry_wait_s(30.0, 1) == retry_wait_s(None, 12) == 1.0  # at most a second

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from vlaapi_client.control import ControlLoop
+from vlaapi_client.control import ControlLoop, retry_wait_s
 
 from ops.bench.fleet_des import PI0_ROBOTS, Fleet, Sim, capacity_robots_per_gpu, simulate
 from ops.bench.fleet_des_robots import ChunkRobot
@@ -47,12 +47,17 @@ def test_openpi_chunk_robot_carries_the_connection_deadline() -> None:
 
 
 def test_retry_waits_as_the_client_does() -> None:
-    """ControlLoop sleeps min(retry_after or 50 ms, 1 s); retry_after is the problem's retry_after_ms on both
-    transports (REST's client prefers it to the whole-second Retry-After header)."""
+    """ControlLoop's sleep after a refusal (retry_wait_s): the problem's retry_after_ms on both transports, never
+    under a floor that doubles with each refusal in a row (50 ms, 100 ms, ...), at most 1 s."""
     rest, openpi = chunk_robot("rest"), chunk_robot("openpi")
-    assert rest.retry_s(None) == openpi.retry_s(None) == 0.05
+    for robot in (rest, openpi):
+        robot.refusals = 1
+    assert rest.retry_s(None) == openpi.retry_s(None) == 0.05 == retry_wait_s(None, 1)
     assert rest.retry_s(120.0) == pytest.approx(0.12) == openpi.retry_s(120.0)
     assert openpi.retry_s(4000.0) == 1.0
+    rest.refusals = 4  # a fourth in a row: at least 400 ms, whatever the advice
+    assert rest.retry_s(120.0) == pytest.approx(0.4) == retry_wait_s(0.12, 4)
+    assert retry_wait_s(0.01, 30) == 1.0
 
 
 def test_capacity_counts_a_chunk_robot_once_per_horizon() -> None:

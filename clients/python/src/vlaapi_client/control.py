@@ -24,6 +24,16 @@ from vlaapi_client.errors import VLAError
 
 Fetch = Callable[..., np.ndarray]  # fetch(deadline_ms) or, in the switching modes, fetch(deadline_ms, rtc)
 MODES = ("append", "switch", "rtc")
+RETRY_FLOOR_S, RETRY_CAP_S = 0.05, 1.0
+
+
+def retry_wait_s(retry_after: float | None, refusals: int) -> float:
+    """The fetcher's sleep after its `refusals`-th refusal in a row: the service's retry_after (a fail-fast 503's
+    retry_after_ms is to the millisecond), never under a floor that doubles with each refusal in a row (50 ms,
+    100 ms, 200 ms, ...), at most 1 s. One refusal near capacity costs a few ticks; a pool that stays overloaded
+    is not asked again every few milliseconds by every robot of the fleet."""
+    floor = RETRY_FLOOR_S * 2 ** max(0, refusals - 1)
+    return min(max(retry_after or 0.0, floor), RETRY_CAP_S)
 
 
 class ControlLoop:
@@ -46,6 +56,7 @@ class ControlLoop:
         self.errors: Counter[str] = Counter()
         self.first_error: dict[str, str] = {}
         self._recent: deque[float] = deque(maxlen=50)
+        self._refusals = 0  # in a row, for the retry's backoff
         self.stop = threading.Event()
         self.wake = threading.Event()
 
@@ -93,8 +104,10 @@ class ControlLoop:
                 raise
             self.errors[type(err).__name__] += 1
             self.first_error.setdefault(type(err).__name__, str(err))
-            time.sleep(min(err.retry_after or 0.05, 1.0))
+            self._refusals += 1
+            time.sleep(retry_wait_s(err.retry_after, self._refusals))
             return
+        self._refusals = 0
         ms = (time.perf_counter() - t0) * 1000
         self.latencies.append(ms)
         self._recent.append(ms)
