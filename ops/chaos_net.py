@@ -25,6 +25,10 @@ from ops.faults import PostgresServer, RedisServer, netns_preexec
 
 PREFIX = "vchaos"
 HOSTS = ("web", "gpu", "safety")  # each its own namespace; the drill host is the root namespace
+# A host's number on every bridge; more GPU hosts (the fleet bench's) are named with three letters of their own,
+# since a link's name carries the host's first three.
+HOST_NUMBERS = {"db": 1, "drill": 2, "web": 3, "gpu": 4, "safety": 5, "gpb": 6, "gpc": 7, "gpd": 8}
+GPU_HOSTS = ("gpu", "gpb", "gpc", "gpd")
 SERVERS = {"redis": "r", "postgres": "p"}
 
 
@@ -78,8 +82,9 @@ def _claim_slot() -> tuple[int, int]:
 class Net:
     """The namespaces and links of one multi-host stack."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: tuple[str, ...] = HOSTS) -> None:
         reap_stale()
+        self.hosts = hosts
         self.index, self._slot = _claim_slot()
         self.tag = f"vc{self.index:x}"  # interface names are at most 15 characters
         self.made: list[str] = []
@@ -94,8 +99,7 @@ class Net:
     def addr(self, host: str, server: str) -> str:
         """A host's address on the bridge of `server` (redis, postgres), or `front` (drill ↔ web)."""
         k = {"redis": 1, "postgres": 2, "front": 3}[server]
-        n = {"db": 1, "drill": 2, "web": 3, "gpu": 4, "safety": 5}[host]
-        return f"{self._net(k)}.{n}"
+        return f"{self._net(k)}.{HOST_NUMBERS[host]}"
 
     def _port(self, host: str, server: str) -> str:
         """The db-side name of a host's link into a server's bridge (what `cut` sets down)."""
@@ -106,7 +110,7 @@ class Net:
             self.index, self._slot = _claim_slot()
             self.tag = f"vc{self.index:x}"
         try:
-            for host in ("db", *HOSTS):
+            for host in ("db", *self.hosts):
                 ip("netns", "add", self.ns(host))
                 self.made.append(self.ns(host))
                 ip("link", "set", "lo", "up", netns=self.ns(host))
@@ -116,7 +120,7 @@ class Net:
                 ip("link", "add", bridge, "type", "bridge", netns=db)
                 ip("addr", "add", f"{self.addr('db', server)}/24", "dev", bridge, netns=db)
                 ip("link", "set", bridge, "up", netns=db)
-                for host in ("drill", *HOSTS):
+                for host in ("drill", *self.hosts):
                     self._link(host, server, bridge)
             self._front()
         except BaseException:

@@ -76,10 +76,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
+def spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None,
+          netns: str | None = None) -> subprocess.Popen:
+    """`python -m argv...`, its output to `log`; in network namespace `netns` (ops/chaos_net.py) if given."""
+    from ops.faults import netns_preexec
+
     return subprocess.Popen([sys.executable, "-m", *argv], cwd=cwd or ROOT, env={**os.environ, **env},
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=lifeline())  # a benchmark cut off mid-run leaves no workers behind
+                            # a benchmark cut off mid-run leaves no workers behind
+                            preexec_fn=netns_preexec(netns, lifeline()))
 
 
 def stop(procs: list[subprocess.Popen]) -> None:

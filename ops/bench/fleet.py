@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--des-duration", type=float, default=20.0)
     ap.add_argument("--no-stack", action="store_true", help="the simulator only")
     ap.add_argument("--no-scaleout", action="store_true")
+    ap.add_argument("--hosts", type=int, default=2,
+                    help="GPU hosts (network namespaces) for the 4 workers of the several-hosts point; 0: none")
     ap.add_argument("--no-pi0", action="store_true", help="no pi0 stack points")
     ap.add_argument("--plot", default="docs/fleet.png")
     args = ap.parse_args()
@@ -112,6 +114,9 @@ def summarise(des: dict, points: list[dict], samples: dict[str, dict], args) -> 
         "failfast_server_p99_ms": max(failfast_server) if failfast_server else None,
         "scaleout_4": round(p["ours_150_x4"]["goodput"] / max(1e-9, p["ours_150"]["goodput"]), 2)
         if "ours_150_x4" in p else None,
+        # the same 4 workers dealt out over several GPU hosts (ops/bench/fleet_hosts.py)
+        "scaleout_4_hosts": round(p["ours_150_x4_hosts"]["goodput"] / max(1e-9, p["ours_150"]["goodput"]), 2)
+        if "ours_150_x4_hosts" in p else None,
         "des_vs_stack_rel_diff": max(meaningful, default=None), "des_vs_stack_by_point": diffs,
         "des_twin_goodput": {k: round(v["goodput"], 3) for k, v in twins.items()},
         "des_twin_on_time": {k: round(v["on_time_fraction"], 4) for k, v in twins.items()},

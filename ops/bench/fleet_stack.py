@@ -44,6 +44,11 @@ def setup(scale: float) -> dict[str, str]:
     from workers.store.migrate import upgrade
 
     upgrade(db_url)
+    return fleet_env(db_url, redis_url, scale)
+
+
+def fleet_env(db_url: str, redis_url: str, scale: float) -> dict[str, str]:
+    """The stack's environment: both sim models (time constants x scale), the workers' margin, the door's caps."""
     models = f"{OPENVLA}=sim:openvla?scale={scale:g},{PI0}=sim:pi0?scale={scale:g}"
     return {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "ENABLED_MODELS": models, "LOG_LEVEL": "WARNING",
             "VLAAPI_ENV": "development", "VLAAPI_BENCHMARK": "1", "DEFAULT_DEADLINE_MS": "30000",
@@ -79,11 +84,19 @@ class Stack:
         self.env = {**env, "BATCH_SCHEDULE": "fifo" if baseline else "edf",
                     "ADMISSION_FAIL_FAST": "0" if baseline else "1"}
         self.workers, self.model, self.port, self.procs = workers, model, free_port(), []
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.bind = "127.0.0.1"  # where the web and the door listen; a HostsStack's web host's address
         self.openpi_port = free_port() if openpi else None
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.bind}:{self.port}"
+
     def ws_url(self, model: str) -> str:
-        return f"ws://127.0.0.1:{self.openpi_port}/v1/openpi/{model}"
+        return f"ws://{self.bind}:{self.openpi_port}/v1/openpi/{model}"
+
+    def _spawn(self, role: str, index: int, argv: list[str], env: dict[str, str], log: str):
+        """Start one process (`role`: web, door, gpu (the index-th), safety); a HostsStack puts each on its host."""
+        return spawn(argv, env, LOGS / log)
 
     def __enter__(self) -> Stack:
         try:
@@ -95,17 +108,18 @@ class Stack:
     def _start(self) -> Stack:
         LOGS.mkdir(parents=True, exist_ok=True)
         web = ["gunicorn", "--worker-class", "gthread", "--workers", "2", "--threads", "64", "--bind",
-               f"127.0.0.1:{self.port}", "web.app:create_app()"]
-        self.procs.append(spawn(web, self.env, LOGS / "fleet-web.log"))
+               f"{self.bind}:{self.port}", "web.app:create_app()"]
+        self.procs.append(self._spawn("web", 0, web, self.env, "fleet-web.log"))
         for i in range(self.workers):
             argv = gpu_worker_argv(self.model, concurrency=32)
             argv[argv.index("-n") + 1] = f"gpu-{self.model}-{i}@%h"
-            self.procs.append(spawn(argv, {**self.env, "WORKER_MODEL": self.model}, LOGS / f"fleet-gpu-{i}.log"))
-        self.procs.append(spawn(safety_worker_argv(concurrency=32), self.env, LOGS / "fleet-safety.log"))
+            self.procs.append(self._spawn("gpu", i, argv, {**self.env, "WORKER_MODEL": self.model},
+                                          f"fleet-gpu-{i}.log"))
+        self.procs.append(self._spawn("safety", 0, safety_worker_argv(concurrency=32), self.env, "fleet-safety.log"))
         if self.openpi_port:
-            self.procs.append(spawn(["web.compat.openpi", "--port", str(self.openpi_port)], self.env,
-                                    LOGS / "fleet-openpi.log"))
-            wait_http(f"http://127.0.0.1:{self.openpi_port}/healthz", timeout=120)
+            door = ["web.compat.openpi", "--host", self.bind, "--port", str(self.openpi_port)]
+            self.procs.append(self._spawn("web", 0, door, self.env, "fleet-openpi.log"))
+            wait_http(f"http://{self.bind}:{self.openpi_port}/healthz", timeout=120)
         wait_http(f"{self.url}/health", timeout=120)
         r = redis.Redis.from_url(self.env["REDIS_URL"])
         end = time.monotonic() + 120

@@ -132,7 +132,27 @@ def stack_study(args, caps: dict[str, float]) -> tuple[list[dict], dict[str, dic
             for p in group:
                 r, samples[p.label] = stack_point(st, keys, p, caps[p.kind], duration, warmup, args.scale)
                 points.append(r)
+    if not args.no_scaleout and args.hosts:
+        hosts_point(args, caps, points, samples)
     return points, samples
+
+
+def hosts_point(args, caps: dict[str, float], points: list[dict], samples: dict) -> None:
+    """Ours at 150 % of 4 workers dealt out over `args.hosts` GPU hosts, each host a network namespace with
+    its own links to Redis and PostgreSQL (ops/bench/fleet_hosts.py); skipped, saying why, where none can be
+    made."""
+    from ops.bench.fleet_hosts import Hosts, HostsStack, available
+
+    why = available()
+    if why is not None:
+        print(f"STACK several-hosts point skipped: {why}", flush=True)
+        return
+    p = Point("ours_150_x4_hosts", "step", 1.5, 4, False, args.transport)
+    with Hosts(args.hosts, args.scale) as hosts:
+        keys = customers(hosts.env)
+        with HostsStack(hosts, p.workers, baseline=False, model=OPENVLA, openpi=p.transport != "rest") as st:
+            r, samples[p.label] = stack_point(st, keys, p, caps[p.kind], args.duration, args.warmup, args.scale)
+            points.append({**r, "gpu_hosts": args.hosts})
 
 
 def des_twin(p: dict, overheads: dict[str, tuple[float, ...]], scale: float) -> dict:
