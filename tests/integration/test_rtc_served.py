@@ -76,8 +76,11 @@ def test_openpi_rtc_keys(ws_url, key, workers):
     flat = policy.infer({**obs, "rtc/prev_actions": prev, "rtc/inference_delay": np.int64(DELAY),
                          "rtc/prefix_attention_schedule": "exp"})["actions"]
     nested = policy.infer({**obs, "rtc": {"prev_actions": prev, "inference_delay": DELAY, "jacobian": "identity"}})
+    # openpi's protocol has no seed, so each chunk starts from its own noise: the margin (2x, where the seeded REST
+    # comparison above holds 4x) leaves room for the draw; 4x failed once in five full runs (0.089 against 0.238).
     for chunk in (flat, nested["actions"]):
-        assert chunk.shape == (50, 7) and _gap(chunk, prev) * 4 < _gap(plain, prev)
+        assert chunk.shape == (50, 7) and _gap(chunk, prev) * 2 < _gap(plain, prev), (_gap(chunk, prev),
+                                                                                      _gap(plain, prev))
     with pytest.raises(RuntimeError, match="422"):
         policy.infer({**obs, "rtc/prev_actions": prev[:, :3], "rtc/inference_delay": DELAY})
     with pytest.raises(RuntimeError, match="422"):
