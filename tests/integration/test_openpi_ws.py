@@ -125,6 +125,22 @@ def test_rate_limit_and_deadline(ws_url, settings, workers):
         policy.infer(LIBERO)
 
 
+def test_a_message_carries_its_own_deadline(ws_url, key, workers, live_url):
+    """openpi's protocol has no deadline per message: `vlaapi_deadline_ms` in the observation is this message's,
+    over the connection's `?deadline_ms` (a chunk robot's deadline moves with its queued actions)."""
+    from datetime import datetime
+
+    policy = WebsocketClientPolicy(host=f"{ws_url}/pi0-tiny?deadline_ms=1", api_key=key)
+    assert policy.infer({**LIBERO, "vlaapi_deadline_ms": np.int64(20000)})["actions"].shape == (50, 7)
+    job = _jobs(live_url, key)[0]
+    allowed = datetime.fromisoformat(job["deadline_at"]) - datetime.fromisoformat(job["created_at"])
+    assert 19 < allowed.total_seconds() <= 20.5, job
+    with pytest.raises(RuntimeError, match="422"):
+        policy.infer({**LIBERO, "vlaapi_deadline_ms": "soon"})
+    with pytest.raises(RuntimeError, match="504 deadline_exceeded"):
+        policy.infer(LIBERO)  # without it, the connection's 1 ms
+
+
 def test_connection_cap_and_health(tmp_path, key):
     """OPENPI_MAX_CONNECTIONS bounds what one process holds: the next handshake is a 503, not a hang."""
     port = free_port()

@@ -63,6 +63,12 @@ def resolve(name: str, obs: dict[str, Any]) -> Mapping | None:
     return None
 
 
+# openpi's protocol carries no deadline per message: a robot whose deadline moves with its queued actions (a
+# chunk player asks for the next chunk "by the time these run out") puts it in the observation, as it puts
+# `vlaapi_idempotency_key`; no layout reads either as an input.
+DEADLINE_KEY = "vlaapi_deadline_ms"
+
+
 def to_body(obs: Any, spec: dict[str, Any], mapping_name: str, default_prompt: str | None) -> dict[str, Any]:
     """The body of a POST /v1/inference request (without model and options) for one openpi observation."""
     if not isinstance(obs, dict):
@@ -88,7 +94,11 @@ def to_body(obs: Any, spec: dict[str, Any], mapping_name: str, default_prompt: s
     rtc = _rtc(obs)
     if rtc:
         body["rtc"] = rtc
+    if obs.get(DEADLINE_KEY) is not None:  # this message's own deadline, over the connection's ?deadline_ms
+        deadline = obs[DEADLINE_KEY]
+        body["deadline_ms"] = int(deadline) if isinstance(deadline, np.integer) else deadline  # the schema checks it
     return body
+
 
 
 RTC_KEYS = ("prev_actions", "inference_delay", "execution_horizon", "max_guidance_weight",

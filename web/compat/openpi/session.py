@@ -76,7 +76,7 @@ def infer(app: Flask, conn: Connection, obs: Any) -> dict[str, Any]:
         settings = app.config["SETTINGS"]
         spec = catalog.spec_of(settings, conn.model) or {}
         body = mappings.to_body(obs, spec, conn.mapping, conn.prompt)
-        body.update(model=conn.model, **_options(conn))
+        body = {**_options(conn), **body, "model": conn.model}  # a message's own deadline_ms wins
         try:
             job = inference.submit_and_wait(inference.load_request(body))
             action = inference.final_action(job)
