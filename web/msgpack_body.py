@@ -49,11 +49,11 @@ def load() -> dict[str, Any]:
     """This request's msgpack body as the schema's input: plain values, and images as PendingImage, bytes or
     base64 text. Every refusal is a problem document: 400 not msgpack, 413 a value over its size, 422 else."""
     admission.refuse_if_over_limit()  # before a byte is read: a customer over its limits costs no decoding
-    settings = current_app.config["SETTINGS"]
+    limits = budget(current_app.config["SETTINGS"])
     try:
-        body = codec.unpackb(request.get_data(cache=False), budget(settings))
+        body = codec.unpackb(request.get_data(cache=False), limits)
     except codec.MessageError as exc:
-        raise _refusal(exc, settings) from None
+        raise _refusal(exc, limits) from None
     except ArrayError as exc:
         raise ApiError(422, "invalid_array", f"{exc}; an array is {ARRAY_MAP} with a numeric dtype") from None
     if not isinstance(body, dict):
@@ -63,12 +63,11 @@ def load() -> dict[str, Any]:
     return {key: _top(key, value) for key, value in _items(body, ()).items()}
 
 
-def _refusal(exc: codec.MessageError, settings: Settings) -> ApiError:
+def _refusal(exc: codec.MessageError, limits: FrameBudget) -> ApiError:
     """A message msgpack could not read within the budget: what it went past, in the JSON body's terms."""
     if exc.limit in ("bin", "str", "frame"):
         return ApiError(413, "body_too_large", f"a value in the msgpack body is longer than it may be: binary data "
-                        f"(an image) at most {settings.max_image_bytes * RAW_FACTOR} bytes, a string at most "
-                        f"{settings.max_image_bytes * 4 // 3 + 4} characters")
+                        f"(an image) at most {limits.bin_bytes} bytes, a string at most {limits.str_len} characters")
     if exc.limit in ("array", "map", "values", "containers"):
         return ApiError(422, "too_many_elements", f"more than {input_guard.MAX_ELEMENTS} values in one body")
     if exc.limit == "ext":

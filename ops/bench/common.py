@@ -12,12 +12,25 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ops.lifeline import lifeline
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def server_timing(headers: Any) -> dict[str, float]:
+    """The phases of a Server-Timing header (web/timing.py) in ms, by name; `total` is the request in the web."""
+    out = {}
+    for part in headers.get("Server-Timing", "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        try:
+            out[name] = float(dur)
+        except ValueError:  # no duration: not a phase
+            continue
+    return out
 
 
 def pct(values: list[float], q: float) -> float:

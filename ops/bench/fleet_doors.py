@@ -20,7 +20,7 @@ import requests
 from vlaapi_client.errors import VLAError, from_status
 from vlaapi_client.transport import error_of
 
-from ops.bench.common import png_b64
+from ops.bench.common import png_b64, server_timing
 
 INSTRUCTION = "pick up the red block"
 ROBOT_TYPE = "widowx_250"
@@ -62,7 +62,8 @@ class RestDoor:
             resp = self.session.post(self.url, json={**self.body, "deadline_ms": deadline_ms},
                                      timeout=deadline_ms / 1e3 + 5)
             if resp.status_code != 200:
-                return Answer(resp.status_code, error=error_of(resp), server_ms=server_total_ms(resp))
+                return Answer(resp.status_code, error=error_of(resp),
+                              server_ms=server_timing(resp.headers).get("total"))
             doc = resp.json()
         except (requests.RequestException, ValueError) as exc:
             return _unreachable(exc)
@@ -120,19 +121,6 @@ def _refusal(text: str) -> Answer:
         return Answer(0, error=from_status(0, {"detail": text[:200]}, None))
     ms = problem.get("retry_after_ms")
     return Answer(status, error=from_status(status, problem, ms / 1e3 if isinstance(ms, int | float) else None))
-
-
-def server_total_ms(resp: requests.Response) -> float | None:
-    """`total` from the Server-Timing header: the request's time inside the web process, without the client's
-    own scheduling (this bench's robots are threads of one process, on the machine the stack runs on)."""
-    for part in resp.headers.get("Server-Timing", "").split(","):
-        name, _, dur = part.strip().partition(";dur=")
-        if name == "total" and dur:
-            try:
-                return float(dur)
-            except ValueError:
-                return None
-    return None
 
 
 def timed(door: RestDoor | OpenpiDoor, deadline_ms: int) -> tuple[Answer, float, float]:

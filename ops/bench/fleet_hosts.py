@@ -17,7 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ops.bench.fleet_stack import OPENVLA, Stack, fleet_env
+from ops.bench.common import spawn
+from ops.bench.fleet_stack import LOGS, OPENVLA, Stack, fleet_env
 from ops.chaos_net import GPU_HOSTS, Net, available
 from ops.faults import PostgresServer, RedisServer
 
@@ -72,8 +73,5 @@ class HostsStack(Stack):
         self.bind = hosts.net.addr("web", "front")
 
     def _spawn(self, role: str, index: int, argv: list[str], env: dict[str, str], log: str):
-        from ops.bench.common import spawn
-        from ops.bench.fleet_stack import LOGS
-
         host = self.hosts.gpu[index % len(self.hosts.gpu)] if role == "gpu" else role
         return spawn(argv, env, LOGS / log, netns=self.hosts.net.ns(host))

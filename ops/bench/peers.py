@@ -31,7 +31,17 @@ import numpy as np
 import requests
 from PIL import Image
 
-from ops.bench.common import closed_loop, emit, free_port, machine, spawn, stop, summary_ms, wait_http
+from ops.bench.common import (
+    closed_loop,
+    emit,
+    free_port,
+    machine,
+    server_timing,
+    spawn,
+    stop,
+    summary_ms,
+    wait_http,
+)
 from ops.bench.pipeline import LOGS, bench_key, start_ours, wait_ready
 from ops.bench.scratch import scratch_stack
 from ops.procfile import gpu_worker_argv
@@ -147,10 +157,7 @@ def breakdown(url: str, body: dict | bytes, key: str, n: int = 40) -> dict[str, 
             p = r.json()["performance"]
             flat = {**{k: v for k, v in p.items() if isinstance(v, int | float)},
                     **{f"model.{k}": v for k, v in (p.get("model_timings_ms") or {}).items()}}
-            for part in r.headers.get("Server-Timing", "").split(","):
-                name, _, dur = part.strip().partition(";dur=")
-                if dur:
-                    flat[f"server_timing.{name}"] = float(dur)
+            flat.update({f"server_timing.{name}": ms for name, ms in server_timing(r.headers).items()})
             for k, v in flat.items():
                 perf.setdefault(k, []).append(float(v))
     return {k: {"p50": round(float(np.median(v)), 3), "p90": round(float(np.percentile(v, 90)), 3)}

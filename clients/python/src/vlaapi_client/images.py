@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
@@ -33,9 +34,7 @@ def encode(image: ImageLike) -> str:
 
 def encode_images(images: Any) -> dict[str, Any]:
     """One image -> {"image": ...}; a mapping of camera name to image -> {"images": {...}}."""
-    if isinstance(images, dict):
-        return {"images": {str(cam): encode(img) for cam, img in images.items()}}
-    return {"image": encode(images)}
+    return _by_camera(images, encode)
 
 
 def raw(image: ImageLike) -> Any:
@@ -57,6 +56,11 @@ def raw(image: ImageLike) -> Any:
 
 def raw_images(images: Any) -> dict[str, Any]:
     """encode_images for a msgpack body."""
+    return _by_camera(images, raw)
+
+
+def _by_camera(images: Any, one: Callable[[Any], Any]) -> dict[str, Any]:
+    """The body's image field: {"images": {camera: ...}} for a dict of cameras, else {"image": ...}."""
     if isinstance(images, dict):
-        return {"images": {str(cam): raw(img) for cam, img in images.items()}}
-    return {"image": raw(images)}
+        return {"images": {str(cam): one(img) for cam, img in images.items()}}
+    return {"image": one(images)}
