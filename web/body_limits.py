@@ -25,9 +25,14 @@ INFERENCE_ENDPOINTS = frozenset({"jobs.Jobs", "inference.Inference", "openvla_co
 UPLOAD_ENDPOINTS = frozenset({"replays.Replays"})  # a multipart dataset: the app's MAX_CONTENT_LENGTH
 
 
+def image_base64_len(settings: Settings) -> int:
+    """The longest base64 text of one image: MAX_IMAGE_BYTES, encoded (4 characters per 3 bytes, padded)."""
+    return settings.max_image_bytes * 4 // 3 + 4
+
+
 def inference_limit(settings: Settings) -> int:
     """Every camera at MAX_IMAGE_BYTES, as base64, plus the rest of the request."""
-    return MAX_CAMERAS * (settings.max_image_bytes * 4 // 3 + 4) + SMALL_BODY
+    return MAX_CAMERAS * image_base64_len(settings) + SMALL_BODY
 
 
 def limit_for(endpoint: str | None, method: str) -> int:

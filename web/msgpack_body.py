@@ -41,7 +41,7 @@ def budget(settings: Settings) -> FrameBudget:
     frame = body_limits.inference_limit(settings)
     n = input_guard.MAX_ELEMENTS
     return FrameBudget(frame_bytes=frame, bin_bytes=min(settings.max_image_bytes * RAW_FACTOR, frame),
-                       str_len=min(settings.max_image_bytes * 4 // 3 + 4, frame), array_len=n, map_len=n,
+                       str_len=min(body_limits.image_base64_len(settings), frame), array_len=n, map_len=n,
                        containers=n, values=n)
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, delete, insert
 
 from safety import validate_robot_config
 from safety.errors import SafetyConfigError
-from web import db
+from web import body_limits, db
 from web.auth import Principal
 from web.errors import ApiError, accepted_wait_failed, best_effort
 from web.services import catalog, deferred, rtc
@@ -101,7 +101,7 @@ def _check_image(settings: Settings, cam: str, value: Any, multi: bool) -> tuple
 
 
 def _from_base64(settings: Settings, b64: str, field: str) -> bytes:
-    if len(b64) > settings.max_image_bytes * 4 // 3 + 4:
+    if len(b64) > body_limits.image_base64_len(settings):
         raise ApiError(413, "image_too_large", f"image is larger than {settings.max_image_bytes} bytes", field=field)
     try:
         return base64.b64decode(b64, validate=True)
