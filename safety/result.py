@@ -10,9 +10,23 @@ import numpy as np
 
 from safety.constants import ADVISORY, SAFETY_VERSION
 
+# Types that are JSON-safe as they are (exact types: numpy's scalars are not among them).
+_AS_IS = frozenset({str, int, bool, type(None)})
+
 
 def _clean(value: Any) -> Any:
-    """JSON-safe: numpy to Python, NaN/inf to None (strict JSON has neither)."""
+    """JSON-safe: numpy to Python, NaN/inf to None (strict JSON has neither).
+
+    The exact-type tests come first: a clamped 50-step chunk's report is a few thousand plain floats, ints and
+    strings, and walking each through the isinstance chain below cost the safety stage about as much as the
+    checks themselves (issue 26)."""
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind in _AS_IS:
+        return value
+    if kind is list or kind is tuple:
+        return [_clean(x) for x in value]
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "f" and np.isfinite(value).all():
             return value.tolist()  # the common case, without a Python-level walk over every element
@@ -31,8 +45,9 @@ def _clean(value: Any) -> Any:
 
 def _fields(obj: Any) -> dict[str, Any]:
     """A flat dataclass as JSON-safe dict. Not dataclasses.asdict: its deep copy cost ~40 us per object, and a
-    clamped 50-step chunk carries a modification per step (issue 26)."""
-    return {f.name: _clean(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    clamped 50-step chunk carries a modification per step (issue 26). The field names come from the class's
+    own (ordered) table, not dataclasses.fields(), which builds a tuple on every call."""
+    return {name: _clean(getattr(obj, name)) for name in obj.__dataclass_fields__}
 
 
 @dataclasses.dataclass

@@ -30,14 +30,12 @@ def infer(job: dict[str, Any], safety_job: dict[str, Any] | None = None) -> dict
     from workers.stages.retry import HandBack
 
     settings = get_settings()
+    then = None if safety_job is None else (lambda prev: _hand_off(prev, safety_job, settings))
     try:
-        prev = run_inference(job, settings)
+        return run_inference(job, settings, then)
     except HandBack:
         # Not started and this worker is draining: back to the queue (acks_late), for another worker.
         raise Reject("worker draining", requeue=True) from None
-    if safety_job is not None and not prev.get("skip"):  # a skipped job has ended already: nothing to hand on
-        _hand_off(prev, safety_job, settings)
-    return prev
 
 
 def _hand_off(prev: dict[str, Any], safety_job: dict[str, Any], settings: Any) -> None:

@@ -100,3 +100,32 @@ def test_racing_ends_end_a_job_exactly_once(settings):
     job, usage = _rows(settings, job_id)
     assert sorted(wins) == [False] * 7 + [True]
     assert len(usage) == 1 and usage[0].final_state == job.state
+
+
+def test_a_large_result_is_stored_with_lz4_where_the_server_has_it(settings):
+    """Migration 0006: a pi0 result (~38 KB) is TOASTed on every job's final UPDATE; lz4 where the server was
+    built with it (pglz otherwise), and the value reads back the same either way."""
+    from sqlalchemy import text
+
+    with session_scope(settings.database_url) as s:
+        try:
+            with s.begin_nested():
+                s.execute(text("CREATE TEMP TABLE lz4_probe (v text COMPRESSION lz4)"))
+            has_lz4 = True
+        except Exception:
+            has_lz4 = False
+        method = s.execute(text("SELECT attcompression FROM pg_attribute WHERE attrelid = 'jobs'::regclass "
+                                "AND attname = 'result'")).scalar_one()
+    assert method == ("l" if has_lz4 else "")
+    job_id = _job(settings)
+    chunk = [[0.1234567890123 * (i + j) for j in range(7)] for i in range(50)]
+    result = {"action": {"values": chunk}, "safety": {"decision": "allowed", "original_actions": chunk,
+                                                      "violations": [{"message": f"step {i}"} for i in range(50)]}}
+    with session_scope(settings.database_url) as s:
+        store.claim_for_inference(s, job_id)
+        assert store.finish(s, job_id, "succeeded", result=result) is not None
+    with session_scope(settings.database_url) as s:
+        stored, compressed = s.execute(text("SELECT result, pg_column_compression(result) FROM jobs WHERE id = :id"),
+                                       {"id": job_id}).one()
+    assert stored == result
+    assert compressed == ("lz4" if has_lz4 else "pglz")

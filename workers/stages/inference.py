@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
@@ -28,11 +29,17 @@ log = logging.getLogger(__name__)
 TIER_RANK = {"enterprise": 0, "pro": 1, "free": 2}
 
 
-def run_inference(job: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """_run_inference, then the job leaves the model's backlog (what fail-fast admission counts), whatever
-    the outcome: a job handed back is briefly uncounted, never counted twice."""
+def run_inference(job: dict[str, Any], settings: Settings,
+                  then: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """_run_inference, then `then(result)` for a job that ran (the hand-off to its safety stage), then the job
+    leaves the model's backlog (what fail-fast admission counts), whatever the outcome: a job handed back is
+    briefly uncounted, never counted twice. The hand-off goes first because it is on the job's critical path
+    and the removal is not: the job counts in its model's backlog a publish longer, not a round trip later."""
     try:
-        return _run_inference(job, settings)
+        result = _run_inference(job, settings)
+        if then is not None and not result.get("skip"):  # a skipped job has ended already: nothing to hand on
+            then(result)
+        return result
     finally:
         if job.get("kind", "interactive") == "interactive":
             try:
