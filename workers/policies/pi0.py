@@ -35,7 +35,7 @@ from workers.policies.errors import CheckpointError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import check_fits, to_tower
+from workers.policies.preprocess import check_fits, to_tower, to_towers
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -137,14 +137,18 @@ class Pi0Policy(Policy):
         images, rows = [], []
         for obs in observations:
             present = [c for c in self.spec.cameras if c in obs.images]
-            images += [self.image(obs.images[c]) for c in present]
-            rows.append([self.image_token_id] * (self.tokens_per_image * len(present)) + self.prompt_ids(obs))
-        length = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows])
-        mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows])
-        size = self.image_size
-        stacked = torch.stack(images) if images else torch.zeros(0, 3, size, size)
+            images += [obs.images[c] for c in present]
+            rows.append((self.tokens_per_image * len(present), self.prompt_ids(obs)))
+        length = max(n + len(text) for n, text in rows)
+        # Filled by slices, not built from Python lists of every placeholder id (~0.7 ms per tensor at a batch of 8)
+        ids = np.full((len(rows), length), self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((len(rows), length), dtype=np.int64)
+        for i, (n, text) in enumerate(rows):
+            ids[i, :n] = self.image_token_id
+            ids[i, n:n + len(text)] = text
+            mask[i, :n + len(text)] = 1
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        stacked = to_towers(images, self.image_size, self.image_convention)
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device),
                 "images": stacked.to(self.device)}
 

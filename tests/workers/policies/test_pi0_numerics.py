@@ -10,7 +10,7 @@ from PIL import Image
 
 from workers.policies.pi0 import Pi0Policy
 from workers.policies.pi0_flow import FP32_NAMES
-from workers.policies.preprocess import resize_with_pad
+from workers.policies.preprocess import IMAGE_CONVENTIONS, normalize, normalize_batch, resize_with_pad, to_towers
 
 
 def test_resize_with_pad_is_openpis() -> None:
@@ -28,6 +28,27 @@ def test_resize_with_pad_is_openpis() -> None:
     assert not np.array_equal(expected, bicubic)
     square = np.zeros((224, 224, 3), np.uint8)
     assert resize_with_pad(square, 224) is square
+
+
+@pytest.mark.parametrize("convention", sorted(IMAGE_CONVENTIONS))
+def test_a_pass_brings_its_images_to_the_tower_bitwise_as_image_by_image(convention: str) -> None:
+    """to_towers (one normalisation over the stack for openpi's convention) is the per-image path, bit for bit,
+    whatever the sizes (resized first, some to the tower's size already)."""
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((224, 224, 3), (96, 128, 3), (224, 224, 3),
+                                                                        (300, 200, 3))]
+    alone = torch.stack([IMAGE_CONVENTIONS[convention](img, 224) for img in images])
+    assert torch.equal(to_towers(images, 224, convention), alone)
+    assert to_towers([], 224, convention).shape == (0, 3, 224, 224)
+
+
+def test_normalize_batch_is_normalize_bitwise() -> None:
+    rng = np.random.default_rng(4)
+    images = [rng.integers(0, 256, (32, 48, 3), dtype=np.uint8) for _ in range(3)]
+    norms = [((0.5, 0.4, 0.3), (0.2, 0.25, 0.3)), ((0.1, 0.2, 0.3), (0.9, 0.8, 0.7))]
+    for pairs in (norms[:1], norms):
+        expected = torch.stack([torch.cat([normalize(img, m, s) for m, s in pairs]) for img in images])
+        assert torch.equal(normalize_batch(images, pairs), expected)
 
 
 def test_fp32_islands_under_bf16(tiny_dir: Path, pi0: Pi0Policy, make_pi0_obs) -> None:
