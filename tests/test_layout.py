@@ -1,8 +1,8 @@
 """The layout's rules, read from the code with `ast` (function-local imports included):
 
     ops -> web -> workers -> safety, one way;
-    web imports only workers.{settings, logs, tasks, store, wire} (and the pure dataset library workers.replays,
-        which validates uploads before admission);
+    web imports only workers.{settings, logs, gc_freeze, tasks, store, wire} (and the pure dataset library
+        workers.replays, which validates uploads before admission);
     stages import gpu, policies, store, wire, replays and safety; nothing in workers imports stages but tasks;
     policies, replays and safety import nothing above themselves; tasks is a leaf nothing in workers imports;
     no import cycles; every module under 300 lines; every task has an explicit name and time limits.
@@ -64,7 +64,8 @@ def _under(mod: str, *prefixes: str) -> bool:
     return any(mod == p or mod.startswith(p + ".") for p in prefixes)
 
 
-WEB_MAY_USE = ("workers.settings", "workers.logs", "workers.tasks", "workers.store", "workers.wire", "workers.replays")
+WEB_MAY_USE = ("workers.settings", "workers.logs", "workers.gc_freeze", "workers.tasks", "workers.store",
+               "workers.wire", "workers.replays")
 LEAVES = {"workers.policies": ("workers.policies",), "workers.replays": ("workers.replays",), "safety": ("safety",)}
 
 

@@ -16,7 +16,7 @@ from web.errors import BACKEND_ERRORS, ApiError, from_api_error, from_backend_do
 from web.extensions import Api
 from web.json_provider import OrjsonProvider
 from web.services import admission, dataset_probe
-from workers import logs
+from workers import gc_freeze, logs
 from workers.settings import DEV_PEPPER, Settings, get_settings
 
 log = logging.getLogger("web.access")
@@ -55,6 +55,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_error_handler(Exception, from_unexpected)
     app.before_request(_begin)
     app.after_request(_end)
+    if not app.config.get("TESTING"):
+        gc_freeze.freeze("web app created")  # a gunicorn worker, the openpi process: built, about to serve
     return app
 
 

@@ -5,7 +5,7 @@ import threading
 
 from celery import Celery, signals
 
-from workers import logs
+from workers import gc_freeze, logs
 
 app = Celery("vlaapi")
 app.config_from_object("celeryconfig")
@@ -29,6 +29,8 @@ def _warm_up(sender=None, **_: object) -> None:
     queues = _consumed_queues()
     stage = None if model else ("safety" if "safety" in queues else None)
     liveness.install(liveness.Watchdog(app, sender.hostname, get_settings(), stage=stage))
+    if not model:  # a GPU worker freezes once its model has loaded (workers/gpu/runtime.py)
+        gc_freeze.freeze(f"{sender.hostname} ready")
     if model:
         # In a thread of its own: the cancel is a control message the consumer thread itself must answer, and
         # this callback may run on that very thread (worker_ready), where waiting for the answer would block it.

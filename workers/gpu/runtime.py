@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from workers import liveness
+from workers import gc_freeze, liveness
 from workers.gpu.batcher import MicroBatcher
 from workers.policies.registry import fingerprint_mode, load_policy, parse_enabled_models, parse_model_options
 from workers.settings import Settings, get_settings
@@ -66,10 +66,13 @@ class GpuRuntime:
             import torch
 
             torch.set_num_threads(s.torch_cpu_threads)
-        return load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
-                           options=parse_model_options(s.enabled_models)[self.model], fingerprint_dir=s.fingerprint_dir,
-                           fingerprints=fingerprint_mode(s.environment, s.allow_unregistered_checkpoints),
-                           allow_sim=s.environment == "development" or s.sim_allowed)
+        policy = load_policy(self.model, self.path, model_dir=s.model_dir, dtype=s.model_dtype, device=s.gpu_device,
+                             options=parse_model_options(s.enabled_models)[self.model],
+                             fingerprint_dir=s.fingerprint_dir,
+                             fingerprints=fingerprint_mode(s.environment, s.allow_unregistered_checkpoints),
+                             allow_sim=s.environment == "development" or s.sim_allowed)
+        gc_freeze.freeze(f"{self.model} loaded")  # the model's modules and the worker's start-up, for good
+        return policy
 
     def _heartbeat(self) -> None:
         r = notify.client(self.settings.redis_url)
