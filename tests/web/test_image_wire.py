@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from tests.helpers import png_b64, request_body
-from workers.wire import frames, resend
+from workers.wire import fastjson, frames, resend
 
 # Enabled, and no worker consumes it in any test: its messages stay in the broker to be read here.
 NO_WORKER_MODEL = "openvla-slow"
@@ -47,6 +47,7 @@ def test_the_image_crosses_redis_once_as_bytes_beside_a_small_message(client, ma
     assert 2_000 < redis_client.pttl(frames.key(job_id)) <= 32_000  # the deadline plus a margin
     message = _broker_message(redis_client, job_id)
     assert len(message) < 4096 < len(png)  # descriptions, not images
+    assert json.loads(message)["content-type"] == fastjson.MESSAGE_CONTENT_TYPE  # orjson's JSON, never a pickle
     args = json.loads(base64.b64decode(json.loads(message)["body"]))[0][0]
     assert args["images"]["primary"]["sha256"] == hashlib.sha256(png).hexdigest()
     assert args["images"]["primary"]["format"] == "PNG"
