@@ -45,9 +45,15 @@ def observe_request(request: Request, response: Response, seconds: float) -> Non
 
 def queue_depth(r, queue: str) -> int:
     pipe = r.pipeline()
+    queue_depth_on(pipe, queue)
+    return int(sum(pipe.execute()))
+
+
+def queue_depth_on(pipe, queue: str) -> int:
+    """Add the reads of `queue`'s depth to a pipeline; returns how many replies to sum."""
     for suffix in _PRIORITY_SUFFIXES:
         pipe.llen(queue + suffix)
-    return int(sum(pipe.execute()))
+    return len(_PRIORITY_SUFFIXES)
 
 
 class _LiveGauges:

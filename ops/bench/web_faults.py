@@ -126,15 +126,15 @@ def main() -> None:
         result: dict = {"machine": machine(), "rounds": args.rounds}
         r.config_set("maxmemory", 1)
         result["oom"] = _drill(app, key, args.rounds, lambda: None)
-        real_depth = admission.queue_depth
+        real_depth = admission.refuse_if_full
 
         def late_oom(*a, **kw):
             r.config_set("maxmemory", 1)
             return real_depth(*a, **kw)
 
-        admission.queue_depth = late_oom
+        admission.refuse_if_full = late_oom
         result["oom_late"] = _drill(app, key, args.rounds, lambda: r.config_set("maxmemory", 0))
-        admission.queue_depth = real_depth
+        admission.refuse_if_full = real_depth
         r.config_set("maxmemory", 0)
         admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
         real_prepare = submit.prepare

@@ -95,14 +95,14 @@ def test_redis_at_maxmemory_is_a_503_on_every_door(oom_app, private_redis, make_
     assert client.get("/v1/usage", headers=headers).get_json()["requests_this_minute"] == 0
 
 
-@pytest.mark.parametrize("step", ["queue_depth", "prepare"])
+@pytest.mark.parametrize("step", ["queue_check", "prepare"])
 def test_a_failed_refund_never_replaces_the_503(oom_app, private_redis, make_customer, monkeypatch, step):
     """Redis reaches maxmemory after the unit was counted: before the queue-depth check (the in-flight
     acquire, then the refund, fail), or inside the job's creation (the resend copy, the in-flight release and
     the refund fail). The answer is still the 503 of the first error."""
     headers = make_customer()[2]
     client = oom_app.test_client()
-    target, name = (admission, "queue_depth") if step == "queue_depth" else (submit, "prepare")
+    target, name = (admission, "refuse_if_full") if step == "queue_check" else (submit, "prepare")
     real = getattr(target, name)
 
     def at_maxmemory(*args, **kwargs):

@@ -159,3 +159,28 @@ def test_cors_allows_configured_origin_only(settings, make_customer):
         assert "Access-Control-Allow-Origin" not in bad.headers
         pre = c.options("/v1/jobs", headers={"Origin": "https://lab.example", "Access-Control-Request-Method": "POST"})
         assert pre.status_code == 204 and "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+
+
+def test_admission_after_redis_lost_its_scripts_charges_once(client, tier_customer, redis_client):
+    """The charge goes out by EVALSHA with the queue's reads in one round trip (web/ratelimit/round_trip.py);
+    after SCRIPT FLUSH (as after a Redis restart) the scripts are loaded again and the request is charged once."""
+    headers = tier_customer(per_minute=5, max_in_flight=3)
+    redis_client.script_flush()
+    assert client.post("/v1/jobs", json=request_body(MODEL), headers=headers).status_code == 202
+    assert client.get("/v1/usage", headers=headers).get_json()["requests_this_minute"] == 1
+    redis_client.script_flush()
+    assert client.post("/v1/jobs", json=request_body(MODEL), headers=headers).status_code == 202
+    usage = client.get("/v1/usage", headers=headers).get_json()
+    assert usage["requests_this_minute"] == 2
+
+
+def test_the_openpi_look_before_decoding_after_redis_lost_its_scripts(app, tier_customer, redis_client):
+    """The door's look (the limits and the in-flight count, one round trip) survives SCRIPT FLUSH too."""
+    from web.compat.openpi import session
+
+    headers = tier_customer(per_minute=5, max_in_flight=3)
+    conn = session.Connection(model=MODEL, authorization=headers["Authorization"])
+    redis_client.script_flush()
+    session.precheck(app, conn)  # no exception: allowed, nothing consumed
+    with app.test_client() as c:
+        assert c.get("/v1/usage", headers=headers).get_json()["requests_this_minute"] == 0

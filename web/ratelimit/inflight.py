@@ -7,6 +7,8 @@ extend. Acquire, touch and count run as one Lua script, so the cap is exact unde
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from .limiter import customer_key
@@ -63,3 +65,7 @@ class InFlight:
         """Live (unexpired) leases; read-only."""
         _, n = self._script(keys=[self.key(customer_id)], args=["count", "", 0, 0, _now_ms(now)])
         return int(n)
+
+    def queue_count(self, pipe: Any, customer_id: str, now: float | None = None) -> None:
+        """`count` added to a pipeline (round_trip.one_round_trip); its reply's second item is the count."""
+        pipe.evalsha(self._script.sha, 1, self.key(customer_id), "count", "", 0, 0, _now_ms(now))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -80,6 +81,11 @@ class RateLimiter:
         """Current usage, and whether one more unit would be admitted; consumes nothing."""
         return self._call("peek", customer_id, limits, 1, now)
 
+    def queue(self, pipe: Any, mode: str, customer_id: str, limits: Limits, cost: int = 1,
+              now: float | None = None) -> None:
+        """Add this call ("hit" or "peek") to a pipeline (round_trip.one_round_trip); `decode` reads its reply."""
+        pipe.evalsha(self._script.sha, 1, self.key(customer_id), *self._args(mode, limits, cost, now))
+
     def refund(
         self,
         customer_id: str,
@@ -105,8 +111,12 @@ class RateLimiter:
         now: float | None,
         window_ids: Sequence[str] = ("", "", ""),
     ) -> Decision:
+        raw = self._script(keys=[self.key(customer_id)], args=self._args(mode, limits, cost, now, window_ids))
+        return decode(raw, limits)
+
+    @staticmethod
+    def _args(mode: str, limits: Limits, cost: int, now: float | None,
+              window_ids: Sequence[str] = ("", "", "")) -> list[Any]:
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"cost must be a positive int, not {cost!r}")
-        args = [mode, cost, _now_arg(now), *limits.as_args(), *window_ids]
-        raw = self._script(keys=[self.key(customer_id)], args=args)
-        return decode(raw, limits)
+        return [mode, cost, _now_arg(now), *limits.as_args(), *window_ids]

@@ -16,10 +16,11 @@ from flask import current_app, g
 from web import timing
 from web.auth import Principal, current
 from web.errors import AcceptedError, ApiError, best_effort
-from web.metrics import queue_depth
+from web.metrics import queue_depth_on
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
-from web.ratelimit.limiter import RateLimiter
+from web.ratelimit.limiter import RateLimiter, decode
+from web.ratelimit.round_trip import one_round_trip
 from web.services import catalog, submit
 from workers.settings import Settings
 from workers.store.models import Job
@@ -98,17 +99,25 @@ def submit_job(data: dict[str, Any], kind: str = "interactive", *, idempotency_k
             raise
 
     job = admit_counted(infer_queue(data["model"], kind), str(job_id), ttl, create,
-                        check=_deadline_check(settings, data["model"], deadline_ms) if fail_fast else None)
+                        check=_deadline_check(settings, data["model"], deadline_ms) if fail_fast else None,
+                        backlog_of=data["model"] if fail_fast else None)
     best_effort(lambda: telemetry.submitted(r, job.model, kind), "submitted counter")
     return job
 
 
-def _deadline_check(settings: Settings, model: str, deadline_ms: float) -> Callable[[Any], None]:
+def refuse_if_full(r, queue: str, depth: int, max_depth: int) -> None:
+    """503 queue_full once `queue` holds max_depth messages (the depth was read with the charge)."""
+    if depth >= max_depth:
+        _refused(r, "queue_full")
+        raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly", headers={"Retry-After": "2"})
+
+
+def _deadline_check(settings: Settings, model: str, deadline_ms: float) -> Callable[[Any, int], None]:
     """Fail fast: refuse now (503 deadline_unattainable) a request the model's backlog and its workers' learned
     batch-latency curves say would expire, so a robot can fall back or slow down at once (workers/wire/backlog.py)."""
 
-    def check(r) -> None:
-        verdict = backlog.verdict(backlog.count(r, model), catalog.workers_for(settings, model), deadline_ms)
+    def check(r, waiting: int) -> None:
+        verdict = backlog.verdict(waiting, catalog.workers_for(settings, model), deadline_ms)
         if verdict is None or verdict.attainable:
             return
         _refused(r, "deadline")
@@ -129,10 +138,18 @@ def refuse_if_over_limit(*, in_flight: bool = False) -> None:
     raced past this look, still before any image work."""
     p = current()
     r = _redis(current_app.config["SETTINGS"])
-    decision = RateLimiter(r).peek(p.customer_id, _limits(p))
+    counted = in_flight and p.max_in_flight is not None
+
+    def reads(pipe) -> None:  # both looks in one round trip (web/ratelimit/round_trip.py)
+        RateLimiter(r).queue(pipe, "peek", p.customer_id, _limits(p))
+        if counted:
+            InFlight(r).queue_count(pipe, p.customer_id)
+
+    replies = one_round_trip(r, reads)
+    decision = decode(replies[0], _limits(p))
     if not decision.allowed:
         _refuse_rate(r, decision)
-    if in_flight and p.max_in_flight is not None and InFlight(r).count(p.customer_id) >= p.max_in_flight:
+    if counted and int(replies[1][1]) >= p.max_in_flight:
         _refused(r, "in_flight")
         raise _too_many_in_flight(p)
 
@@ -173,29 +190,39 @@ def ended(row: Job | Any, state: str) -> None:
 
 
 def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str], T],
-                  check: Callable[[Any], None] | None = None) -> T:
+                  check: Callable[[Any, int], None] | None = None, backlog_of: str | None = None) -> T:
     """Admit one request that is not a job (a replay counts as one request): rate limit and quota, queue
-    depth (and `check(redis)`, which may refuse), then an in-flight slot leased under `lease_id`.
-    `create(inflight_key)` writes and enqueues it;
-    if anything after counting fails, the unit is refunded and the slot released, as for jobs."""
+    depth (and `check(redis, backlog)`, which may refuse, given the count of `backlog_of`'s backlog), then an
+    in-flight slot leased under `lease_id`. `create(inflight_key)` writes and enqueues it;
+    if anything after counting fails, the unit is refunded and the slot released, as for jobs.
+    The charge and the reads the checks need go to Redis in one round trip (web/ratelimit/round_trip.py), in
+    the order they were asked one by one: the charge first, then the queue, then the backlog."""
     p = current()
     settings = current_app.config["SETTINGS"]
     r = _redis(settings)
     limiter = RateLimiter(r)
+    spans: list[int] = []
+
+    def reads(pipe) -> None:
+        limiter.queue(pipe, "hit", p.customer_id, _limits(p))
+        spans.append(queue_depth_on(pipe, queue))
+        if backlog_of is not None:
+            backlog.count_on(pipe, backlog_of)
+
     with timing.phase("admit"):
-        decision = limiter.hit(p.customer_id, _limits(p))
+        replies = one_round_trip(r, reads)
+    decision = decode(replies[0], _limits(p))
+    depth = int(sum(replies[1:1 + spans[-1]]))
+    waiting = int(replies[-1]) if backlog_of is not None else 0
     g.extra_headers = decision.headers()
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
         _refuse_rate(r, decision)
     try:
         with timing.phase("admit"):
-            if queue_depth(r, queue) >= settings.max_queue_depth:
-                _refused(r, "queue_full")
-                raise ApiError(503, "queue_full", f"the {queue} queue is full; retry shortly",
-                               headers={"Retry-After": "2"})
+            refuse_if_full(r, queue, depth, settings.max_queue_depth)
             if check is not None:
-                check(r)
+                check(r, waiting)
             inflight = InFlight(r)
             if not inflight.acquire(p.customer_id, lease_id, p.max_in_flight, ttl_s):
                 _refused(r, "in_flight")

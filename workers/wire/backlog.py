@@ -25,11 +25,16 @@ def backlog_key(model: str) -> str:
 
 def count(r: redis.Redis, model: str, now: float | None = None) -> int:
     """Accepted interactive jobs of `model` not yet through inference, deadline not passed (one round trip)."""
-    now = time.time() if now is None else now
     pipe = r.pipeline()
+    count_on(pipe, model, now)
+    return int(pipe.execute()[1])
+
+
+def count_on(pipe: Any, model: str, now: float | None = None) -> None:
+    """`count` added to a pipeline: two replies, the second the count."""
+    now = time.time() if now is None else now
     pipe.zremrangebyscore(backlog_key(model), "-inf", now)
     pipe.zcard(backlog_key(model))
-    return int(pipe.execute()[1])
 
 
 def add(pipe: Any, model: str, job_id: str, deadline_epoch: float) -> None:
