@@ -78,6 +78,10 @@ def test_every_service_runs_a_role_of_the_image():
     procfile = (ROOT / "Procfile").read_text()
     for role in PROCFILE_ROLES:
         assert procfile_command(role, procfile)
+    # Task events start off (celeryconfig: three publishes per task); Flower turns them on while it runs. `-E`
+    # on a worker's line turned them on for good (the safety worker had it until issue 26).
+    for line in procfile.splitlines():
+        assert not re.search(r"\s(-E|--task-events)(\s|$)", line), line
 
 
 def test_dockerfile_non_root_healthcheck_no_baked_secret():
