@@ -20,15 +20,22 @@ from .scripts import INFLIGHT_LUA, LIMITS_LUA
 
 
 def one_round_trip(r: redis.Redis, queue: Callable[[Any], None]) -> list[Any]:
-    """Send what `queue(pipe)` adds to a pipeline, in one round trip; its replies in order."""
+    """Send what `queue(pipe)` adds to a pipeline, in one round trip; its replies in order. A command Redis
+    refused is an exception in its place (`value` raises it), so the caller decides what one refusal means for
+    the others: a charge that went through is refunded when a read after it failed, as before."""
     for attempt in (0, 1):
         pipe = r.pipeline(transaction=False)
         queue(pipe)
-        try:
-            return pipe.execute()
-        except NoScriptError:
-            if attempt:
-                raise
-            for lua in (LIMITS_LUA, INFLIGHT_LUA):
-                r.script_load(lua)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt or not any(isinstance(x, NoScriptError) for x in replies):
+            return replies
+        for lua in (LIMITS_LUA, INFLIGHT_LUA):
+            r.script_load(lua)
     raise AssertionError("unreachable")
+
+
+def value(reply: Any) -> Any:
+    """A reply of one_round_trip, or the error Redis answered in its place, raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply

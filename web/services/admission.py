@@ -20,7 +20,7 @@ from web.metrics import queue_depth_on
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter, decode
-from web.ratelimit.round_trip import one_round_trip
+from web.ratelimit.round_trip import one_round_trip, value
 from web.services import catalog, submit
 from workers.settings import Settings
 from workers.store.models import Job
@@ -145,7 +145,7 @@ def refuse_if_over_limit(*, in_flight: bool = False) -> None:
         if counted:
             InFlight(r).queue_count(pipe, p.customer_id)
 
-    replies = one_round_trip(r, reads)
+    replies = [value(x) for x in one_round_trip(r, reads)]
     decision = decode(replies[0], _limits(p))
     if not decision.allowed:
         _refuse_rate(r, decision)
@@ -211,15 +211,15 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
 
     with timing.phase("admit"):
         replies = one_round_trip(r, reads)
-    decision = decode(replies[0], _limits(p))
-    depth = int(sum(replies[1:1 + spans[-1]]))
-    waiting = int(replies[-1]) if backlog_of is not None else 0
+    decision = decode(value(replies[0]), _limits(p))
     g.extra_headers = decision.headers()
     g.usage = decision.usage_block(p.tier)
     if not decision.allowed:
         _refuse_rate(r, decision)
     try:
         with timing.phase("admit"):
+            depth = int(sum(value(x) for x in replies[1:1 + spans[-1]]))  # a failed read after the charge: refunded
+            waiting = int(value(replies[-1])) if backlog_of is not None else 0
             refuse_if_full(r, queue, depth, settings.max_queue_depth)
             if check is not None:
                 check(r, waiting)
