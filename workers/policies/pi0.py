@@ -35,7 +35,7 @@ from workers.policies.errors import CheckpointError
 from workers.policies.pi0_flow import keep_fp32_islands, row_noise, sample_actions
 from workers.policies.pi0_graph import FlowGraphPool
 from workers.policies.pi0_layouts import OPENPI_EPS, Layout, detect
-from workers.policies.preprocess import check_fits, to_tower, to_towers
+from workers.policies.preprocess import check_fits, to_towers
 from workers.policies.selfcheck import check_pi0
 from workers.policies.timing import Stopwatch
 
@@ -128,8 +128,9 @@ class Pi0Policy(Policy):
     def image(self, img: np.ndarray) -> torch.Tensor:
         """To the tower's size in [-1, 1] with black bars, as the checkpoint's layout was trained: openpi's
         centred resize-with-pad (PIL bilinear), LeRobot >= 0.4's centred torch port of it, or LeRobot <= 0.3's
-        top-left padding (torch bilinear) (preprocess.to_tower)."""
-        return to_tower(img, self.image_size, self.image_convention)
+        top-left padding (torch bilinear). The path a pass takes (preprocess.to_towers), so the golden tests that
+        compare this with the references check what serves."""
+        return to_towers([img], self.image_size, self.image_convention)[0]
 
     def _prefix(self, observations: list[Observation]) -> dict[str, torch.Tensor]:
         """Right-padded ids with 256 image placeholders per *present* camera, and only the present cameras'

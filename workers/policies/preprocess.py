@@ -102,9 +102,12 @@ def resize_with_pad_centred_torch(img: np.ndarray, size: int) -> torch.Tensor:
     return x[0] * 2.0 - 1.0
 
 
+# openpi's normalisation to [-1, 1]: (x / 255 - 0.5) / 0.5 per channel.
+OPENPI_NORM = ((0.5,) * 3, (0.5,) * 3)
+
 # How each checkpoint convention brings a camera image to the tower's square, in [-1, 1] (float32 CHW).
 IMAGE_CONVENTIONS = {
-    "openpi": lambda img, size: normalize(resize_with_pad(img, size), (0.5,) * 3, (0.5,) * 3),
+    "openpi": lambda img, size: normalize(resize_with_pad(img, size), *OPENPI_NORM),
     "lerobot-0.3": resize_with_pad_top_left,
     "lerobot-torch": resize_with_pad_centred_torch,
 }
@@ -123,5 +126,5 @@ def to_towers(images: Sequence[np.ndarray], size: int, convention: str) -> torch
     if not images:
         return torch.zeros(0, 3, size, size)
     if convention == "openpi":
-        return normalize_batch([resize_with_pad(img, size) for img in images], [((0.5,) * 3, (0.5,) * 3)])
+        return normalize_batch([resize_with_pad(img, size) for img in images], [OPENPI_NORM])
     return torch.stack([to_tower(img, size, convention) for img in images])

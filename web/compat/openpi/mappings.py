@@ -100,7 +100,6 @@ def to_body(obs: Any, spec: dict[str, Any], mapping_name: str, default_prompt: s
     return body
 
 
-
 RTC_KEYS = ("prev_actions", "inference_delay", "execution_horizon", "max_guidance_weight",
             "prefix_attention_schedule", "jacobian")
 
