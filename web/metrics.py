@@ -30,6 +30,7 @@ REQUEST_LATENCY = Histogram(
 )
 # kombu's Redis transport keeps priority levels in sibling lists named queue + '\x06\x16' + level.
 _PRIORITY_SUFFIXES = ("",) + tuple(f"\x06\x16{p}" for p in (1, 2, 3, 4, 5, 6, 7, 8, 9))
+QUEUE_DEPTH_READS = len(_PRIORITY_SUFFIXES)  # the replies queue_depth_on adds to a pipeline, to be summed
 
 
 # Label values come from fixed sets: any other method is "other", so a client cannot mint series.
@@ -49,11 +50,10 @@ def queue_depth(r, queue: str) -> int:
     return int(sum(pipe.execute()))
 
 
-def queue_depth_on(pipe, queue: str) -> int:
-    """Add the reads of `queue`'s depth to a pipeline; returns how many replies to sum."""
+def queue_depth_on(pipe, queue: str) -> None:
+    """Add the reads of `queue`'s depth to a pipeline: QUEUE_DEPTH_READS replies, to be summed."""
     for suffix in _PRIORITY_SUFFIXES:
         pipe.llen(queue + suffix)
-    return len(_PRIORITY_SUFFIXES)
 
 
 class _LiveGauges:

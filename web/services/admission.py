@@ -16,7 +16,7 @@ from flask import current_app, g
 from web import timing
 from web.auth import Principal, current
 from web.errors import AcceptedError, ApiError, best_effort
-from web.metrics import queue_depth_on
+from web.metrics import QUEUE_DEPTH_READS, queue_depth_on
 from web.ratelimit.decision import Decision, Limits
 from web.ratelimit.inflight import InFlight
 from web.ratelimit.limiter import RateLimiter, decode
@@ -201,11 +201,10 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
     settings = current_app.config["SETTINGS"]
     r = _redis(settings)
     limiter = RateLimiter(r)
-    spans: list[int] = []
 
     def reads(pipe) -> None:
         limiter.queue(pipe, "hit", p.customer_id, _limits(p))
-        spans.append(queue_depth_on(pipe, queue))
+        queue_depth_on(pipe, queue)
         if backlog_of is not None:
             backlog.count_on(pipe, backlog_of)
 
@@ -218,7 +217,8 @@ def admit_counted(queue: str, lease_id: str, ttl_s: float, create: Callable[[str
         _refuse_rate(r, decision)
     try:
         with timing.phase("admit"):
-            depth = int(sum(value(x) for x in replies[1:1 + spans[-1]]))  # a failed read after the charge: refunded
+            # A read that failed after the charge raises here, inside the refund's reach.
+            depth = int(sum(value(x) for x in replies[1:1 + QUEUE_DEPTH_READS]))
             waiting = int(value(replies[-1])) if backlog_of is not None else 0
             refuse_if_full(r, queue, depth, settings.max_queue_depth)
             if check is not None:
